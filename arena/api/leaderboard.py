@@ -1,0 +1,48 @@
+"""The public, read-only leaderboard."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from arena.api.base import ApiView
+from arena.selectors.leaderboard import leaderboard, snapshot_latest
+
+
+class LeaderboardRowOut(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    organization = serializers.CharField()
+    license = serializers.CharField()
+    open_weights = serializers.BooleanField()
+    status = serializers.CharField()
+    score = serializers.FloatField()
+    ci_low = serializers.FloatField()
+    ci_high = serializers.FloatField()
+    rank = serializers.IntegerField()
+    n_comparisons = serializers.IntegerField()
+    win_rate = serializers.FloatField()
+    provisional = serializers.BooleanField()
+    n_labs = serializers.IntegerField()
+    mean_progress = serializers.FloatField(allow_null=True)
+    last_evaluated = serializers.DateTimeField(allow_null=True)
+
+
+class LeaderboardOut(serializers.Serializer):
+    snapshot = serializers.IntegerField(allow_null=True)
+    updated_at = serializers.DateTimeField(allow_null=True)
+    method = serializers.CharField(allow_null=True)
+    n_comparisons = serializers.IntegerField()
+    rows = LeaderboardRowOut(many=True)
+    provisional = LeaderboardRowOut(many=True)
+
+
+class LeaderboardView(ApiView):
+    @extend_schema(
+        operation_id="leaderboard",
+        summary="The public ranking (newest snapshot)",
+        responses={200: LeaderboardOut},
+    )
+    def get(self, request):
+        return Response(leaderboard(snapshot_latest()))

@@ -1,0 +1,308 @@
+"""Input serializers validate at the edge; output serializers document (and shape) what each role sees."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
+
+from arena.models import ACTION_SPACES, EvaluationSession, Policy, Preference
+from arena.services.policies import ENDPOINT_RE, SLUG_RE
+
+SLOT_CHOICES = ["A", "B"]
+
+
+# JSON types each input field accepts. DRF would coerce 5 into "5", "true" into True and "7" into 7; the API
+# refuses a value of the wrong type instead, as its schema says.
+JSON_TYPES: tuple[tuple[type[serializers.Field], tuple[type, ...], str], ...] = (
+    (serializers.BooleanField, (bool,), "a boolean"),
+    (serializers.IntegerField, (int,), "an integer"),
+    (serializers.FloatField, (int, float), "a number"),
+    (serializers.CharField, (str,), "a string"),
+    (serializers.ListField, (list,), "a list"),
+    (serializers.DictField, (dict,), "an object"),
+)
+
+
+class InputSerializer(serializers.Serializer):
+    """Base of the request-body serializers: a field given a JSON value of another type is refused (400
+    ``invalid``, naming the field)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping):
+            errors = {}
+            for name, field in self.fields.items():
+                value = data.get(name)
+                expected = [(types, what) for cls, types, what in JSON_TYPES if isinstance(field, cls)]
+                if value is None or not expected:
+                    continue
+                types, what = expected[0]
+                if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                    errors[name] = [ErrorDetail(f"Expected {what}.", code="invalid")]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+# The services check these patterns (with error codes of their own, e.g. ``invalid_slug``); the fields
+# document them.
+@extend_schema_field({"type": "string", "pattern": SLUG_RE.pattern, "minLength": 3, "maxLength": 80})
+class PolicySlugField(serializers.CharField):
+    """3-80 lowercase letters, digits and hyphens (checked by ``policy_register``)."""
+
+
+@extend_schema_field({"type": "string", "pattern": ENDPOINT_RE.pattern, "maxLength": 500})
+class EndpointUrlField(serializers.CharField):
+    """A ws:// or wss:// address (checked by ``check_endpoint_url``)."""
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    field = serializers.CharField(allow_null=True)
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorDetailSerializer()
+
+
+# --- Policies ---------------------------------------------------------------------------------------------
+
+
+class PolicyRegisterIn(InputSerializer):
+    slug = PolicySlugField(max_length=80)
+    name = serializers.CharField(max_length=120)
+    endpoint_url = EndpointUrlField(max_length=500)
+    endpoint_api_key = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    organization = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
+    description = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
+    license = serializers.CharField(max_length=80, required=False, default="", allow_blank=True)
+    open_weights = serializers.BooleanField(required=False, default=False)
+    req_platform = serializers.CharField(max_length=80, required=False, default="", allow_blank=True)
+
+
+class PolicyUpdateIn(InputSerializer):
+    name = serializers.CharField(max_length=120, required=False)
+    endpoint_url = EndpointUrlField(max_length=500, required=False)
+    endpoint_api_key = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+    license = serializers.CharField(max_length=80, required=False, allow_blank=True)
+    open_weights = serializers.BooleanField(required=False)
+    req_platform = serializers.CharField(max_length=80, required=False, allow_blank=True)
+    videos_public = serializers.BooleanField(required=False)
+
+
+class RequirementsOut(serializers.Serializer):
+    platform = serializers.CharField(allow_null=True)
+    image_resolution = serializers.ListField(child=serializers.IntegerField(), allow_null=True)
+    n_external_cameras = serializers.IntegerField()
+    needs_wrist_camera = serializers.BooleanField()
+    needs_stereo_camera = serializers.BooleanField()
+    action_space = serializers.CharField(allow_null=True)
+    action_dim = serializers.IntegerField(allow_null=True)
+    action_horizon = serializers.IntegerField(allow_null=True)
+    needs_replica_state = serializers.BooleanField()
+
+
+class PolicyPublicOut(serializers.ModelSerializer):
+    organization = serializers.CharField(source="organization.name")
+    requirements = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Policy
+        fields = [
+            "slug",
+            "name",
+            "organization",
+            "description",
+            "license",
+            "open_weights",
+            "status",
+            "requirements",
+            "created_at",
+        ]
+
+    @extend_schema_field(RequirementsOut)
+    def get_requirements(self, policy: Policy) -> dict:
+        return RequirementsOut(policy.requirements()).data
+
+
+class PolicyOwnerOut(PolicyPublicOut):
+    class Meta(PolicyPublicOut.Meta):
+        fields = PolicyPublicOut.Meta.fields + [
+            "endpoint_url",
+            "req_platform",
+            "videos_public",
+            "last_check_at",
+            "last_check_ok",
+            "last_check_error",
+            "last_check_latency_ms",
+            "consecutive_failures",
+            "retired_at",
+        ]
+
+
+class PolicyCheckOut(serializers.Serializer):
+    at = serializers.DateTimeField()
+    ok = serializers.BooleanField()
+    error_code = serializers.CharField()
+    message = serializers.CharField()
+    latency_ms = serializers.FloatField(allow_null=True)
+
+
+# --- Accounts ---------------------------------------------------------------------------------------------
+
+
+class RobotIn(InputSerializer):
+    name = serializers.SlugField(max_length=80)
+    platform = serializers.CharField(max_length=80)
+    n_external_cameras = serializers.IntegerField(min_value=0, max_value=4)
+    has_wrist_camera = serializers.BooleanField()
+    has_stereo_camera = serializers.BooleanField(required=False, default=False)
+    action_spaces = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(ACTION_SPACES)),
+        min_length=1,
+        max_length=len(ACTION_SPACES),
+    )
+
+
+class RobotOut(serializers.Serializer):
+    name = serializers.CharField()
+    platform = serializers.CharField()
+    n_external_cameras = serializers.IntegerField()
+    has_wrist_camera = serializers.BooleanField()
+    has_stereo_camera = serializers.BooleanField()
+    action_spaces = serializers.ListField(child=serializers.CharField())
+    created_at = serializers.DateTimeField()
+
+
+class KeyIn(InputSerializer):
+    name = serializers.CharField(max_length=80, required=False, default="", allow_blank=True)
+
+
+class KeyOut(serializers.Serializer):
+    prefix = serializers.CharField()
+    name = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+
+
+class NewKeyOut(KeyOut):
+    key = serializers.CharField(help_text="Shown once; store it now.")
+
+
+class MeOut(serializers.Serializer):
+    role = serializers.ChoiceField(choices=["lab", "owner"])
+    name = serializers.CharField()
+    organization = serializers.CharField()
+    key_prefix = serializers.CharField()
+
+
+# --- Sessions ---------------------------------------------------------------------------------------------
+
+
+class SessionListQuery(serializers.Serializer):
+    state = serializers.ChoiceField(choices=EvaluationSession.State.values, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=200, required=False, default=50)
+
+
+class SessionRequestIn(InputSerializer):
+    robot = serializers.SlugField(max_length=80)
+    task = serializers.CharField(max_length=500)
+    task_category = serializers.SlugField(max_length=60, required=False, default="", allow_blank=True)
+    scene_notes = serializers.CharField(max_length=5000, required=False, default="", allow_blank=True)
+
+
+class EpisodeIn(InputSerializer):
+    slot = serializers.ChoiceField(choices=SLOT_CHOICES)
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    success = serializers.BooleanField()
+    steps = serializers.IntegerField(min_value=0, max_value=1_000_000)
+    duration_s = serializers.FloatField(min_value=0, max_value=86_400)
+    mean_latency_ms = serializers.FloatField(min_value=0, max_value=600_000, required=False, allow_null=True)
+    failure_reason = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+
+
+class PreferenceIn(InputSerializer):
+    choice = serializers.ChoiceField(choices=Preference.Choice.values)
+    reason = serializers.CharField(max_length=5000)
+    valid = serializers.BooleanField(required=False, default=True)
+
+
+class AbortIn(InputSerializer):
+    reason = serializers.CharField(max_length=500)
+    fault = serializers.ChoiceField(choices=EvaluationSession.Fault.values)
+
+
+class EpisodeOut(serializers.Serializer):
+    progress = serializers.IntegerField()
+    success = serializers.BooleanField()
+    steps = serializers.IntegerField()
+    duration_s = serializers.FloatField()
+    mean_latency_ms = serializers.FloatField(allow_null=True)
+    failure_reason = serializers.CharField()
+
+
+class SlotVideoOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    camera = serializers.CharField()
+    state = serializers.CharField()
+    size = serializers.IntegerField()
+
+
+class SlotOut(serializers.Serializer):
+    requirements = RequirementsOut()
+    relay_url = serializers.CharField(allow_null=True, help_text="Websocket address of the blind relay.")
+    episode = EpisodeOut(allow_null=True)
+    videos = SlotVideoOut(many=True)
+
+
+class SlotsOut(serializers.Serializer):
+    A = SlotOut()
+    B = SlotOut()
+
+
+class PreferenceOut(serializers.Serializer):
+    choice = serializers.CharField()
+    reason = serializers.CharField()
+    valid = serializers.BooleanField()
+
+
+class AbortOut(serializers.Serializer):
+    reason = serializers.CharField()
+    fault = serializers.CharField()
+
+
+class IdentityOut(serializers.Serializer):
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    organization = serializers.CharField()
+
+
+class RevealOut(serializers.Serializer):
+    A = IdentityOut()
+    B = IdentityOut()
+
+
+class SessionOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    state = serializers.ChoiceField(choices=EvaluationSession.State.values)
+    task = serializers.CharField()
+    task_category = serializers.CharField()
+    scene_notes = serializers.CharField()
+    robot = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    lease_expires_at = serializers.DateTimeField()
+    ended_at = serializers.DateTimeField(allow_null=True)
+    slots = SlotsOut()
+    preference = PreferenceOut(allow_null=True)
+    abort = AbortOut(allow_null=True)
+    reveal = RevealOut(allow_null=True, help_text="Null until the preference is stored.")
+
+
+class SessionListOut(serializers.Serializer):
+    count = serializers.IntegerField()
+    results = SessionOut(many=True)

@@ -1,0 +1,27 @@
+from django.urls import path
+
+from arena.api import accounts, leaderboard, policies, sessions, videos
+
+urlpatterns = [
+    path("me/", accounts.MeView.as_view(), name="api-me"),
+    path("keys/", accounts.KeyListView.as_view(), name="api-keys"),
+    path("keys/<str:prefix>/revoke/", accounts.KeyRevokeView.as_view(), name="api-key-revoke"),
+    path("robots/", accounts.RobotListView.as_view(), name="api-robots"),
+    path("policies/", policies.PolicyListView.as_view(), name="api-policies"),
+    path("policies/<slug:slug>/", policies.PolicyDetailView.as_view(), name="api-policy"),
+    path("policies/<slug:slug>/retire/", policies.PolicyRetireView.as_view(), name="api-policy-retire"),
+    path("policies/<slug:slug>/checks/", policies.PolicyChecksView.as_view(), name="api-policy-checks"),
+    path("sessions/", sessions.SessionListView.as_view(), name="api-sessions"),
+    path("sessions/<uuid:session_id>/", sessions.SessionDetailView.as_view(), name="api-session"),
+    path("sessions/<uuid:session_id>/episodes/", sessions.EpisodeReportView.as_view(), name="api-episodes"),
+    path(
+        "sessions/<uuid:session_id>/preference/",
+        sessions.PreferenceSubmitView.as_view(),
+        name="api-preference",
+    ),
+    path("sessions/<uuid:session_id>/abort/", sessions.SessionAbortView.as_view(), name="api-abort"),
+    path("sessions/<uuid:session_id>/videos/", videos.VideoStartView.as_view(), name="api-videos"),
+    path("videos/<uuid:video_id>/", videos.VideoDetailView.as_view(), name="api-video"),
+    path("videos/<uuid:video_id>/finish/", videos.VideoFinishView.as_view(), name="api-video-finish"),
+    path("leaderboard/", leaderboard.LeaderboardView.as_view(), name="api-leaderboard"),
+]

@@ -1,0 +1,140 @@
+"""API keys: ``Authorization: Api-Key pa_<prefix>_<secret>``; per-key throttles; the principal's permissions."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions, permissions, throttling
+
+from arena.models import ApiKey, Lab
+
+KEY_PREFIX = "pa"
+PREFIX_RE = re.compile(r"[0-9a-f]{12}")  # generate_key's prefixes; anything else is not looked up
+
+
+@dataclass(frozen=True)
+class NewKey:
+    api_key: ApiKey
+    plaintext: str
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_key() -> tuple[str, str, str]:
+    """Return (prefix, secret, plaintext key)."""
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    return prefix, secret, f"{KEY_PREFIX}_{prefix}_{secret}"
+
+
+def key_lookup(plaintext: str) -> ApiKey | None:
+    """The active key matching ``plaintext``, compared in constant time, or None."""
+    parts = plaintext.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or not PREFIX_RE.fullmatch(parts[1]):
+        return None
+    _, prefix, secret = parts
+    key = ApiKey.objects.select_related("lab", "user").filter(prefix=prefix, revoked_at__isnull=True).first()
+    if key is None or not hmac.compare_digest(key.hashed_secret, hash_secret(secret)):
+        return None
+    return key
+
+
+def key_claimed(request) -> ApiKey | None:
+    """The key (active or revoked) whose prefix the request's ``Authorization`` header names, whatever its
+    secret; for the audit log of refused attempts, never for authentication."""
+    header = authentication.get_authorization_header(request).decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    parts = token.strip().split("_", 2)
+    if scheme != ApiKeyAuthentication.keyword or len(parts) != 3 or not PREFIX_RE.fullmatch(parts[1]):
+        return None
+    return ApiKey.objects.filter(prefix=parts[1]).first()
+
+
+class Principal:
+    """The authenticated caller: a lab (evaluator) or a user (policy owner). DRF stores it as ``request.user``."""
+
+    is_authenticated = True
+    is_anonymous = False
+
+    def __init__(self, api_key: ApiKey) -> None:
+        self.api_key = api_key
+        self.lab: Lab | None = api_key.lab
+        self.user = api_key.user
+
+    @property
+    def is_lab(self) -> bool:
+        return self.lab is not None
+
+    @property
+    def is_owner(self) -> bool:
+        return self.user is not None
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keyword = "Api-Key"
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).decode("latin-1")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme != self.keyword or not token.strip():
+            raise exceptions.AuthenticationFailed("Use the header 'Authorization: Api-Key <key>'.")
+        api_key = key_lookup(token.strip())
+        if api_key is None:
+            raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
+        now = timezone.now()
+        if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
+            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        return Principal(api_key), api_key
+
+    def authenticate_header(self, request) -> str:
+        return self.keyword
+
+
+class IsLab(permissions.BasePermission):
+    message = "This endpoint needs a lab (evaluator) API key."
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.user, Principal) and request.user.is_lab
+
+
+class IsOwner(permissions.BasePermission):
+    message = "This endpoint needs a policy owner's API key."
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.user, Principal) and request.user.is_owner
+
+
+class IsAuthenticated(permissions.BasePermission):
+    message = "This endpoint needs an API key."
+
+    def has_permission(self, request, view) -> bool:
+        return isinstance(request.user, Principal)
+
+
+class ApiKeyThrottle(throttling.SimpleRateThrottle):
+    """Per-key rate limit; anonymous callers are limited per client address."""
+
+    def get_rate(self):
+        return None  # chosen per request in allow_request
+
+    def allow_request(self, request, view) -> bool:
+        self.scope = "api_key" if isinstance(request.user, Principal) else "anon"
+        self.rate = self.THROTTLE_RATES[self.scope]
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
+
+    def get_cache_key(self, request, view) -> str:
+        if isinstance(request.user, Principal):
+            ident = request.user.api_key.prefix
+        else:
+            ident = self.get_ident(request)
+        return f"throttle_{self.scope}_{ident}"

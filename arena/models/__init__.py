@@ -1,0 +1,23 @@
+from arena.models.accounts import ACTION_SPACES, ApiKey, KeyUse, Lab, Organization, Robot
+from arena.models.policies import Policy, PolicyCheck
+from arena.models.records import ComparisonTally, IdempotencyRecord, RankingSnapshot
+from arena.models.sessions import SLOTS, Episode, EvaluationSession, Preference, Video
+
+__all__ = [
+    "ACTION_SPACES",
+    "SLOTS",
+    "ApiKey",
+    "ComparisonTally",
+    "EvaluationSession",
+    "Episode",
+    "IdempotencyRecord",
+    "KeyUse",
+    "Lab",
+    "Organization",
+    "Policy",
+    "PolicyCheck",
+    "Preference",
+    "RankingSnapshot",
+    "Robot",
+    "Video",
+]

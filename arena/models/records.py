@@ -1,0 +1,74 @@
+"""Bookkeeping: idempotent request replays and immutable ranking snapshots."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils import timezone
+
+from arena.models.accounts import ApiKey, Lab
+from arena.models.policies import Policy
+
+
+class IdempotencyRecord(models.Model):
+    """The first response to a POST carrying an ``Idempotency-Key``; retries get it back verbatim."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=100)
+    method = models.CharField(max_length=8)
+    path = models.CharField(max_length=300)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    body = models.JSONField(null=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="idempotency_key_unique_per_key")
+        ]
+
+
+class RankingSnapshot(models.Model):
+    """One immutable fit of the ranking. Rows are only ever added; pages read the newest."""
+
+    version = models.PositiveIntegerField(unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    method = models.CharField(max_length=120)
+    data_hash = models.CharField(max_length=64)
+    n_comparisons = models.PositiveIntegerField()
+    n_policies = models.PositiveIntegerField()
+    fit_seconds = models.FloatField()
+    ratings = models.JSONField(
+        help_text="One entry per policy: slug, score, ci_low, ci_high, rank, counts..."
+    )
+    matrices = models.JSONField(help_text="Policy slugs in order, pairwise win-fraction and count matrices.")
+    breakdowns = models.JSONField(default=dict)
+    integrity = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-version"]
+
+
+class ComparisonTally(models.Model):
+    """Running counts of valid preferences per (policy A, policy B, choice, lab, task category).
+
+    Updated in the same transaction as each preference (an upsert), so the ranking job reads at most a few
+    hundred thousand tally rows instead of scanning every stored comparison. ``manage.py rebuild_tallies``
+    recomputes them from the preferences.
+    """
+
+    policy_a = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="+")
+    policy_b = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="+")
+    choice = models.CharField(max_length=3)
+    lab = models.ForeignKey(Lab, on_delete=models.CASCADE, related_name="+")
+    task_category = models.SlugField(max_length=60, blank=True)
+    n = models.PositiveIntegerField()
+    progress_a_sum = models.PositiveBigIntegerField()
+    progress_b_sum = models.PositiveBigIntegerField()
+    last_preference_id = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy_a", "policy_b", "choice", "lab", "task_category"], name="one_tally_per_cell"
+            )
+        ]

@@ -1,0 +1,118 @@
+"""Which policies may meet on a robot, and which pair of them to assign next.
+
+Eligibility is decided here from stored data only (health comes from stored check results; nothing is probed
+at assignment time). The choice among eligible pairs is delegated to ``ranking.PairSampler``, fed with the
+comparison counts of the latest ranking snapshot.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from arena.models import Lab, Policy, RankingSnapshot, Robot
+from ranking import PairSampler
+
+# Policies that read the simulator's privileged state (the scripted baselines) only run on replica robots.
+REPLICA_PREFIX = "replica:"
+
+
+@dataclass(frozen=True)
+class PairChoice:
+    policy_a: Policy
+    policy_b: Policy
+    probability: float
+
+
+def eligible_policies(*, lab: Lab, robot: Robot) -> list[Policy]:
+    """Active policies the robot can run, excluding those the lab has a stake in: its organization's, and
+    those whose owner belongs to the lab or to the lab's organization."""
+    candidates = (
+        Policy.objects.filter(status=Policy.Status.ACTIVE)
+        .exclude(organization_id=lab.organization_id)
+        .exclude(owner__organizations=lab.organization_id)
+        .exclude(owner__labs=lab.pk)
+        .order_by("pk")
+    )
+    return [p for p in candidates if robot_meets(robot, p)]
+
+
+def robot_meets(robot: Robot, policy: Policy) -> bool:
+    if policy.req_platform and policy.req_platform != robot.platform:
+        return False
+    if policy.req_replica_state and not robot.platform.startswith(REPLICA_PREFIX):
+        return False
+    if policy.req_n_external_cameras > robot.n_external_cameras:
+        return False
+    if policy.req_wrist_camera and not robot.has_wrist_camera:
+        return False
+    if policy.req_stereo_camera and not robot.has_stereo_camera:
+        return False
+    return not (policy.req_action_space and policy.req_action_space not in robot.action_spaces)
+
+
+def pair_choose(*, policies: list[Policy], seed: int | None = None) -> PairChoice | None:
+    """Pick two different policies with the ranking's sampler; None when fewer than two are eligible.
+
+    Slot order (A/B) is randomised separately by the caller.
+    """
+    if len(policies) < 2:
+        return None
+    probabilities = _pair_probabilities(policies)
+    flat = probabilities.ravel()
+    index = int(np.random.default_rng(seed).choice(flat.size, p=flat / flat.sum()))
+    i, j = divmod(index, len(policies))
+    probability = float(probabilities[i, j] + probabilities[j, i])
+    return PairChoice(policy_a=policies[i], policy_b=policies[j], probability=probability)
+
+
+# The sampler refits Bradley-Terry over the snapshot's counts to score the pairs (~10 ms for 60 policies), so
+# its probabilities are kept per (snapshot version, eligible policies) until a new snapshot appears.
+_PROBABILITIES: OrderedDict[tuple[tuple | None, tuple[int, ...]], np.ndarray] = OrderedDict()
+_PROBABILITIES_MAX = 64
+_PROBABILITIES_LOCK = threading.Lock()
+
+
+def _pair_probabilities(policies: list[Policy]) -> np.ndarray:
+    """(n, n) probabilities of ``PairSampler.pair_probabilities`` for ``policies`` and the newest snapshot."""
+    newest = RankingSnapshot.objects.order_by("-version").values_list("version", "data_hash").first()
+    key = (newest, tuple(p.pk for p in policies))
+    with _PROBABILITIES_LOCK:
+        cached = _PROBABILITIES.get(key)
+        if cached is not None:
+            _PROBABILITIES.move_to_end(key)
+            return cached
+    sampler = PairSampler(len(policies))
+    a, b, weights = _history(policies, None if newest is None else newest[0])
+    if len(a):
+        sampler.update_many(a, b, np.ones(len(a)), weights=weights)
+    probabilities = sampler.pair_probabilities()
+    with _PROBABILITIES_LOCK:
+        _PROBABILITIES[key] = probabilities
+        while len(_PROBABILITIES) > _PROBABILITIES_MAX:
+            _PROBABILITIES.popitem(last=False)
+    return probabilities
+
+
+def _history(policies: list[Policy], version: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Win counts between the given policies from snapshot ``version``, as weighted (winner, loser) rows."""
+    if version is None:
+        snapshot = None
+    else:
+        snapshot = RankingSnapshot.objects.only("matrices").filter(version=version).first()
+    empty = np.zeros(0, dtype=np.int64)
+    if snapshot is None:
+        return empty, empty, np.zeros(0)
+    index = {slug: k for k, slug in enumerate(snapshot.matrices.get("slugs", []))}
+    local = [index.get(p.slug) for p in policies]
+    known = [(k, g) for k, g in enumerate(local) if g is not None]
+    if len(known) < 2:
+        return empty, empty, np.zeros(0)
+    rows = np.array([k for k, _ in known])
+    cols = np.array([g for _, g in known])
+    wins = np.asarray(snapshot.matrices["wins"], dtype=float)[np.ix_(cols, cols)]
+    winner, loser = np.nonzero(wins > 0)
+    return rows[winner], rows[loser], wins[winner, loser]

@@ -1,0 +1,265 @@
+"""Writes for session videos: declare an upload, verify it, and sweep old objects.
+
+A lab declares each recording (slot, camera, content type, size, SHA-256) while its session is open and gets
+a short-lived URL to upload straight to storage. ``video_upload_finish`` then checks the stored object against
+the declaration before the video counts as verified; a mismatch deletes the object and rejects the video.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from arena.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
+from arena.models import SLOTS, EvaluationSession, Lab, Video
+from arena.services.sessions import _expire, session_for_lab_update, session_renew_lease
+from arena.storage import (
+    EXTENSIONS,
+    ObjectTooLarge,
+    StorageError,
+    UploadTarget,
+    VideoStorage,
+    get_storage,
+    incoming_key,
+)
+
+log = logging.getLogger(__name__)
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# What ``slugify`` leaves unchanged: lower-case ASCII letters, digits, '_' and single '-', not at either end.
+CAMERA_RE = re.compile(r"(?!.*--)[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?")
+MAX_REPORTED = 100
+FINISH_LOCK = "arena:video:finish"
+FINISH_LOCK_SECONDS = 600
+
+
+def object_key(*, session_id: uuid.UUID | str, slot: str, camera: str, content_type: str) -> str:
+    """``sessions/<session id>/<slot>/<camera>-<128 random bits>.<ext>``: unguessable, names no policy."""
+    return f"sessions/{session_id}/{slot}/{camera}-{secrets.token_hex(16)}{EXTENSIONS[content_type]}"
+
+
+def _check_declaration(*, slot: str, camera: str, content_type: str, size: int, sha256: str) -> str:
+    """Validate a declared upload; returns the SHA-256 in lower case."""
+    if slot not in SLOTS:
+        raise InvalidInput("invalid_choice", "slot must be A or B.", field="slot")
+    if len(camera) > 40 or not CAMERA_RE.fullmatch(camera):
+        raise InvalidInput(
+            "invalid_camera", "camera must be 1-40 lower-case letters, digits, '-' or '_'.", field="camera"
+        )
+    if content_type not in EXTENSIONS:
+        raise InvalidInput(
+            "unsupported_content_type",
+            f"content_type must be one of {', '.join(EXTENSIONS)}.",
+            field="content_type",
+        )
+    if not 1 <= size <= settings.VIDEO_MAX_BYTES:
+        raise InvalidInput("invalid_size", f"size must be 1-{settings.VIDEO_MAX_BYTES} bytes.", field="size")
+    sha256 = sha256.lower()
+    if not SHA256_HEX.fullmatch(sha256):
+        raise InvalidInput("invalid_sha256", "sha256 must be 64 hexadecimal characters.", field="sha256")
+    return sha256
+
+
+def video_upload_start(
+    *,
+    lab: Lab,
+    session_id: uuid.UUID | str,
+    slot: str,
+    camera: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+) -> tuple[Video, UploadTarget]:
+    """Declare one camera's recording of one slot and get where to upload it (``size`` in bytes).
+
+    One video per (session, slot, camera): repeating the same declaration while the video is pending returns a
+    fresh URL for the same object; a different declaration is a Conflict, and so is any declaration once the
+    video is verified. A rejected video may be declared again (a new object key). Renews the session's lease.
+    """
+    sha256 = _check_declaration(slot=slot, camera=camera, content_type=content_type, size=size, sha256=sha256)
+    storage = get_storage()
+    _expire(EvaluationSession.objects.filter(pk=session_id, lab=lab), timezone.now())
+    with transaction.atomic():
+        session = session_for_lab_update(lab=lab, session_id=session_id)
+        declared = {"content_type": content_type, "size": size, "sha256": sha256}
+        video = Video.objects.filter(session=session, slot=slot, camera=camera).first()
+        if video is None:
+            video = Video.objects.create(
+                session=session,
+                slot=slot,
+                camera=camera,
+                object_key=object_key(
+                    session_id=session.id, slot=slot, camera=camera, content_type=content_type
+                ),
+                **declared,
+            )
+        elif video.state == Video.State.REJECTED:
+            video.object_key = object_key(
+                session_id=session.id, slot=slot, camera=camera, content_type=content_type
+            )
+            video.state = Video.State.PENDING
+            for name, value in declared.items():
+                setattr(video, name, value)
+            video.save(update_fields=["object_key", "state", *declared])
+        elif video.state != Video.State.PENDING:
+            raise Conflict(
+                f"video_{video.state}",
+                f"Slot {slot}'s {camera} video is already {video.state}.",
+                field="camera",
+            )
+        elif any(getattr(video, name) != value for name, value in declared.items()):
+            raise Conflict(
+                "video_declared_differently",
+                f"Slot {slot}'s {camera} video was declared with another type, size or checksum.",
+                field="camera",
+            )
+        session_renew_lease(session=session)
+        target = storage.upload_target(
+            key=incoming_key(video.object_key), content_type=content_type, size=size
+        )
+        return video, target
+
+
+def video_upload_finish(*, lab: Lab, video_id: uuid.UUID | str) -> Video:
+    """Check the uploaded object against the declaration and mark the video verified or rejected.
+
+    The object must have the declared size and content type; it is then moved out of reach of its upload URL
+    and its SHA-256 computed from a stream (at most VIDEO_MAX_BYTES). Any mismatch deletes the object and
+    rejects the video (returned, not raised: the rejection is stored). Finishing a verified or rejected video
+    returns it unchanged. Raises NotFound for another lab's video, Conflict when nothing was uploaded yet or
+    another finish of the same video is running, StorageUnavailable when storage cannot be reached (the video
+    stays pending; finishing it again later completes it).
+    """
+    video = Video.objects.filter(pk=video_id, session__lab=lab).first()
+    if video is None:
+        raise NotFound("video_not_found", "Your lab has no such video.")
+    if video.state != Video.State.PENDING:
+        return video
+    storage = get_storage()
+    # One finish at a time per video, so no second finish can move a new upload over the object being hashed.
+    lock = f"{FINISH_LOCK}:{video.pk}"
+    if not cache.add(lock, 1, timeout=FINISH_LOCK_SECONDS):
+        raise Conflict("video_finishing", "This video is being verified by another request; retry shortly.")
+    try:
+        return _verify(storage, video)
+    except StorageError as exc:
+        log.warning("video %s not verified: %s", video.pk, exc)
+        raise StorageUnavailable(
+            "storage_unavailable", "Video storage cannot be reached right now; finish the video again later."
+        ) from exc
+    finally:
+        cache.delete(lock)
+
+
+def _verify(storage: VideoStorage, video: Video) -> Video:
+    upload_key = incoming_key(video.object_key)
+    uploaded = storage.head(key=upload_key)
+    if uploaded is None:
+        if storage.head(key=video.object_key) is None:
+            raise Conflict("video_not_uploaded", "Nothing was uploaded for this video yet; upload it first.")
+    else:
+        problem = _mismatch(video, size=uploaded.size, content_type=uploaded.content_type)
+        if problem:
+            storage.delete(key=upload_key)
+            return _reject(video, problem)
+        storage.promote(source=upload_key, destination=video.object_key)
+    try:
+        digest = storage.sha256(key=video.object_key, limit=min(video.size, settings.VIDEO_MAX_BYTES))
+    except ObjectTooLarge:
+        digest = None
+    if digest != video.sha256:
+        storage.delete(key=video.object_key)
+        return _reject(
+            video, "its SHA-256 differs from the declared one" if digest else "it is larger than declared"
+        )
+    with transaction.atomic():
+        video = Video.objects.select_for_update().select_related("session").get(pk=video.pk)
+        if video.state == Video.State.PENDING:
+            video.state = Video.State.VERIFIED
+            video.verified_at = timezone.now()
+            video.save(update_fields=["state", "verified_at"])
+            session = video.session
+            if session.is_open and session.lease_expires_at > timezone.now():
+                session_renew_lease(session=session)
+        return video
+
+
+def _mismatch(video: Video, *, size: int, content_type: str) -> str:
+    if size != video.size:
+        return f"it holds {size} bytes, not the declared {video.size}"
+    if content_type != video.content_type:
+        return f"its content type is {content_type!r}, not the declared {video.content_type!r}"
+    return ""
+
+
+def _reject(video: Video, problem: str) -> Video:
+    log.warning("video %s rejected: %s", video.pk, problem)
+    with transaction.atomic():
+        video = Video.objects.select_for_update().get(pk=video.pk)
+        if video.state == Video.State.PENDING:
+            video.state = Video.State.REJECTED
+            video.save(update_fields=["state"])
+        return video
+
+
+def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
+    """Delete the objects of aborted or expired sessions that ended more than VIDEO_RETENTION_DAYS ago (their
+    Video rows become ``deleted``), then compare the bucket with the database.
+
+    Returns ``{"deleted", "orphan_count", "orphans", "missing_count", "missing"}``: how many videos were
+    deleted; objects no row expects (keys); verified videos without their object (ids). At most 100 each.
+    """
+    now = now or timezone.now()
+    storage = get_storage()
+    cutoff = now - timedelta(days=settings.VIDEO_RETENTION_DAYS)
+    stale = Video.objects.filter(
+        session__state__in=[EvaluationSession.State.ABORTED, EvaluationSession.State.EXPIRED],
+        session__ended_at__lt=cutoff,
+    ).exclude(state=Video.State.DELETED)
+    deleted = 0
+    for video in stale.iterator():
+        storage.delete(key=incoming_key(video.object_key))
+        storage.delete(key=video.object_key)
+        deleted += (
+            Video.objects.filter(pk=video.pk)
+            .exclude(state=Video.State.DELETED)
+            .update(state=Video.State.DELETED)
+        )
+    # Keys first, rows second: a row always exists before its object, so a fresh upload is never an orphan.
+    listed_at = timezone.now()
+    keys = set(storage.list_keys())
+    expected: set[str] = set()
+    missing: list[str] = []
+    rows = Video.objects.filter(state__in=[Video.State.PENDING, Video.State.VERIFIED])
+    for video_id, key, state, verified_at in rows.values_list("id", "object_key", "state", "verified_at"):
+        expected.add(key)
+        if state == Video.State.PENDING:
+            expected.add(incoming_key(key))
+        elif key not in keys and verified_at is not None and verified_at < listed_at:
+            missing.append(str(video_id))
+    orphans = sorted(keys - expected)
+    report = {
+        "deleted": deleted,
+        "orphan_count": len(orphans),
+        "orphans": orphans[:MAX_REPORTED],
+        "missing_count": len(missing),
+        "missing": sorted(missing)[:MAX_REPORTED],
+    }
+    level = logging.WARNING if orphans or missing else logging.INFO
+    log.log(
+        level,
+        "video retention sweep: deleted %d, %d objects without a row, %d verified videos without an object",
+        deleted,
+        len(orphans),
+        len(missing),
+    )
+    return report

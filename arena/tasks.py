@@ -1,0 +1,111 @@
+"""Celery tasks: policy health checks, debounced ranking refits, session expiry, video retention."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
+
+from arena.models import Policy
+from arena.services.policies import policy_check_record
+from arena.services.ranking import ranking_snapshot_create
+from arena.services.sessions import session_expire_overdue
+
+log = logging.getLogger(__name__)
+
+REFIT_LOCK = "arena:ranking:refit-lock"
+REFIT_DIRTY = "arena:ranking:dirty"
+REFIT_LOCK_SECONDS = 600
+
+
+def _record(policy: Policy, result) -> None:
+    policy_check_record(
+        policy=policy,
+        ok=result.ok,
+        error_code=result.error or "",
+        message=result.message or "",
+        latency_ms=result.latency_ms,
+        requirements=result.requirements if result.ok else None,
+    )
+
+
+@shared_task(name="arena.tasks.policy_check_one")
+def policy_check_one(policy_id: int) -> bool:
+    from policy_server.check import policy_check
+
+    policy = Policy.objects.filter(pk=policy_id).exclude(status=Policy.Status.RETIRED).first()
+    if policy is None:
+        return False
+    result = policy_check(
+        policy.endpoint_url,
+        timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS,
+        api_key=policy.endpoint_api_key or None,
+    )
+    _record(policy, result)
+    return result.ok
+
+
+@shared_task(name="arena.tasks.policy_check_all")
+def policy_check_all() -> int:
+    """Check every non-retired policy, many in parallel, and store each result."""
+    from policy_server.check import check_many
+
+    policies = list(Policy.objects.exclude(status=Policy.Status.RETIRED).order_by("pk"))
+    if not policies:
+        return 0
+    results = check_many(
+        [p.endpoint_url for p in policies],
+        api_keys=[p.endpoint_api_key or None for p in policies],
+        timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS,
+    )
+    for policy, result in zip(policies, results, strict=True):
+        _record(policy, result)
+    return len(policies)
+
+
+def ranking_refit_soon() -> None:
+    """Ask for a refit that includes everything stored so far (called after a preference commits)."""
+    cache.set(REFIT_DIRTY, 1, timeout=None)
+    try:
+        ranking_refit.delay()
+    except Exception:  # the broker is down: the preference is stored, the beat schedule refits later
+        log.exception("could not enqueue a ranking refit; the periodic refit will include this preference")
+
+
+@shared_task(name="arena.tasks.ranking_refit")
+def ranking_refit() -> int | None:
+    """Refit, debounced: at most one refit runs at a time, and the newest data is always included.
+
+    A refit that finds another in flight leaves the dirty mark for it; the running one loops until no new
+    preference arrived during its fit, and re-checks the mark after releasing the lock.
+    """
+    version = None
+    while True:
+        if not cache.add(REFIT_LOCK, 1, timeout=REFIT_LOCK_SECONDS):
+            cache.set(REFIT_DIRTY, 1, timeout=None)
+            return version
+        try:
+            while True:
+                cache.delete(REFIT_DIRTY)
+                version = ranking_snapshot_create().version
+                if not cache.get(REFIT_DIRTY):
+                    break
+        finally:
+            cache.delete(REFIT_LOCK)
+        if not cache.get(REFIT_DIRTY):
+            return version
+
+
+@shared_task(name="arena.tasks.session_expire_overdue")
+def session_expire_overdue_task() -> int:
+    return session_expire_overdue()
+
+
+@shared_task(name="arena.tasks.video_retention_sweep")
+def video_retention_sweep() -> dict:
+    """Delete old videos of sessions without a verdict and report bucket/database mismatches."""
+    from arena.services.videos import video_retention_sweep as sweep
+
+    return sweep()

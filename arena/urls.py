@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from arena import files
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("arena.api.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("files/videos/upload/<str:token>/", files.video_upload, name="video-file-upload"),
+    path("files/videos/<str:token>/", files.video_download, name="video-file-download"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("arena.web.urls")),
+]
+
+handler404 = "arena.middleware.not_found"
+handler500 = "arena.middleware.server_error"

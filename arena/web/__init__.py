@@ -1,0 +1,1 @@
+"""Server-rendered pages: the public ranking, policy pages, and the signed-in dashboard (``/me/``)."""

@@ -1,0 +1,241 @@
+"""The public ranking: the leaderboard page, the methodology page and the downloads of a snapshot."""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.dateparse import parse_datetime
+from django.views.decorators.http import require_GET
+
+import ranking
+from arena.api.leaderboard import LeaderboardOut
+from arena.errors import NotFound
+from arena.models import RankingSnapshot
+from arena.selectors.leaderboard import leaderboard, snapshot_get, snapshot_latest
+from arena.selectors.pages import COMPARISON_LOG_HEADER, comparison_log
+from arena.services.ranking import MIN_CATEGORY_COMPARISONS
+from arena.web import charts
+from arena.web.render import render_page
+
+HEATMAP_MAX_POLICIES = 30
+TABLE_COLUMNS = (
+    "rank",
+    "slug",
+    "name",
+    "organization",
+    "score",
+    "ci_low",
+    "ci_high",
+    "n_comparisons",
+    "n_labs",
+    "win_rate",
+    "mean_progress",
+    "license",
+    "open_weights",
+    "status",
+    "provisional",
+    "last_evaluated",
+)
+
+
+def display_row(row: dict[str, Any], *, lo: float, hi: float) -> dict[str, Any]:
+    """A snapshot row plus what the table prints: rounded score, +x/-y, inline CI bar, percentages."""
+    return {
+        **row,
+        "score_shown": round(row["score"]),
+        "plus": round(row["ci_high"] - row["score"]),
+        "minus": round(row["score"] - row["ci_low"]),
+        "ci_bar": charts.ci_bar(score=row["score"], low=row["ci_low"], high=row["ci_high"], lo=lo, hi=hi),
+        "win_pct": None if row["win_rate"] is None else round(100 * row["win_rate"]),
+        "last_evaluated_at": parse_datetime(row["last_evaluated"]) if row.get("last_evaluated") else None,
+    }
+
+
+def _display_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    ends = [v for r in rows for v in (r["ci_low"], r["ci_high"]) if v is not None and math.isfinite(v)]
+    lo, hi = (min(ends), max(ends)) if ends else (0.0, 1.0)
+    return [display_row(r, lo=lo, hi=hi) for r in rows]
+
+
+def _heatmaps(snapshot: RankingSnapshot, order: list[str]) -> dict[str, Any]:
+    """Win-fraction and comparison-count heatmaps of the ``HEATMAP_MAX_POLICIES`` best, in rank order."""
+    matrices = snapshot.matrices
+    position = {slug: k for k, slug in enumerate(matrices["slugs"])}
+    slugs = [s for s in order if s in position][:HEATMAP_MAX_POLICIES]
+    idx = [position[s] for s in slugs]
+    wins, counts = matrices["wins"], matrices["counts"]
+    fraction = [[wins[i][j] / counts[i][j] if counts[i][j] > 0 else None for j in idx] for i in idx]
+    count = [[counts[i][j] if counts[i][j] > 0 else None for j in idx] for i in idx]
+    n = len(slugs)
+    frac_text = [["" if v is None else f"{round(100 * v)}" for v in row] for row in fraction]
+    frac_titles = [
+        [
+            f"{slugs[i]} vs {slugs[j]}: "
+            + (
+                "no comparisons"
+                if (f := fraction[i][j]) is None
+                else f"won {100 * f:.0f}% of {count[i][j]:g}"
+            )
+            for j in range(n)
+        ]
+        for i in range(n)
+    ]
+    count_text = [["" if v is None else f"{v:.2g}" if v < 10 else f"{v:.0f}" for v in row] for row in count]
+    count_titles = [
+        [
+            f"{slugs[i]} vs {slugs[j]}: {0 if count[i][j] is None else count[i][j]:g} comparisons"
+            for j in range(n)
+        ]
+        for i in range(n)
+    ]
+    shown = (
+        f"the top {n} of {len(matrices['slugs'])} policies" if n < len(matrices["slugs"]) else f"{n} policies"
+    )
+    return {
+        "truncated": n < len(matrices["slugs"]),
+        "win_fraction": charts.heatmap(
+            labels=slugs,
+            values=fraction,
+            ident="heatmap-win-fraction",
+            kind="fraction",
+            title="Pairwise win fraction (row policy against column policy)",
+            desc=f"Share of comparisons the row policy won against the column policy, ties counted half, for "
+            f"{shown} in rank order; grey where the pair never met.",
+            cell_text=frac_text,
+            cell_titles=frac_titles,
+        ),
+        "counts": charts.heatmap(
+            labels=slugs,
+            values=count,
+            ident="heatmap-counts",
+            kind="count",
+            title="Comparisons per pair",
+            desc=f"Number of counted comparisons of each pair for {shown}; grey where the pair never met.",
+            cell_text=count_text,
+            cell_titles=count_titles,
+        ),
+    }
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("web-leaderboard")
+
+
+@require_GET
+def leaderboard_page(request: HttpRequest) -> HttpResponse:
+    snapshot = snapshot_latest()
+    board = leaderboard(snapshot)
+    context: dict[str, Any] = {"snapshot": snapshot, "board": board}
+    if snapshot is not None:
+        ratings = snapshot.ratings
+        context.update(
+            rows=_display_rows(board["rows"]),
+            provisional=_display_rows(board["provisional"]),
+            n_labs=len(snapshot.integrity),
+            min_comparisons=settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
+            ci_plot=charts.ci_plot(
+                [
+                    charts.Interval(
+                        label=r["slug"] + (" (provisional)" if r["provisional"] else ""),
+                        score=r["score"],
+                        low=r["ci_low"],
+                        high=r["ci_high"],
+                        href=reverse("web-policy", args=[r["slug"]]),
+                    )
+                    for r in ratings
+                ],
+                ident="ci-plot",
+                title="Scores with 95% confidence intervals",
+            ),
+            heatmaps=_heatmaps(snapshot, [r["slug"] for r in ratings]) if ratings else None,
+        )
+    return render_page(request, "arena/leaderboard.html", context)
+
+
+@require_GET
+def methodology_page(request: HttpRequest) -> HttpResponse:
+    snapshot = snapshot_latest()
+    return render_page(
+        request,
+        "arena/methodology.html",
+        {
+            "snapshot": snapshot,
+            "ridge": ranking.DEFAULT_RIDGE,
+            "prior_sd": 1 / math.sqrt(ranking.DEFAULT_RIDGE),
+            "lab_max_share": settings.ARENA_LAB_MAX_SHARE,
+            "lab_max_share_pct": round(100 * settings.ARENA_LAB_MAX_SHARE),
+            "min_comparisons": settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
+            "min_category_comparisons": MIN_CATEGORY_COMPARISONS,
+        },
+    )
+
+
+def _snapshot_or_404(version: int) -> RankingSnapshot:
+    try:
+        return snapshot_get(version=version)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+class _Echo:
+    """A file-like object whose ``write`` returns the line, so ``csv.writer`` can feed a response stream."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_stream(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow(header)
+    for row in rows:
+        yield writer.writerow(row)
+
+
+def _attachment(response: HttpResponse, filename: str) -> HttpResponse:
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@require_GET
+def table_csv(request: HttpRequest, version: int) -> HttpResponse:
+    """The snapshot's table, one row per rated policy (provisional ones flagged), in leaderboard order."""
+    snapshot = _snapshot_or_404(version)
+    rows = ([r.get(c) for c in TABLE_COLUMNS] for r in snapshot.ratings)
+    response = StreamingHttpResponse(_csv_stream(TABLE_COLUMNS, rows), content_type="text/csv; charset=utf-8")
+    return _attachment(response, f"leaderboard-{snapshot.version}.csv")
+
+
+@require_GET
+def table_json(request: HttpRequest, version: int) -> HttpResponse:
+    """The snapshot's table in the body the API's ``/api/v1/leaderboard/`` gives for the newest snapshot."""
+    snapshot = _snapshot_or_404(version)
+    response = JsonResponse(LeaderboardOut(leaderboard(snapshot)).data)
+    return _attachment(response, f"leaderboard-{snapshot.version}.json")
+
+
+@require_GET
+def latest_download(request: HttpRequest, fmt: str) -> HttpResponse:
+    snapshot = snapshot_latest()
+    if snapshot is None:
+        raise Http404("No ranking snapshot yet.")
+    name = "web-leaderboard-csv" if fmt == "csv" else "web-leaderboard-json"
+    return redirect(name, version=snapshot.version)
+
+
+@require_GET
+def comparisons_csv(request: HttpRequest, version: int) -> HttpResponse:
+    """The anonymized log of the comparisons the snapshot counted (see ``comparison_log``), streamed."""
+    snapshot = _snapshot_or_404(version)
+    response = StreamingHttpResponse(
+        _csv_stream(COMPARISON_LOG_HEADER, comparison_log(snapshot=snapshot)),
+        content_type="text/csv; charset=utf-8",
+    )
+    return _attachment(response, f"comparisons-{snapshot.version}.csv")

@@ -1,0 +1,104 @@
+"""A policy's public page: identity and health, score history, record by opponent and task category, lab
+shares and the session videos the visitor may watch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+
+from arena.errors import NotFound
+from arena.models import EvaluationSession, Policy, Video
+from arena.selectors.leaderboard import snapshot_latest
+from arena.selectors.pages import (
+    policy_lab_shares,
+    policy_record_by_category,
+    policy_record_by_opponent,
+    policy_score_history,
+    policy_sessions_with_videos,
+)
+from arena.selectors.policies import policy_get
+from arena.web import charts
+from arena.web.access import principals_of, video_for_visitor
+from arena.web.render import render_page
+
+OUTCOME_FOR = {("A", "A"): "won", ("A", "B"): "lost", ("B", "B"): "won", ("B", "A"): "lost"}
+
+
+def _session_entry(session: EvaluationSession, policy: Policy, principals) -> dict[str, Any] | None:
+    """What the page shows of one finished session: opponent, outcome and the videos the visitor may play."""
+    slot = "A" if session.policy_a_id == policy.pk else "B"
+    opponent = session.policy_b if slot == "A" else session.policy_a
+    videos = []
+    for video in session.videos.all():
+        if video.state != Video.State.VERIFIED:
+            continue
+        view = video_for_visitor(principals=principals, video=video)
+        if view is not None:
+            whose = policy.slug if video.slot == slot else opponent.slug
+            videos.append({**view, "policy": whose, "content_type": video.content_type})
+    if not videos:
+        return None
+    choice = session.preference.choice
+    return {
+        "ended_at": session.ended_at,
+        "opponent": opponent,
+        "task_category": session.task_category,
+        "outcome": "tie" if choice == "tie" else OUTCOME_FOR[(slot, choice)],
+        "videos": sorted(videos, key=lambda v: (v["policy"] != policy.slug, v["camera"])),
+    }
+
+
+@require_GET
+def policy_page(request: HttpRequest, slug: str) -> HttpResponse:
+    try:
+        policy = policy_get(slug=slug)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+    snapshot = snapshot_latest()
+    row = next((r for r in snapshot.ratings if r["slug"] == slug), None) if snapshot else None
+    # A pending registration has no public page; a ranked policy sent back to pending (new endpoint) keeps it.
+    if policy.status == Policy.Status.PENDING and row is None:
+        raise Http404("No such policy.")
+
+    breakdown_scores = {
+        category: entry["scores"].get(slug)
+        for category, entry in (snapshot.breakdowns if snapshot else {}).items()
+    }
+    categories = [
+        {"record": record, "rating": breakdown_scores.get(record.key)}
+        for record in policy_record_by_category(policy=policy)
+    ]
+    shares = policy_lab_shares(policy=policy)
+    max_share = settings.ARENA_LAB_MAX_SHARE
+    history = policy_score_history(slug=slug, since=policy.created_at)
+    principals = principals_of(request.user)
+    sessions = [
+        entry
+        for session in policy_sessions_with_videos(policy=policy)
+        if (entry := _session_entry(session, policy, principals)) is not None
+    ]
+    return render_page(
+        request,
+        "arena/policy.html",
+        {
+            "policy": policy,
+            "row": row,
+            "snapshot": snapshot,
+            "opponents": policy_record_by_opponent(policy=policy),
+            "categories": categories,
+            "shares": shares,
+            "max_share": max_share,
+            "max_share_pct": round(100 * max_share),
+            "dominant": [s for s in shares if s.share > max_share],
+            "show_lab_names": request.user.is_staff,
+            "history_chart": charts.score_history(
+                history, ident="score-history", title=f"Score of {policy.slug} across ranking snapshots"
+            )
+            if history
+            else None,
+            "sessions": sessions,
+        },
+    )

@@ -1,0 +1,30 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path, re_path
+
+from arena.web import dashboard, leaderboard, policy_page
+
+urlpatterns = [
+    path("", leaderboard.home, name="web-home"),
+    path("leaderboard/", leaderboard.leaderboard_page, name="web-leaderboard"),
+    re_path(
+        r"^leaderboard/latest\.(?P<fmt>csv|json)$", leaderboard.latest_download, name="web-leaderboard-latest"
+    ),
+    path("leaderboard/<int:version>.csv", leaderboard.table_csv, name="web-leaderboard-csv"),
+    path("leaderboard/<int:version>.json", leaderboard.table_json, name="web-leaderboard-json"),
+    path(
+        "leaderboard/<int:version>/comparisons.csv", leaderboard.comparisons_csv, name="web-comparisons-csv"
+    ),
+    path("methodology/", leaderboard.methodology_page, name="web-methodology"),
+    path("policies/<slug:slug>/", policy_page.policy_page, name="web-policy"),
+    path("me/", dashboard.dashboard, name="web-me"),
+    path("me/policies/", dashboard.policy_register_submit, name="web-policy-register"),
+    path("me/policies/<slug:slug>/retire/", dashboard.policy_retire_submit, name="web-policy-retire"),
+    path("me/labs/<slug:lab_slug>/keys/", dashboard.key_issue_submit, name="web-key-issue"),
+    path(
+        "me/labs/<slug:lab_slug>/keys/<str:prefix>/revoke/",
+        dashboard.key_revoke_submit,
+        name="web-key-revoke",
+    ),
+    path("accounts/login/", dashboard.sign_in, name="web-login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="web-leaderboard"), name="web-logout"),
+]

@@ -1,0 +1,155 @@
+"""Replica benchmark: one full A/B session's wall time by phase, and the baselines' measured skill.
+
+``python -m benchmarks.replica`` runs a session as a lab would on the replica (two baseline policies called
+in-process, 2 episodes x 400 steps at 15 Hz, exterior + wrist camera at 224 x 224, H.264 videos at 10 fps,
+automatic judging), prints time per phase against the 10 s target, then a table of mean progress and success
+per baseline over seeded episodes of every task. ``--quick`` shortens both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from evaluator_client.episode import run_episode
+from evaluator_client.judge import AutoJudge
+from evaluator_client.replica import TASK_KINDS, Replica
+from evaluator_client.video import VideoRecorder
+from policy_server.baselines import BASELINES, TRUE_ORDER, make_baseline
+
+SESSION_TARGET_S = 10.0
+
+
+@dataclass(frozen=True)
+class BaselineScore:
+    """Mean peak progress (0-100) and success rate (0-1) over ``episodes`` episodes."""
+
+    name: str
+    progress: float
+    success: float
+    episodes: int
+
+
+def measure_baselines(
+    names: Sequence[str],
+    *,
+    tasks: Sequence[str] = TASK_KINDS,
+    seeds: Sequence[int] = (0, 1),
+    max_steps: int = 400,
+) -> dict[str, BaselineScore]:
+    """Run every baseline on every (task, seed) start scene of the replica; one fresh policy per baseline."""
+    robots = {task: Replica(task, seed=0) for task in tasks}
+    scores = {}
+    for name in names:
+        policy = make_baseline(name, seed=0)
+        progress, success = [], []
+        for robot in robots.values():
+            for seed in seeds:
+                robot.reset(seed)
+                result = run_episode(
+                    robot,
+                    policy,
+                    prompt=robot.task.instruction,
+                    requirements=policy.metadata,
+                    max_steps=max_steps,
+                )
+                progress.append(result.progress or 0.0)
+                success.append(bool(result.success))
+        scores[name] = BaselineScore(
+            name=name,
+            progress=sum(progress) / len(progress),
+            success=sum(success) / len(success),
+            episodes=len(progress),
+        )
+    for robot in robots.values():
+        robot.close()
+    return scores
+
+
+def session_benchmark(
+    *, max_steps: int = 400, pair: tuple[str, str] = ("expert", "noisy")
+) -> dict[str, float]:
+    """Wall time (s) per phase of one A/B session on the replica, plus ``total`` and ``setup``."""
+    started = time.perf_counter()
+    robot = Replica("pick_place", seed=7, perturb="all")
+    judge = AutoJudge()
+    phases = {
+        "setup": time.perf_counter() - started,
+        "physics": 0.0,
+        "rendering": 0.0,
+        "policy": 0.0,
+        "encoding": 0.0,
+    }
+    results = []
+    with tempfile.TemporaryDirectory() as directory:
+        for slot, name in zip("AB", pair, strict=True):
+            robot.reset(7)
+            judge.confirm_start(robot.start_image())
+            policy = make_baseline(name, seed=1)
+            recorder = VideoRecorder(directory, f"episode_{slot}", robot.cameras, source_hz=robot.control_hz)
+            result = run_episode(
+                robot,
+                policy,
+                prompt=robot.task.instruction,
+                requirements=policy.metadata,
+                max_steps=max_steps,
+                stop=judge.should_stop,
+                recorder=recorder,
+            )
+            recorder.close()
+            phases["physics"] += result.timings["apply"]
+            phases["rendering"] += result.timings["observe"]
+            phases["policy"] += result.timings["policy"]
+            phases["encoding"] += recorder.encode_seconds
+            results.append(result)
+        judge.progress("A", results[0])
+        judge.progress("B", results[1])
+        judge.preference(results[0], results[1])
+    robot.close()
+    phases["total"] = time.perf_counter() - started
+    phases["other"] = phases["total"] - sum(v for k, v in phases.items() if k != "total")
+    return phases
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="100-step session, 1 seed per task for the table"
+    )
+    parser.add_argument("--seeds", type=int, default=4, help="seeds per task for the baseline table")
+    args = parser.parse_args(argv)
+    steps = 100 if args.quick else 400
+    seeds = range(1 if args.quick else args.seeds)
+
+    phases = session_benchmark(max_steps=steps)
+    print(f"Replica session: 2 episodes x {steps} steps, 2 cameras at 224x224, H.264 at 10 fps")
+    print(f"{'phase':<12}{'seconds':>10}")
+    for phase in ("setup", "physics", "rendering", "policy", "encoding", "other", "total"):
+        print(f"{phase:<12}{phases[phase]:>10.2f}")
+    verdict = "OK" if phases["total"] < SESSION_TARGET_S else "OVER"
+    print(f"target: total < {SESSION_TARGET_S:.0f} s -> {verdict}\n")
+
+    started = time.perf_counter()
+    scores = measure_baselines(TRUE_ORDER, seeds=seeds, max_steps=400)
+    elapsed = time.perf_counter() - started
+    n = next(iter(scores.values())).episodes
+    print(
+        f"Baselines on the replica: {n} episodes each ({len(TASK_KINDS)} tasks x {len(seeds)} seeds, 400 steps)"
+    )
+    print(f"{'rank':<6}{'baseline':<10}{'progress':>10}{'success':>9}  description")
+    for rank, name in enumerate(TRUE_ORDER, start=1):
+        score = scores[name]
+        print(f"{rank:<6}{name:<10}{score.progress:>10.1f}{score.success:>9.2f}  {BASELINES[name]}")
+    ordered = all(
+        scores[a].progress > scores[b].progress for a, b in zip(TRUE_ORDER, TRUE_ORDER[1:], strict=False)
+    )
+    print(f"measured progress order matches TRUE_ORDER: {ordered}  ({elapsed:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Run one policy episode on a robot: query action chunks, execute them at the control rate, record, score.
+
+The policy is anything with ``infer(obs) -> {"actions": (H, D)}`` and ``reset()`` (a websocket client or an
+in-process :class:`policy_server.base.BasePolicy`). The runner asks for a new chunk when the previous one is
+used up: at most ``replan_steps`` actions of each chunk are executed open-loop. Only the observation keys the
+policy's requirements ask for are sent (RoboArena's config: ``n_external_cameras``, ``needs_wrist_camera``,
+``image_resolution`` with resize-with-pad; plus ``needs_replica_state`` for scripted baselines).
+
+Failures are attributed: anything raised by, or wrong in the answer of, the policy aborts with
+:class:`PolicyFailure`; anything raised by the robot with :class:`RobotFailure`. Both carry ``party`` and the
+partial :class:`EpisodeResult`, so the caller can abort the session and blame the right party.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from evaluator_client.robot import Robot
+
+ACTION_DIMS = {"cartesian_velocity": 7, "cartesian_position": 7, "joint_velocity": 8, "joint_position": 8}
+PROPRIO_KEYS = (
+    "observation/joint_position",
+    "observation/cartesian_position",
+    "observation/gripper_position",
+)
+WRIST_KEY = "observation/wrist_image_left"
+
+
+class ActionPolicy(Protocol):
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]: ...
+
+    def reset(self) -> Any: ...
+
+
+class Recorder(Protocol):
+    def wants_frame(self, step: int) -> bool: ...
+
+    def add(self, frames: Mapping[str, np.ndarray]) -> None: ...
+
+
+class RequirementsError(ValueError):
+    """The policy asks for inputs this robot cannot provide (e.g. two exterior cameras on a one-camera rig)."""
+
+
+@dataclass
+class EpisodeResult:
+    """What happened in one episode.
+
+    ``progress``: the highest task progress (0-100) seen during the episode, ``final_progress`` the last one
+    (both None on robots that cannot measure it); ``success``: at the end (None if unknown);
+    ``stop_reason``: ``max_steps`` | ``operator`` | ``success`` | ``policy_error`` | ``robot_error``;
+    ``failure``: None, ``"policy"`` or ``"robot"``; ``timings``: seconds spent per phase (``policy``,
+    ``observe``, ``apply``, ``record``).
+    """
+
+    steps: int = 0
+    duration_s: float = 0.0
+    mean_inference_ms: float = 0.0
+    n_inferences: int = 0
+    progress: float | None = None
+    final_progress: float | None = None
+    success: bool | None = None
+    stop_reason: str = "max_steps"
+    failure: str | None = None
+    error: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class EpisodeAborted(RuntimeError):
+    """The episode stopped because one party failed; ``party`` is ``"policy"`` or ``"robot"``."""
+
+    party = "unknown"
+
+    def __init__(self, message: str, result: EpisodeResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class PolicyFailure(EpisodeAborted):
+    party = "policy"
+
+
+class RobotFailure(EpisodeAborted):
+    party = "robot"
+
+
+def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize uint8 (H, W, C) to fit (height, width) keeping the aspect ratio (bilinear), zero-pad the rest."""
+    src_h, src_w = image.shape[:2]
+    if (src_h, src_w) == (height, width):
+        return image
+    scale = min(height / src_h, width / src_w)
+    new_h, new_w = max(1, round(src_h * scale)), max(1, round(src_w * scale))
+    ys = np.clip((np.arange(new_h) + 0.5) / scale - 0.5, 0, src_h - 1)
+    xs = np.clip((np.arange(new_w) + 0.5) / scale - 0.5, 0, src_w - 1)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, src_h - 1), np.minimum(x0 + 1, src_w - 1)
+    wy, wx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    img = image.astype(np.float32)
+    top = img[y0][:, x0] * (1 - wx) + img[y0][:, x1] * wx
+    bottom = img[y1][:, x0] * (1 - wx) + img[y1][:, x1] * wx
+    resized = np.clip(np.rint(top * (1 - wy) + bottom * wy), 0, 255).astype(np.uint8)
+    out = np.zeros((height, width, image.shape[2]), dtype=np.uint8)
+    top_pad, left_pad = (height - new_h) // 2, (width - new_w) // 2
+    out[top_pad : top_pad + new_h, left_pad : left_pad + new_w] = resized
+    return out
+
+
+def check_requirements(robot: Robot, requirements: Mapping[str, Any]) -> None:
+    """Raise :class:`RequirementsError` when the robot cannot provide what the policy asks for."""
+    n_exterior = int(requirements.get("n_external_cameras", 1))
+    have_exterior = sum(1 for name in robot.cameras if name != "wrist")
+    if n_exterior > have_exterior:
+        raise RequirementsError(
+            f"the policy needs {n_exterior} exterior cameras; this robot has {have_exterior}"
+        )
+    if requirements.get("needs_wrist_camera", True) and "wrist" not in robot.cameras:
+        raise RequirementsError("the policy needs a wrist camera; this robot has none")
+    if requirements.get("needs_stereo_camera", False):
+        raise RequirementsError("the policy needs stereo images; this client sends left images only")
+    space = requirements.get("action_space")
+    if space is not None and space != robot.action_space:
+        raise RequirementsError(
+            f"the policy outputs {space!r} actions; this robot is configured for {robot.action_space!r}"
+        )
+
+
+def filter_observation(
+    obs: Mapping[str, Any], requirements: Mapping[str, Any], prompt: str
+) -> dict[str, Any]:
+    """The observation to send: proprioception, the requested cameras (resized with padding), the prompt."""
+    out: dict[str, Any] = {key: obs[key] for key in PROPRIO_KEYS}
+    resolution = requirements.get("image_resolution")
+    keys = [
+        f"observation/exterior_image_{i}_left"
+        for i in range(1, int(requirements.get("n_external_cameras", 1)) + 1)
+    ]
+    if requirements.get("needs_wrist_camera", True):
+        keys.append(WRIST_KEY)
+    for key in keys:
+        image = obs[key]
+        out[key] = resize_with_pad(image, int(resolution[0]), int(resolution[1])) if resolution else image
+    if requirements.get("needs_replica_state", False):
+        out.update({key: value for key, value in obs.items() if key.startswith("replica/")})
+    out["prompt"] = prompt
+    return out
+
+
+def _frames_from_obs(robot: Robot, obs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    exterior = [name for name in robot.cameras if name != "wrist"]
+    frames = {name: obs[f"observation/exterior_image_{i}_left"] for i, name in enumerate(exterior, start=1)}
+    if "wrist" in robot.cameras:
+        frames["wrist"] = obs[WRIST_KEY]
+    return frames
+
+
+def _validated_chunk(answer: Any, action_dim: int) -> np.ndarray:
+    if not isinstance(answer, Mapping) or "actions" not in answer:
+        raise ValueError("the policy's answer has no 'actions'")
+    actions = np.asarray(answer["actions"], dtype=np.float64)
+    if actions.ndim == 1:
+        actions = actions[None, :]
+    if actions.ndim != 2 or actions.shape[0] == 0 or actions.shape[1] != action_dim:
+        raise ValueError(f"expected actions of shape (H, {action_dim}), got {actions.shape}")
+    if not np.all(np.isfinite(actions)):
+        raise ValueError("the policy's actions contain NaN or inf")
+    return actions
+
+
+def run_episode(
+    robot: Robot,
+    policy: ActionPolicy,
+    *,
+    prompt: str,
+    requirements: Mapping[str, Any] | None = None,
+    max_steps: int = 400,
+    replan_steps: int = 8,
+    stop: Callable[[], bool] | None = None,
+    on_step: Callable[[int, float | None], None] | None = None,
+    recorder: Recorder | None = None,
+    realtime: bool = False,
+    stop_on_success_steps: int | None = None,
+) -> EpisodeResult:
+    """Run one episode of ``policy`` on ``robot`` from its current state (reset the robot before).
+
+    ``requirements``: the policy's metadata (RoboArena config); default one exterior camera, a wrist camera,
+    native resolution. ``stop``: polled before every step, True ends the episode (operator stop).
+    ``on_step(step, progress)``: called after every executed step. ``recorder``: receives camera frames for
+    the steps it wants. ``realtime``: sleep so steps run at ``robot.control_hz`` (real robots); the replica
+    runs as fast as it can. ``stop_on_success_steps``: end early once success has held this many steps.
+    Raises :class:`RequirementsError` before the first step, :class:`PolicyFailure` / :class:`RobotFailure`
+    during it.
+    """
+    requirements = dict(requirements or {})
+    check_requirements(robot, requirements)
+    if replan_steps < 1:
+        raise ValueError("replan_steps must be at least 1")
+    action_dim = ACTION_DIMS[robot.action_space]
+    result = EpisodeResult()
+    timings = {"policy": 0.0, "observe": 0.0, "apply": 0.0, "record": 0.0}
+    result.timings = timings
+    latencies: list[float] = []
+    period = 1.0 / robot.control_hz
+    started = time.perf_counter()
+
+    def abort(kind: type[EpisodeAborted], exc: BaseException) -> EpisodeAborted:
+        result.stop_reason = f"{kind.party}_error"
+        result.failure = kind.party
+        result.error = f"{type(exc).__name__}: {exc}"
+        _finish(result, started, latencies)
+        return kind(f"{kind.party} failed after {result.steps} steps: {result.error}", result)
+
+    try:
+        policy.reset()
+    except Exception as exc:
+        raise abort(PolicyFailure, exc) from exc
+
+    chunk: np.ndarray | None = None
+    used = 0
+    success_streak = 0
+    peak: float | None = None
+    for step in range(max_steps):
+        if stop is not None and stop():
+            result.stop_reason = "operator"
+            break
+        tick = time.perf_counter()
+        want_frame = recorder is not None and recorder.wants_frame(step)
+        frames: dict[str, np.ndarray] | None = None
+        if chunk is None or used >= min(replan_steps, len(chunk)):
+            try:
+                t0 = time.perf_counter()
+                obs = robot.observe()
+                timings["observe"] += time.perf_counter() - t0
+            except Exception as exc:
+                raise abort(RobotFailure, exc) from exc
+            sent = filter_observation(obs, requirements, prompt)
+            try:
+                t0 = time.perf_counter()
+                answer = policy.infer(sent)
+                elapsed = time.perf_counter() - t0
+                chunk = _validated_chunk(answer, action_dim)
+            except Exception as exc:
+                raise abort(PolicyFailure, exc) from exc
+            timings["policy"] += elapsed
+            latencies.append(elapsed)
+            used = 0
+            if want_frame:
+                frames = _frames_from_obs(robot, obs)
+        try:
+            if want_frame and frames is None:
+                t0 = time.perf_counter()
+                frames = robot.camera_frames()
+                timings["observe"] += time.perf_counter() - t0
+            if frames is not None and recorder is not None:
+                t0 = time.perf_counter()
+                recorder.add(frames)
+                timings["record"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            robot.apply(chunk[used])
+            timings["apply"] += time.perf_counter() - t0
+            progress = robot.progress()
+            success = robot.success()
+        except Exception as exc:
+            raise abort(RobotFailure, exc) from exc
+        used += 1
+        result.steps = step + 1
+        if progress is not None:
+            peak = progress if peak is None else max(peak, progress)
+            result.progress, result.final_progress = peak, progress
+        result.success = success
+        if on_step is not None:
+            on_step(result.steps, progress)
+        success_streak = success_streak + 1 if success else 0
+        if stop_on_success_steps is not None and success_streak >= stop_on_success_steps:
+            result.stop_reason = "success"
+            break
+        if realtime:
+            remaining = period - (time.perf_counter() - tick)
+            if remaining > 0:
+                time.sleep(remaining)
+    _finish(result, started, latencies)
+    return result
+
+
+def _finish(result: EpisodeResult, started: float, latencies: list[float]) -> None:
+    result.duration_s = time.perf_counter() - started
+    result.n_inferences = len(latencies)
+    result.mean_inference_ms = 1000.0 * float(np.mean(latencies)) if latencies else 0.0

@@ -1,0 +1,156 @@
+"""Operator judgements, kept apart from the control loop.
+
+A :class:`Judge` confirms the start scene, may stop an episode, scores each policy's progress (0-100) and
+states a preference (A / B / tie) with a reason and whether the session is valid. :class:`HumanJudge` asks on
+the terminal and re-asks on bad input naming the field; :class:`AutoJudge` derives everything from the
+simulator's progress (replica sessions, benchmarks, tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from evaluator_client.episode import EpisodeResult
+
+CHOICES = ("A", "B", "tie")
+
+
+class Judge(Protocol):
+    def confirm_start(self, image: np.ndarray) -> bool:
+        """Whether the scene matches ``image`` (the start scene) and the episode may start."""
+
+    def should_stop(self) -> bool:
+        """Polled during an episode: True ends it (operator stop)."""
+
+    def progress(self, slot: str, result: EpisodeResult) -> int:
+        """Progress score 0-100 for the policy in ``slot`` ("A" or "B")."""
+
+    def preference(self, a_result: EpisodeResult, b_result: EpisodeResult) -> tuple[str, str, bool]:
+        """``(choice, reason, valid)``: choice in ``"A" | "B" | "tie"``, a non-empty reason, session validity."""
+
+
+class AutoJudge:
+    """Scores from the simulator: progress = the episode's peak progress; a tie when within ``margin`` points.
+
+    Success breaks ties between equal progress (a held success beats a transient one). Sessions where either
+    episode failed through a robot error are invalid; a policy error counts as that policy losing.
+    """
+
+    def __init__(self, *, margin: float = 5.0) -> None:
+        self.margin = margin
+
+    def confirm_start(self, image: np.ndarray) -> bool:
+        return True
+
+    def should_stop(self) -> bool:
+        return False
+
+    def progress(self, slot: str, result: EpisodeResult) -> int:
+        return int(round(result.progress or 0.0))
+
+    def preference(self, a_result: EpisodeResult, b_result: EpisodeResult) -> tuple[str, str, bool]:
+        valid = a_result.failure != "robot" and b_result.failure != "robot"
+        if not valid:
+            return "tie", "robot error during the session; not comparable", False
+        a, b = _score(a_result), _score(b_result)
+        a_succ, b_succ = bool(a_result.success), bool(b_result.success)
+        if abs(a - b) <= self.margin and a_succ == b_succ:
+            return "tie", f"similar progress (A {a:.0f}, B {b:.0f}, margin {self.margin:g})", True
+        if abs(a - b) <= self.margin:
+            winner = "A" if a_succ else "B"
+        else:
+            winner = "A" if a > b else "B"
+        return winner, f"{winner} got further: A {_describe(a_result)}, B {_describe(b_result)}", True
+
+
+def _score(result: EpisodeResult) -> float:
+    return 0.0 if result.failure == "policy" else float(result.progress or 0.0)
+
+
+def _describe(result: EpisodeResult) -> str:
+    if result.failure == "policy":
+        return "policy error"
+    outcome = "succeeded" if result.success else "did not succeed"
+    return f"progress {result.progress or 0.0:.0f}, {outcome}"
+
+
+class HumanJudge:
+    """Asks the operator on the terminal. ``input_fn``/``print_fn`` default to the builtins (scriptable in tests).
+
+    ``stop_flag`` is a callable polled by :meth:`should_stop`, e.g. set by a key listener or a signal handler.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_fn: Callable[[str], str] = input,
+        print_fn: Callable[[str], None] = print,
+        stop_flag: Callable[[], bool] | None = None,
+    ) -> None:
+        self._input = input_fn
+        self._print = print_fn
+        self._stop_flag = stop_flag
+
+    def _ask(self, prompt: str, parse: Callable[[str], object], field: str, rule: str) -> object:
+        while True:
+            raw = self._input(prompt).strip()
+            try:
+                return parse(raw)
+            except ValueError:
+                self._print(f"invalid {field}: {rule} (got {raw!r}); please try again")
+
+    def confirm_start(self, image: np.ndarray) -> bool:
+        self._print("Restore the scene to match the start image, then confirm.")
+        return bool(self._ask("Scene ready? [y/n]: ", _parse_yes_no, "confirmation", "answer y or n"))
+
+    def should_stop(self) -> bool:
+        return bool(self._stop_flag()) if self._stop_flag is not None else False
+
+    def progress(self, slot: str, result: EpisodeResult) -> int:
+        value = self._ask(
+            f"Progress of policy {slot} (0-100): ",
+            _parse_progress,
+            "progress",
+            "a whole number from 0 to 100",
+        )
+        return int(value)  # type: ignore[call-overload]
+
+    def preference(self, a_result: EpisodeResult, b_result: EpisodeResult) -> tuple[str, str, bool]:
+        choice = self._ask(
+            "Which policy did better? [A/B/tie]: ", _parse_choice, "choice", "answer A, B or tie"
+        )
+        reason = self._ask("Why? (free text): ", _parse_reason, "reason", "the reason must not be empty")
+        valid = self._ask("Is this session valid? [y/n]: ", _parse_yes_no, "validity", "answer y or n")
+        return str(choice), str(reason), bool(valid)
+
+
+def _parse_yes_no(raw: str) -> bool:
+    answer = raw.lower()
+    if answer in ("y", "yes"):
+        return True
+    if answer in ("n", "no"):
+        return False
+    raise ValueError(raw)
+
+
+def _parse_progress(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 100:
+        raise ValueError(raw)
+    return value
+
+
+def _parse_choice(raw: str) -> str:
+    for choice in CHOICES:
+        if raw.lower() == choice.lower():
+            return choice
+    raise ValueError(raw)
+
+
+def _parse_reason(raw: str) -> str:
+    if not raw:
+        raise ValueError(raw)
+    return raw

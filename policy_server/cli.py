@@ -1,0 +1,113 @@
+"""``arena-policy``: serve a policy, or check a running policy server.
+
+    arena-policy serve my_module:make_policy --host 0.0.0.0 --port 8000 [--api-key KEY]
+    arena-policy serve --baseline NAME --port 8000
+    arena-policy check ws://host:8000 [--api-key KEY] [--timeout 8]
+
+``module:factory`` names either a :class:`~policy_server.base.BasePolicy` instance or a callable that takes no
+arguments and returns one; the current directory is importable, as with ``python -m``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from policy_server.base import BasePolicy
+
+
+class TargetError(ValueError):
+    """A ``module:factory`` target cannot be imported or does not give a BasePolicy."""
+
+
+def load_policy(target: str) -> BasePolicy:
+    """Import ``module:attr`` (``attr`` may be dotted) and return the policy it is or makes."""
+    module_name, sep, attr_path = target.partition(":")
+    if not sep or not module_name or not attr_path:
+        raise TargetError(f"target must look like module:factory, got {target!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TargetError(f"cannot import {module_name!r}: {exc}") from exc
+    for attr in attr_path.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError as exc:
+            raise TargetError(f"{target!r}: no attribute {attr!r}") from exc
+    policy = obj() if callable(obj) and not isinstance(obj, BasePolicy) else obj
+    if not isinstance(policy, BasePolicy):
+        raise TargetError(f"{target!r} gave {type(policy).__name__}, not a policy_server.base.BasePolicy")
+    return policy
+
+
+def load_baseline(name: str) -> BasePolicy:
+    """A built-in baseline policy by name (see ``policy_server.baselines.BASELINES``)."""
+    try:
+        from policy_server.baselines import BASELINES, make_baseline
+    except ImportError as exc:
+        raise TargetError(f"the built-in baselines cannot be loaded: {exc}") from exc
+    if name not in BASELINES:
+        available = "\n".join(f"  {key}: {description}" for key, description in sorted(BASELINES.items()))
+        raise TargetError(f"unknown baseline {name!r}; available:\n{available}")
+    return make_baseline(name)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from policy_server.server import PolicyServer
+
+    if (args.target is None) == (args.baseline is None):
+        raise TargetError("give either module:factory or --baseline NAME")
+    policy = load_baseline(args.baseline) if args.baseline else load_policy(args.target)
+    server = PolicyServer(policy, host=args.host, port=args.port, api_key=args.api_key)
+    print(
+        f"arena-policy serving {args.baseline or args.target} on ws://{args.host}:{args.port}",
+        file=sys.stderr,
+        flush=True,
+    )
+    server.serve_forever()
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from policy_server.check import policy_check
+
+    result = policy_check(args.url, timeout=args.timeout, api_key=args.api_key)
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0 if result.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arena-policy", description=__doc__.split("\n", 1)[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve a policy over the openpi websocket protocol")
+    serve.add_argument("target", nargs="?", help="module:factory giving a BasePolicy")
+    serve.add_argument("--baseline", help="serve a built-in baseline policy instead")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--api-key", help="require this key from clients (Authorization: Api-Key or ?api_key=)"
+    )
+    serve.set_defaults(run=_serve)
+    check = commands.add_parser("check", help="dry-run check of a running policy server")
+    check.add_argument("url", help="ws://host:port of the policy server")
+    check.add_argument("--api-key")
+    check.add_argument("--timeout", type=float, default=8.0, help="seconds in total")
+    check.set_defaults(run=_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = args.run(args)
+    except TargetError as exc:
+        print(f"arena-policy: {exc}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)

@@ -1,0 +1,166 @@
+"""Serve any :class:`~policy_server.base.BasePolicy` over the openpi websocket protocol.
+
+Per connection: the server sends one metadata frame (the policy's metadata plus ``arena_protocol``), then
+answers each request frame in lockstep. A request is a msgpack dict; its ``endpoint`` key (removed before the
+policy sees the request) is ``"infer"`` (the default, so plain openpi clients work) or ``"reset"``.
+
+- ``infer`` answers ``{**policy.infer(obs), "server_timing": {"infer_ms": float}}``.
+- ``reset`` calls ``policy.reset(rest_of_request)`` and answers ``{"reset": True}``.
+- Any error: the traceback as one text frame, then close code 1011.
+
+``GET /healthz`` answers 200 without authentication. With an API key, the websocket handshake needs
+``Authorization: Api-Key <key>`` or ``?api_key=<key>``; otherwise it is refused with HTTP 401.
+Requests from all clients run one at a time per policy, in a worker thread, so slow inference never blocks the
+event loop (pings, health checks and other handshakes go on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import http
+import logging
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import CloseCode
+from websockets.http11 import Request, Response
+
+from policy_server import wire
+from policy_server._serving import ServerHandle, health_response, run_until_signal
+from policy_server._serving import serve_in_thread as _serve_in_thread
+from policy_server.base import BasePolicy
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_KEY = "arena_protocol"
+"""Metadata key by which clients recognise this server (the "arena" dialect)."""
+PROTOCOL_VERSION = 1
+
+
+class RequestError(ValueError):
+    """A request frame is not a msgpack dict with a known endpoint."""
+
+
+def api_key_matches(request: Request, api_key: str) -> bool:
+    """Whether the handshake carries ``api_key`` in ``Authorization: Api-Key`` or the ``api_key`` query."""
+    expected = api_key.encode()
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "api-key" and hmac.compare_digest(value.strip().encode(), expected):
+        return True
+    offered = parse_qs(urlsplit(request.path).query).get("api_key", [])
+    return any(hmac.compare_digest(key.encode(), expected) for key in offered)
+
+
+class PolicyServer:
+    """Websocket server for one policy. Build it, then :meth:`serve_forever` or ``await start()``."""
+
+    def __init__(
+        self,
+        policy: BasePolicy,
+        *,
+        host: str = "0.0.0.0",
+        port: int = 8000,
+        api_key: str | None = None,
+        max_size: int | None = wire.DEFAULT_MAX_SIZE,
+    ) -> None:
+        self.policy = policy
+        self.host = host
+        self.port = port
+        self._api_key = api_key or None
+        self._max_size = max_size
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> Server:
+        """Listen on the running loop and return the websockets :class:`Server`."""
+        self._lock = asyncio.Lock()  # bound to this loop; a server restarted on another loop gets a new one
+        return await serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=self._max_size,
+        )
+
+    def serve_forever(self) -> None:
+        """Serve until SIGINT/SIGTERM, then close all connections cleanly."""
+        run_until_signal(self.start)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        health = health_response(connection, request)
+        if health is not None:
+            return health
+        if self._api_key is not None and not api_key_matches(request, self._api_key):
+            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing or wrong API key\n")
+        return None
+
+    def _metadata_frame(self) -> bytes:
+        return wire.packb({**self.policy.metadata, PROTOCOL_KEY: PROTOCOL_VERSION})
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        logger.info("client %s connected", ws.remote_address)
+        try:
+            await ws.send(self._metadata_frame())
+            while True:
+                frame = await ws.recv()
+                try:
+                    reply = await self._answer(frame)
+                except Exception:
+                    logger.exception("request from %s failed", ws.remote_address)
+                    await ws.send(traceback.format_exc())
+                    await ws.close(
+                        CloseCode.INTERNAL_ERROR, "policy server error; traceback in previous frame"
+                    )
+                    return
+                await ws.send(reply)
+        except ConnectionClosed:
+            logger.info("client %s disconnected", ws.remote_address)
+
+    async def _answer(self, frame: str | bytes) -> bytes:
+        if isinstance(frame, str):
+            raise RequestError("requests are msgpack binary frames, got a text frame")
+        request = wire.unpackb(frame, max_size=self._max_size)
+        if not isinstance(request, dict):
+            raise RequestError(f"a request is a msgpack map, got {type(request).__name__}")
+        endpoint = request.pop("endpoint", "infer")
+        if endpoint == "infer":
+            started = time.perf_counter()
+            result = await self._run(self.policy.infer, request)
+            infer_ms = (time.perf_counter() - started) * 1e3
+            if not isinstance(result, dict):
+                raise RequestError(f"policy.infer returned {type(result).__name__}, expected a dict")
+            timing = {**result.get("server_timing", {}), "infer_ms": infer_ms}
+            return wire.packb({**result, "server_timing": timing})
+        if endpoint == "reset":
+            await self._run(self.policy.reset, request)
+            return wire.packb({"reset": True})
+        raise RequestError(f"unknown endpoint {endpoint!r}; expected 'infer' or 'reset'")
+
+    async def _run(self, method: Any, request: dict[str, Any]) -> Any:
+        async with self._lock:
+            return await asyncio.get_running_loop().run_in_executor(None, method, request)
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    policy: BasePolicy,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str | None = None,
+    *,
+    max_size: int | None = wire.DEFAULT_MAX_SIZE,
+) -> Iterator[ServerHandle]:
+    """Serve ``policy`` from a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``.
+
+    ``port=0`` binds a free port chosen by the OS. The server stops when the block exits.
+    """
+    server = PolicyServer(policy, host=host, port=port, api_key=api_key, max_size=max_size)
+    with _serve_in_thread(server.start, host=host) as handle:
+        yield handle

@@ -1,0 +1,28 @@
+"""Pure rating engine for pairwise comparisons: Bradley-Terry fits with confidence intervals, an adaptive
+pair sampler, and evaluator-integrity checks. numpy / scipy only; no I/O."""
+
+from ranking.errors import ConvergenceError, InvalidComparisons, NoEligiblePair, RankingError
+from ranking.fit import DEFAULT_RIDGE, ELO_SCALE, Ratings, fit, fit_groups, fit_table
+from ranking.integrity import LabAgreement, cap_influence, lab_agreement
+from ranking.pairs import PairTable, aggregate
+from ranking.sampler import PairChoice, PairSampler
+
+__all__ = [
+    "DEFAULT_RIDGE",
+    "ELO_SCALE",
+    "ConvergenceError",
+    "InvalidComparisons",
+    "LabAgreement",
+    "NoEligiblePair",
+    "PairChoice",
+    "PairSampler",
+    "PairTable",
+    "RankingError",
+    "Ratings",
+    "aggregate",
+    "cap_influence",
+    "fit",
+    "fit_groups",
+    "fit_table",
+    "lab_agreement",
+]

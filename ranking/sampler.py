@@ -1,0 +1,209 @@
+r"""Adaptive choice of the next pair to compare.
+
+:class:`PairSampler` keeps the aggregated outcomes, refits Bradley-Terry (ties half, ridge penalty) on each
+request, warm-started, and scores every pair ``(i, j)`` with :math:`d = \hat\theta_i - \hat\theta_j` and
+:math:`s^2 = \mathrm{Var}(d)` (model-based covariance, which includes the ridge prior, so items never compared
+have a large variance) by
+
+.. math::
+    u_{ij} = \Phi(-|d| / s) \cdot \frac{p(1-p) s^2}{1 + p(1-p) s^2}, \qquad p = \sigma(d):
+
+the probability that the current order of ``i`` and ``j`` is wrong, times the share of the variance of ``d``
+one more comparison of the pair would remove (its Fisher information ``p(1-p)`` against the prior precision
+``1/s^2``). Pairs of new or under-compared items have ``u`` near its maximum 1/2, so exploration is built in;
+well-separated or already well-measured pairs score near 0.
+
+The pair is drawn at random, never taken greedily: with probability ``exploration`` uniformly among the
+eligible pairs, otherwise from a softmax of ``sharpness * u / max(u)``. Every eligible pair therefore has a
+known positive probability, recorded per choice, so a fit can undo the adaptive design with inverse-propensity
+weights: give a comparison made with pair probability ``p`` among ``K`` eligible pairs the weight
+``1 / (p * K)`` (1 under uniform sampling; :attr:`PairChoice.ipw_weight`) and pass it to
+``ranking.fit(..., weights=...)``. Under a correctly specified Bradley-Terry model the unweighted fit is
+already consistent (the design depends only on past outcomes); the weights matter when the model is
+misspecified, e.g. to estimate average win rates against a uniformly drawn opponent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import expit, ndtr
+
+from ranking.errors import InvalidComparisons, NoEligiblePair
+from ranking.fit import DEFAULT_RIDGE
+from ranking.newton import covariance, newton_fit
+from ranking.pairs import FloatArray, PairTable, aggregate
+
+
+@dataclass(frozen=True)
+class PairChoice:
+    """One draw of :meth:`PairSampler.next_pair`.
+
+    Attributes:
+        i, j: the returned items, in slot order.
+        probability: probability that this unordered pair was drawn.
+        n_eligible: number of eligible unordered pairs at the time.
+    """
+
+    i: int
+    j: int
+    probability: float
+    n_eligible: int
+
+    @property
+    def ipw_weight(self) -> float:
+        """Inverse-propensity weight ``1 / (probability * n_eligible)``; 1 under uniform sampling."""
+        return 1.0 / (self.probability * self.n_eligible)
+
+
+class PairSampler:
+    """Chooses which pair to compare next (see the module docstring for the criterion).
+
+    Args:
+        n_items: number of items, at least 2.
+        seed: seed of the sampler's random generator.
+        ridge: ridge penalty of the internal fit (see :data:`ranking.fit.DEFAULT_RIDGE`).
+        sharpness: softmax inverse temperature on the normalised pair scores; 0 gives uniform sampling.
+        exploration: share of draws made uniformly among eligible pairs, in (0, 1].
+
+    Attributes:
+        last_probability: probability of the unordered pair returned by the last :meth:`next_pair`.
+        log: every :class:`PairChoice` made, in order.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        *,
+        seed: int | None = None,
+        ridge: float = DEFAULT_RIDGE,
+        sharpness: float = 12.0,
+        exploration: float = 0.05,
+    ) -> None:
+        if int(n_items) != n_items or n_items < 2:
+            raise InvalidComparisons(f"a sampler needs at least 2 items, got {n_items!r}")
+        if not 0.0 < exploration <= 1.0:
+            raise InvalidComparisons(f"exploration must lie in (0, 1], got {exploration!r}")
+        if sharpness < 0:
+            raise InvalidComparisons(f"sharpness must be non-negative, got {sharpness!r}")
+        self.n_items = int(n_items)
+        self.ridge = ridge
+        self.sharpness = sharpness
+        self.exploration = exploration
+        self.wins = np.zeros((self.n_items, self.n_items))
+        self.counts = np.zeros((self.n_items, self.n_items))
+        self.last_probability: float | None = None
+        self.log: list[PairChoice] = []
+        self._rng = np.random.default_rng(seed)
+        self._theta: FloatArray | None = None
+        self._scores: FloatArray | None = None
+
+    def update(self, i: int, j: int, outcome: float, weight: float = 1.0) -> None:
+        """Record one comparison: ``outcome`` 1 = ``i`` won, 0 = ``j`` won, 0.5 = tie."""
+        self.update_many([i], [j], [outcome], [weight])
+
+    def update_many(
+        self, a: ArrayLike, b: ArrayLike, outcome: ArrayLike, weights: ArrayLike | None = None
+    ) -> None:
+        """Record comparison rows, e.g. aggregated ``(a, b, outcome, count)`` rows from the database."""
+        table = aggregate(a, b, outcome, self.n_items, weights)
+        self.wins += table.wins
+        self.counts += table.counts
+        self._scores = None
+
+    def _pair_scores(self) -> FloatArray:
+        """(n, n) symmetric scores u_ij (zero diagonal), cached until the next update."""
+        if self._scores is None:
+            self._scores = self._compute_pair_scores()
+        return self._scores
+
+    def _compute_pair_scores(self) -> FloatArray:
+        n = self.n_items
+        i, j = np.nonzero(np.triu(self.counts, 1))
+        table = PairTable(
+            n_items=n,
+            i=i.astype(np.int64),
+            j=j.astype(np.int64),
+            wins_i=self.wins[i, j],
+            wins_j=self.wins[j, i],
+            ties=np.zeros(i.size),
+            wins=self.wins,
+            counts=self.counts,
+            n_total=float(self.counts[i, j].sum()),
+        )
+        solution = newton_fit(table, ties="half", ridge=self.ridge, theta0=self._theta)
+        self._theta = solution.theta
+        cov = covariance(table, solution, ridge=self.ridge, kind="hessian", full=True)
+        var = np.diag(cov)
+        d = solution.theta[:, None] - solution.theta[None, :]
+        var_d = np.maximum(var[:, None] + var[None, :] - 2.0 * cov, 1e-12)
+        misorder = ndtr(-np.abs(d) / np.sqrt(var_d))
+        p = expit(d)
+        information = p * (1.0 - p) * var_d
+        scores = misorder * information / (1.0 + information)
+        np.fill_diagonal(scores, 0.0)
+        return scores
+
+    def _eligible(self, eligible: ArrayLike | None) -> tuple[NDArray[np.bool_], NDArray[np.bool_]]:
+        """The allowed slot orders (n, n) and the allowed unordered pairs (upper triangle)."""
+        n = self.n_items
+        if eligible is None:
+            allowed = ~np.eye(n, dtype=bool)
+        else:
+            allowed = np.asarray(eligible, dtype=bool)
+            if allowed.shape != (n, n):
+                raise InvalidComparisons(f"eligible must have shape ({n}, {n}), got {allowed.shape}")
+            allowed = allowed & ~np.eye(n, dtype=bool)
+        unordered = np.triu(allowed | allowed.T, 1)
+        if not unordered.any():
+            raise NoEligiblePair("the eligibility mask allows no pair of distinct items")
+        return allowed, unordered
+
+    def pair_probabilities(self, eligible: ArrayLike | None = None) -> FloatArray:
+        """(n, n) probability that :meth:`next_pair` returns ``(i, j)`` in that slot order; sums to 1.
+
+        Args:
+            eligible: optional (n, n) boolean mask; ``(i, j)`` may be returned only where it is True (the
+                diagonal is ignored). Default: every pair of distinct items.
+
+        Raises:
+            NoEligiblePair: the mask allows no pair.
+        """
+        n = self.n_items
+        allowed, unordered = self._eligible(eligible)
+        n_eligible = int(unordered.sum())
+        scores = self._pair_scores()[unordered]
+        top = scores.max()
+        logits = self.sharpness * (scores / top if top > 0 else scores)
+        softmax = np.exp(logits - logits.max())
+        softmax /= softmax.sum()
+        pair_p = (1.0 - self.exploration) * softmax + self.exploration / n_eligible
+        unordered_p = np.zeros((n, n))
+        unordered_p[unordered] = pair_p
+        unordered_p = unordered_p + unordered_p.T
+        # split each pair's probability over its allowed slot orders
+        orders = allowed.astype(np.float64)
+        orders_per_pair = orders + orders.T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(allowed, unordered_p / orders_per_pair, 0.0)
+
+    def next_pair(self, eligible: ArrayLike | None = None) -> tuple[int, int]:
+        """Draw the next pair ``(i, j)`` (slot order) among the eligible ones; see :meth:`pair_probabilities`.
+
+        Sets :attr:`last_probability` to the probability of the unordered pair and appends a
+        :class:`PairChoice` to :attr:`log`.
+
+        Raises:
+            NoEligiblePair: the mask allows no pair.
+        """
+        probabilities = self.pair_probabilities(eligible)
+        flat = probabilities.ravel()
+        index = int(self._rng.choice(flat.size, p=flat / flat.sum()))
+        i, j = divmod(index, self.n_items)
+        pair_probability = float(probabilities[i, j] + probabilities[j, i])
+        n_eligible = int(self._eligible(eligible)[1].sum())
+        self.last_probability = pair_probability
+        self.log.append(PairChoice(i=i, j=j, probability=pair_probability, n_eligible=n_eligible))
+        return i, j

@@ -1,0 +1,61 @@
+"""Shared test set-up: which external services the suite may use, and whether they are required.
+
+``DATABASE_URL`` selects the database (SQLite by default; CI sets Postgres). ``ARENA_TEST_REDIS_URL`` enables
+tests that run a real Celery worker over Redis. With ``ARENA_REQUIRE_SERVICES=1`` (CI) a missing service fails
+those tests instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+REQUIRE_SERVICES = os.environ.get("ARENA_REQUIRE_SERVICES") == "1"
+
+
+def service_reachable(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 0), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, available: bool, how: str) -> None:
+    """Skip (locally) or fail (CI) a test whose service is missing."""
+    if available:
+        return
+    message = f"{name} is not available: {how}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("ARENA_TEST_REDIS_URL", "")
+    need_service(
+        "Redis", bool(url) and service_reachable(url), "set ARENA_TEST_REDIS_URL=redis://127.0.0.1:6379/0"
+    )
+    return url
+
+
+@pytest.fixture
+def on_postgres(settings) -> None:
+    engine = settings.DATABASES["default"]["ENGINE"]
+    need_service(
+        "PostgreSQL", "postgresql" in engine, "set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Throttle counters and refit locks live in the cache: each test starts with an empty one."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

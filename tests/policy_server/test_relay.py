@@ -1,0 +1,292 @@
+"""The blind relay: token checks on the handshake, transparent forwarding, closing codes, and its CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from arena_test_policies import DROID_METADATA, EchoPolicy, FailingPolicy
+from roboarena_dialect import serve_roboarena_in_thread
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosedError, InvalidStatus
+from websockets.sync.client import connect
+
+from policy_server._serving import serve_in_thread
+from policy_server.client import PolicyClient, PolicyError, PolicyUnauthorized, PolicyUnavailable
+from policy_server.relay import serve_relay_in_thread
+from policy_server.relay_token import mint_token
+from policy_server.server import serve_in_thread as serve_policy_in_thread
+from policy_server.wire import packb, unpackb
+
+SECRET = "relay secret shared with the arena server"
+REPO = Path(__file__).resolve().parents[2]
+OBS = {
+    "observation/joint_position": np.zeros(7),
+    "observation/gripper_position": np.ones(1),
+    "prompt": "open the drawer",
+}
+
+
+def token_for(endpoint: str, **overrides: object) -> str:
+    fields = {"endpoint": endpoint, "session_id": "s-42", "slot": "B", "key": SECRET, "ttl_s": 300}
+    return mint_token(**{**fields, **overrides})  # type: ignore[arg-type]
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.fixture
+def relay() -> Iterator[str]:
+    with serve_relay_in_thread(SECRET, upstream_timeout=2.0) as handle:
+        yield handle.url
+
+
+def test_relayed_infer_and_reset_via_path_token(relay: str, echo_policy: EchoPolicy) -> None:
+    with serve_policy_in_thread(echo_policy) as policy:
+        with PolicyClient(f"{relay}/{token_for(policy.url)}", action_dim=8) as client:
+            assert client.dialect == "arena"
+            assert client.metadata["needs_wrist_camera"] is True
+            for _ in range(3):
+                assert client.infer(OBS)["actions"].shape == (10, 8)
+            client.reset({"episode": 1})
+    assert len(echo_policy.seen_keys) == 3 and echo_policy.resets == [{"episode": 1}]
+
+
+def test_bearer_header_carries_the_token_too(relay: str, echo_policy: EchoPolicy) -> None:
+    with serve_policy_in_thread(echo_policy) as policy:
+        headers = {"Authorization": f"Bearer {token_for(policy.url)}"}
+        with PolicyClient(relay, headers=headers) as client:
+            assert client.infer(OBS)["actions"].shape == (10, 8)
+
+
+def test_policy_api_key_travels_inside_the_token(relay: str, echo_policy: EchoPolicy) -> None:
+    with serve_policy_in_thread(echo_policy, api_key="owner-key") as policy:
+        with PolicyClient(f"{relay}/{token_for(policy.url, api_key='owner-key')}") as client:
+            assert client.infer(OBS)["actions"].shape == (10, 8)
+        # Without the key the policy refuses the relay, which tells the evaluator the policy is unavailable.
+        with pytest.raises(PolicyUnavailable) as refused:
+            PolicyClient(f"{relay}/{token_for(policy.url)}", retries=0)
+        assert not isinstance(refused.value, PolicyUnauthorized)
+
+
+def test_roboarena_dialect_passes_through_unchanged(relay: str) -> None:
+    policy = EchoPolicy(metadata=DROID_METADATA)
+    with serve_roboarena_in_thread(policy) as server:
+        with PolicyClient(f"{relay}/{token_for(server.url)}") as client:
+            assert client.dialect == "roboarena"
+            client.reset()
+            assert client.infer(OBS)["actions"].shape == (10, 8)
+    assert policy.resets == [{}]
+
+
+def test_traceback_and_1011_are_forwarded(relay: str) -> None:
+    with serve_policy_in_thread(FailingPolicy()) as policy:
+        with connect(f"{relay}/{token_for(policy.url)}") as ws:
+            ws.recv(timeout=5)
+            ws.send(packb(OBS))
+            text = ws.recv(timeout=5)
+            assert isinstance(text, str) and "the policy exploded on purpose" in text
+            with pytest.raises(ConnectionClosedError) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+            assert "traceback" in closed.value.rcvd.reason
+        with PolicyClient(f"{relay}/{token_for(policy.url)}") as client:
+            with pytest.raises(PolicyError, match="exploded"):
+                client.infer(OBS)
+
+
+def test_unreachable_policy_closes_1014_without_naming_it(relay: str) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{sock.getsockname()[1]}"
+    with connect(f"{relay}/{token_for(dead)}") as ws:
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1014
+    assert "127.0.0.1" not in closed.value.rcvd.reason
+    with pytest.raises(PolicyUnavailable, match="1014"):
+        PolicyClient(f"{relay}/{token_for(dead)}", retries=0)
+
+
+def test_policy_dying_mid_episode_is_unavailable(relay: str, echo_policy: EchoPolicy) -> None:
+    with serve_policy_in_thread(echo_policy) as policy:
+        client = PolicyClient(f"{relay}/{token_for(policy.url)}", retries=0)
+        client.infer(OBS)
+        policy.stop()
+        with pytest.raises(PolicyUnavailable):
+            client.infer(OBS)
+        client.close()
+
+
+def test_evaluator_disconnect_closes_the_upstream(relay: str) -> None:
+    closed_codes: list[int | None] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb({}))
+        await ws.wait_closed()
+        closed_codes.append(ws.close_code)
+
+    async def start() -> Server:
+        return await serve(handler, "127.0.0.1", 0)
+
+    with serve_in_thread(start, host="127.0.0.1") as upstream:
+        with connect(f"{relay}/{token_for(upstream.url)}") as ws:
+            assert unpackb(ws.recv(timeout=5)) == {"arena_relay": 1}  # an openpi server's (empty) metadata
+        deadline = time.monotonic() + 5
+        while not closed_codes and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert closed_codes == [1000]
+
+
+def test_the_policy_sees_none_of_the_evaluators_headers(relay: str) -> None:
+    seen: list[dict[str, str]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen.append({k.lower(): v for k, v in ws.request.headers.raw_items()})
+        seen[-1]["path"] = ws.request.path
+        await ws.send(packb({}))
+        await ws.wait_closed()
+
+    async def start() -> Server:
+        return await serve(handler, "127.0.0.1", 0)
+
+    with serve_in_thread(start, host="127.0.0.1") as upstream:
+        token = token_for(upstream.url)
+        with connect(f"{relay}/{token}", additional_headers={"X-Evaluator": "lab-7@example.org"}) as ws:
+            ws.recv(timeout=5)
+    (headers,) = seen
+    assert "x-evaluator" not in headers and "authorization" not in headers
+    assert token not in " ".join(headers.values())
+
+
+@pytest.mark.parametrize(
+    ("make_path", "headers", "status"),
+    [
+        (lambda url: "/", {}, 401),
+        (lambda url: "/" + token_for(url, ttl_s=1, now=time.time() - 10), {}, 401),
+        (lambda url: "/" + token_for(url)[:-3] + "AAA", {}, 403),
+        (lambda url: "/" + token_for(url, key="some other secret, not the relay's"), {}, 403),
+        (lambda url: "/", {"Authorization": "Bearer garbage"}, 403),
+    ],
+    ids=["missing", "expired", "tampered", "foreign-secret", "bad-bearer"],
+)
+def test_bad_tokens_are_refused_on_the_handshake(relay: str, make_path, headers, status: int) -> None:
+    policy = EchoPolicy()
+    with serve_policy_in_thread(policy) as server:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(relay + make_path(server.url), additional_headers=headers)
+        assert refused.value.response.status_code == status
+        with pytest.raises(PolicyUnauthorized):
+            PolicyClient(relay + make_path(server.url), headers=headers)
+
+
+def test_relay_healthz(relay: str) -> None:
+    port = relay.rsplit(":", 1)[1]
+    assert http_status(f"http://127.0.0.1:{port}/healthz") == 200
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1]
+        try:
+            if http_status(f"http://127.0.0.1:{port}/healthz") == 200:
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("server did not become healthy")
+
+
+RELAY_MAIN = [sys.executable, "-c", "from policy_server.relay import main; main()"]
+
+
+def test_relay_cli_serves_and_stops_on_sigterm(tmp_path: Path, echo_policy: EchoPolicy) -> None:
+    port = free_port()
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "ARENA_RELAY_SECRET"}
+    process = subprocess.Popen(
+        [*RELAY_MAIN, "--host", "127.0.0.1", "--port", str(port), "--secret-file", str(secret_file)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_healthy(port, process)
+        with serve_policy_in_thread(echo_policy) as policy:
+            with PolicyClient(f"ws://127.0.0.1:{port}/{token_for(policy.url)}") as client:
+                assert client.infer(OBS)["actions"].shape == (10, 8)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0, stderr
+
+
+def test_relay_cli_reads_the_secret_from_the_environment_and_requires_one() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ARENA_RELAY_SECRET"}
+    missing = subprocess.run(
+        [*RELAY_MAIN, "--port", "0"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert missing.returncode != 0 and "ARENA_RELAY_SECRET" in missing.stderr
+    port = free_port()
+    process = subprocess.Popen(
+        [*RELAY_MAIN, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env={**env, "ARENA_RELAY_SECRET": SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_healthy(port, process)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=15)
+    assert process.returncode == 0
+
+
+def test_relay_redacts_identifying_metadata():
+    from policy_server import wire
+    from policy_server.client import detect_dialect
+    from policy_server.relay import redact_metadata_frame
+
+    roboarena = {
+        "image_resolution": [224, 224],
+        "needs_wrist_camera": True,
+        "n_external_cameras": 1,
+        "needs_stereo_camera": False,
+        "needs_session_id": False,
+        "action_space": "joint_velocity",
+    }
+    assert wire.unpackb(redact_metadata_frame(wire.packb(roboarena))) == roboarena
+    ours = {**roboarena, "arena_protocol": 1, "baseline": "expert", "checkpoint": "gs://acme/pi0-v3"}
+    seen = wire.unpackb(redact_metadata_frame(wire.packb(ours)))
+    assert "baseline" not in seen and "checkpoint" not in seen and detect_dialect(seen) == "arena"
+    openpi = {"model": "pi0-fast-droid", "host": "gpu7.acme.example", "action_space": "joint_velocity"}
+    seen = wire.unpackb(redact_metadata_frame(wire.packb(openpi)))
+    assert seen == {"action_space": "joint_velocity", "arena_relay": 1} and detect_dialect(seen) == "openpi"
+    assert redact_metadata_frame("Traceback ...") == "Traceback ..."

@@ -1,0 +1,103 @@
+"""Downloads of a snapshot: the table as CSV and JSON, ``latest`` redirects, the anonymized comparison log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+
+from arena.models import Lab, Preference, RankingSnapshot
+from arena.web.leaderboard import TABLE_COLUMNS
+
+
+def latest() -> RankingSnapshot:
+    return RankingSnapshot.objects.order_by("-version").first()
+
+
+def streamed_csv(path: str) -> list[dict[str, str]]:
+    response = Client().get(path)
+    assert response.status_code == 200
+    assert response.streaming, "CSV downloads are streamed"
+    assert response["Content-Type"].startswith("text/csv")
+    assert response["Content-Disposition"].startswith("attachment;")
+    text = b"".join(response.streaming_content).decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_table_csv_has_every_rated_policy_in_leaderboard_order(league):
+    snapshot = latest()
+    rows = streamed_csv(f"/leaderboard/{snapshot.version}.csv")
+    assert list(rows[0]) == list(TABLE_COLUMNS)
+    assert [r["slug"] for r in rows] == [r["slug"] for r in snapshot.ratings]
+    for row, rating in zip(rows, snapshot.ratings, strict=True):
+        assert int(row["rank"]) == rating["rank"]
+        assert float(row["score"]) == pytest.approx(rating["score"])
+        assert row["provisional"] == str(rating["provisional"])
+
+
+def test_table_json_is_the_api_body(league, anonymous):
+    snapshot = latest()
+    response = Client().get(f"/leaderboard/{snapshot.version}.json")
+    assert response.status_code == 200
+    assert json.loads(response.content) == anonymous.get("/api/v1/leaderboard/").json()
+
+
+def test_older_versions_stay_downloadable(league):
+    first = RankingSnapshot.objects.order_by("version").first()
+    assert first.version < latest().version
+    rows = streamed_csv(f"/leaderboard/{first.version}.csv")
+    assert [r["slug"] for r in rows] == [r["slug"] for r in first.ratings]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_latest_redirects_to_the_newest_version(league, fmt):
+    response = Client().get(f"/leaderboard/latest.{fmt}")
+    assert response.status_code == 302
+    assert response["Location"] == f"/leaderboard/{latest().version}.{fmt}"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/leaderboard/latest.csv",
+        "/leaderboard/7.csv",
+        "/leaderboard/7.json",
+        "/leaderboard/7/comparisons.csv",
+    ],
+)
+def test_missing_snapshots_are_404(path):
+    assert Client().get(path).status_code == 404
+
+
+def test_comparison_log_has_one_anonymous_row_per_counted_preference(league):
+    snapshot = latest()
+    rows = streamed_csv(f"/leaderboard/{snapshot.version}/comparisons.csv")
+    assert list(rows[0]) == ["policy_a", "policy_b", "outcome", "task_category", "date", "lab"]
+    assert len(rows) == snapshot.n_comparisons
+    stored = list(Preference.objects.order_by("pk").select_related("policy_a", "policy_b"))
+    assert [(r["policy_a"], r["policy_b"], r["outcome"], r["task_category"]) for r in rows] == [
+        (p.policy_a.slug, p.policy_b.slug, p.choice, p.task_category) for p in stored
+    ]
+    assert {r["lab"] for r in rows} == {"1", "2"}
+    assert {r["date"] for r in rows} == {p.created_at.date().isoformat() for p in stored}
+    text = json.dumps(rows)
+    for secret in ("Berkeley", "Stanford", "watched both", *(str(p.session_id) for p in stored)):
+        assert secret not in text
+
+
+def test_comparison_log_leaves_out_invalid_excluded_and_later_preferences(league):
+    older = RankingSnapshot.objects.order_by("version").first()
+    assert len(streamed_csv(f"/leaderboard/{older.version}/comparisons.csv")) == older.n_comparisons
+
+    berkeley = Preference.objects.filter(lab__name="Berkeley Lab").order_by("pk")
+    berkeley.filter(pk=berkeley.first().pk).update(valid=False)
+    berkeley.filter(pk=berkeley.last().pk).update(created_at=latest().created_at + timedelta(seconds=1))
+    Lab.objects.filter(name="Stanford Lab").update(votes_excluded=True)
+    rows = streamed_csv(f"/leaderboard/{latest().version}/comparisons.csv")
+    counted = Preference.objects.filter(valid=True, lab__name="Berkeley Lab").count() - 1
+    assert len(rows) == counted and {r["lab"] for r in rows} == {"1"}

@@ -1,0 +1,110 @@
+"""The public leaderboard page: table, provisional section, totals, empty state, charts, methodology."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import Client
+
+from arena.models import RankingSnapshot
+
+
+def page(path: str = "/leaderboard/") -> str:
+    response = Client().get(path)
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def table(html: str, table_id: str) -> str:
+    match = re.search(rf'<table class="ratings" id="{table_id}">(.*?)</table>', html, re.S)
+    assert match, f"no table #{table_id}"
+    return match.group(1)
+
+
+def test_root_redirects_to_the_leaderboard(db):
+    response = Client().get("/")
+    assert response.status_code == 302 and response["Location"] == "/leaderboard/"
+
+
+@pytest.mark.django_db
+def test_empty_state_before_the_first_snapshot():
+    html = page()
+    assert 'id="empty-state"' in html
+    assert "<table" not in html
+
+
+def test_ranked_and_provisional_rows_follow_the_snapshot(league):
+    snapshot = RankingSnapshot.objects.order_by("-version").first()
+    html = page()
+    ranked = [r for r in snapshot.ratings if not r["provisional"]]
+    provisional = [r for r in snapshot.ratings if r["provisional"]]
+    assert ranked and provisional, "the league should have both kinds of rows"
+    for table_id, rows in (("ranked", ranked), ("provisional", provisional)):
+        body = table(html, table_id)
+        assert re.findall(r'<tr data-slug="([a-z0-9-]+)"', body) == [r["slug"] for r in rows]
+        cells = re.findall(
+            r'<td class="rank">(\d+)</td>.*?<td class="num score">(\d+)</td>\s*'
+            r'<td class="num ci">\+(\d+)/-(\d+)</td>',
+            body,
+            re.S,
+        )
+        assert [(int(rank), int(score)) for rank, score, _, _ in cells] == [
+            (r["rank"], round(r["score"])) for r in rows
+        ]
+        assert [(int(p), int(m)) for _, _, p, m in cells] == [
+            (round(r["ci_high"] - r["score"]), round(r["score"] - r["ci_low"])) for r in rows
+        ]
+    assert 'id="provisional-section"' in html
+
+
+def test_header_gives_version_update_time_and_totals(league):
+    snapshot = RankingSnapshot.objects.order_by("-version").first()
+    html = page()
+    assert f'id="snapshot-version">{snapshot.version}<' in html
+    assert snapshot.n_comparisons == league.sessions
+    assert f'id="total-comparisons">{league.sessions}<' in html
+    assert f'id="total-policies">{snapshot.n_policies}<' in html
+    assert 'id="total-labs">2<' in html
+    assert snapshot.created_at.strftime("%Y-%m-%d %H:%M") in html
+
+
+def test_charts_have_one_mark_per_policy_and_pair(league):
+    snapshot = RankingSnapshot.objects.order_by("-version").first()
+    html = page()
+    n = snapshot.n_policies
+    ci_plot = re.search(r'<svg[^>]*id="ci-plot".*?</svg>', html, re.S).group(0)
+    assert ci_plot.count('class="ci-point"') == n
+    assert "<title" in ci_plot and "<desc" in ci_plot
+    counts = snapshot.matrices["counts"]
+    never_met = sum(1 for i in range(n) for j in range(n) if i != j and counts[i][j] == 0)
+    for ident in ("heatmap-win-fraction", "heatmap-counts"):
+        svg = re.search(rf'<svg[^>]*id="{ident}".*?</svg>', html, re.S).group(0)
+        assert len(re.findall(r'<rect class="cell[" ]', svg)) == n * (n - 1)
+        assert svg.count('class="cell cell-empty"') == never_met
+
+
+def test_policy_names_link_to_their_pages(league):
+    html = page()
+    for slug in league.slugs:
+        assert f'href="/policies/{slug}/"' in html
+
+
+def test_methodology_states_the_model_and_the_settings(settings, db):
+    settings.ARENA_LAB_MAX_SHARE = 0.4
+    settings.ARENA_PROVISIONAL_MIN_COMPARISONS = 12
+    html = page("/methodology/")
+    for fact in (
+        "Bradley-Terry",
+        "half a win",
+        "1000 + 400 · log<sub>10</sub>(odds)",
+        "average 1000",
+        "sandwich",
+        "ridge = 0.01",
+        "<strong>40%</strong>",
+        "<strong>12</strong>",
+        "lower bound",
+        "invalid",
+        "excluded",
+    ):
+        assert fact in html, fact
