@@ -5,20 +5,14 @@ Postgres)."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
+from arena.ports import free_port
 from tests.conftest import need_service, service_reachable
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:

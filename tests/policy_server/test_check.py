@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 
@@ -13,6 +12,7 @@ from arena_test_policies import DROID_METADATA, EchoPolicy, FailingPolicy, Fixed
 from roboarena_dialect import serve_roboarena_in_thread
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from arena.ports import free_port
 from policy_server._serving import serve_in_thread
 from policy_server.check import (
     MetadataError,
@@ -27,9 +27,7 @@ from policy_server.server import serve_in_thread as serve_policy_in_thread
 
 
 def dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"ws://127.0.0.1:{sock.getsockname()[1]}"
+    return f"ws://127.0.0.1:{free_port()}"
 
 
 def test_healthy_policy_passes_with_normalised_requirements() -> None:

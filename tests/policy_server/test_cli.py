@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 from arena_test_policies import EchoPolicy
 
+from arena.ports import free_port
 from policy_server.client import PolicyClient, PolicyUnauthorized
 from policy_server.server import serve_in_thread
 
@@ -35,12 +35,6 @@ def arena_policy(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import numpy as np
 import pytest
 from arena_test_policies import DROID_METADATA, EchoPolicy, FailingPolicy, FixedActionsPolicy
 from roboarena_dialect import serve_roboarena_in_thread
 
+from arena.ports import free_port
 from policy_server.client import (
     BadAction,
     PolicyClient,
@@ -26,12 +25,6 @@ OBS = {
     "observation/gripper_position": np.array([1.0]),
     "prompt": "stack the cups",
 }
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -132,7 +125,7 @@ def test_lists_of_numbers_are_accepted_as_actions() -> None:
 
 def test_unreachable_server_raises_unavailable_after_retries() -> None:
     with pytest.raises(PolicyUnavailable, match="after 2 attempt"):
-        PolicyClient(f"ws://127.0.0.1:{closed_port()}", retries=1, retry_delay_s=0.01, connect_timeout=1)
+        PolicyClient(f"ws://127.0.0.1:{free_port()}", retries=1, retry_delay_s=0.01, connect_timeout=1)
 
 
 def test_wrong_api_key_is_unauthorized_without_retrying(echo_policy: EchoPolicy) -> None:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 import urllib.request
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from arena_test_policies import EchoPolicy, FailingPolicy
 
+from arena.ports import free_port
 from policy_server.check import policy_check
 from policy_server.client import PolicyClient, PolicyError
 from policy_server.relay import serve_relay_in_thread
@@ -81,12 +81,6 @@ def test_openpi_client_through_the_relay(openpi_client_python: Path) -> None:
         token = mint_token(endpoint=policy.url, session_id="s", slot="A", key=secret, ttl_s=60)
         report = run_probe(openpi_client_python, f"{relay.url}/{token}")
     assert [r["shape"] for r in report["replies"]] == [[10, 8]] * 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(

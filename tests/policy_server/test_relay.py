@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
+from arena.ports import free_port
 from policy_server._serving import serve_in_thread
 from policy_server.client import PolicyClient, PolicyError, PolicyUnauthorized, PolicyUnavailable
 from policy_server.relay import serve_relay_in_thread
@@ -111,9 +111,7 @@ def test_traceback_and_1011_are_forwarded(relay: str) -> None:
 
 
 def test_unreachable_policy_closes_1014_without_naming_it(relay: str) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead = f"ws://127.0.0.1:{sock.getsockname()[1]}"
+    dead = f"ws://127.0.0.1:{free_port()}"
     with connect(f"{relay}/{token_for(dead)}") as ws:
         with pytest.raises(ConnectionClosedError) as closed:
             ws.recv(timeout=5)
@@ -199,12 +197,6 @@ def test_bad_tokens_are_refused_on_the_handshake(relay: str, make_path, headers,
 def test_relay_healthz(relay: str) -> None:
     port = relay.rsplit(":", 1)[1]
     assert http_status(f"http://127.0.0.1:{port}/healthz") == 200
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 15) -> None:
