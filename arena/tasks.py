@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
+from django.db import DatabaseError, connection
 
 from arena.models import Policy
 from arena.services.policies import policy_check_record
@@ -18,6 +22,8 @@ log = logging.getLogger(__name__)
 REFIT_LOCK = "arena:ranking:refit-lock"
 REFIT_DIRTY = "arena:ranking:dirty"
 REFIT_LOCK_SECONDS = 600
+# The advisory-lock key on Postgres: a stable 31-bit number derived from the lock's name.
+REFIT_LOCK_KEY = zlib.crc32(REFIT_LOCK.encode()) & 0x7FFFFFFF
 
 
 def _record(policy: Policy, result) -> None:
@@ -74,6 +80,37 @@ def ranking_refit_soon() -> None:
         log.exception("could not enqueue a ranking refit; the periodic refit will include this preference")
 
 
+@contextmanager
+def refit_lock() -> Iterator[bool]:
+    """Hold the one refit lock if it is free; yields whether this caller got it.
+
+    On Postgres the lock is a session-level advisory lock on the worker's own database connection: a worker
+    killed mid-refit loses its connection and with it the lock, so the next refit runs at once. (Behind a
+    transaction-pooling proxy such as PgBouncer in transaction mode, session locks do not hold: give workers a
+    direct connection.) Other databases use a cache entry that expires after ``REFIT_LOCK_SECONDS``.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [REFIT_LOCK_KEY])
+            acquired = bool(cursor.fetchone()[0])
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                try:
+                    with connection.cursor() as cursor:
+                        cursor.execute("SELECT pg_advisory_unlock(%s)", [REFIT_LOCK_KEY])
+                except DatabaseError:  # the connection broke: Postgres released the lock with it
+                    log.warning("refit lock: the connection was lost; Postgres released the lock with it")
+        return
+    acquired = cache.add(REFIT_LOCK, 1, timeout=REFIT_LOCK_SECONDS)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            cache.delete(REFIT_LOCK)
+
+
 @shared_task(name="arena.tasks.ranking_refit")
 def ranking_refit() -> int | None:
     """Refit, debounced: at most one refit runs at a time, and the newest data is always included.
@@ -83,17 +120,15 @@ def ranking_refit() -> int | None:
     """
     version = None
     while True:
-        if not cache.add(REFIT_LOCK, 1, timeout=REFIT_LOCK_SECONDS):
-            cache.set(REFIT_DIRTY, 1, timeout=None)
-            return version
-        try:
+        with refit_lock() as acquired:
+            if not acquired:
+                cache.set(REFIT_DIRTY, 1, timeout=None)
+                return version
             while True:
                 cache.delete(REFIT_DIRTY)
                 version = ranking_snapshot_create().version
                 if not cache.get(REFIT_DIRTY):
                     break
-        finally:
-            cache.delete(REFIT_LOCK)
         if not cache.get(REFIT_DIRTY):
             return version
 

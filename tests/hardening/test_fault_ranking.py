@@ -2,8 +2,9 @@
 
 - The broker is down when a preference is submitted: the preference is stored, the request succeeds, the
   failure is logged, and the refit happens once the broker is back (as the beat's periodic refit does).
-- The worker is killed (SIGKILL) in the middle of writing a snapshot: no partial snapshot exists, and a later
-  refit by a new worker writes a complete one.
+- The worker is killed (SIGKILL) in the middle of writing a snapshot: no partial snapshot exists, the refit lock
+  it held (a Postgres advisory lock) is gone with its connection, and a later refit by a new worker writes a
+  complete one at once.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import logging
 import signal
 
 import pytest
+from django.core.cache import cache
 from django.db import connection, transaction
 
 from arena.celery import app as celery_app
 from arena.models import EvaluationSession, Preference, RankingSnapshot
-from arena.tasks import ranking_refit
+from arena.tasks import REFIT_DIRTY, REFIT_LOCK_KEY, ranking_refit
 from tests.api.actors import activate, make_actor, open_session, register_policy, register_robot, report_both
 from tests.conftest import service_reachable
 from tests.workers import celery_worker, wait_for
@@ -75,6 +77,15 @@ def _backend_waiting_on_a_lock() -> bool:
         return cursor.fetchone()[0] > 0
 
 
+def _refit_lock_held() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = %s",
+            [REFIT_LOCK_KEY],
+        )
+        return cursor.fetchone()[0] > 0
+
+
 @pytest.mark.django_db(transaction=True)
 def test_worker_killed_while_writing_a_snapshot_leaves_none_and_a_later_refit_succeeds(
     on_postgres, redis_url
@@ -90,16 +101,45 @@ def test_worker_killed_while_writing_a_snapshot_leaves_none_and_a_later_refit_su
                 cursor.execute("LOCK TABLE arena_rankingsnapshot IN SHARE MODE")
             ranking_refit.delay()
             wait_for(_backend_waiting_on_a_lock, timeout=60, what="the refit to reach its write", proc=worker)
+            assert _refit_lock_held()
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=20)
         assert worker.returncode == -signal.SIGKILL
+    # Its database session ends once the table is free (it cannot commit without its client): the lock goes too.
+    wait_for(lambda: not _refit_lock_held(), timeout=10, what="the dead worker's refit lock to be released")
     assert not RankingSnapshot.objects.exists()
 
     with celery_worker(redis_url) as worker:
         ranking_refit.delay()
         wait_for(
-            RankingSnapshot.objects.exists, timeout=60, what="a snapshot from the new worker", proc=worker
+            RankingSnapshot.objects.exists, timeout=30, what="a snapshot from the new worker", proc=worker
         )
     snapshot = RankingSnapshot.objects.get()
     assert snapshot.version == 1 and snapshot.n_comparisons == 6
     assert len(snapshot.ratings) == snapshot.n_policies == len(snapshot.matrices["slugs"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refit_requested_while_another_runs_is_left_to_it(on_postgres):
+    """Debounce: while another process holds the refit lock, a requested refit only leaves the dirty mark
+    (no second snapshot is written concurrently); the next refit after the lock is free includes everything."""
+    import psycopg
+
+    lab = _arena()
+    assert _submit(lab, "A").status_code == 201
+    first = RankingSnapshot.objects.latest("version")
+    assert first.n_comparisons == 1
+
+    from tests.workers import database_url
+
+    with psycopg.connect(database_url(), autocommit=True) as other:  # another worker, mid-refit
+        other.execute("SELECT pg_advisory_lock(%s)", [REFIT_LOCK_KEY])
+        assert _submit(lab, "B").status_code == 201  # its after-commit refit finds the lock taken
+        assert ranking_refit() is None
+        assert RankingSnapshot.objects.latest("version").version == first.version
+        assert cache.get(REFIT_DIRTY)
+    # the other session ended, and the lock with it: the next refit includes both preferences
+    version = ranking_refit()
+    latest = RankingSnapshot.objects.latest("version")
+    assert version == latest.version == first.version + 1 and latest.n_comparisons == 2
+    assert not cache.get(REFIT_DIRTY)

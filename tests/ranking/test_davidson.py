@@ -14,8 +14,7 @@ import ranking
 from ranking import ELO_SCALE
 from ranking.simulate import simulate_comparisons
 
-# The workplace's shared data sits beside the checkout (``<checkout>/../shared/data``).
-EPL = Path(__file__).resolve().parents[3] / "shared" / "data" / "epl-2008-2013.csv"
+EPL = Path(__file__).resolve().parents[1] / "data" / "epl-2008-2013.csv"  # see tests/data/README.md
 
 
 @pytest.mark.parametrize("nu", [0.3, 1.0, 3.0])
