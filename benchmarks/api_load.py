@@ -22,7 +22,6 @@ import argparse
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+from arena.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_DB = "postgres://postgres@127.0.0.1:5432/arena_load"
@@ -73,12 +74,6 @@ class Samples:
             self.latency_ms[endpoint].append(ms)
             if error:
                 self.errors[endpoint].append(error)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def seed(*, n_policies: int, n_labs: int) -> list[str]:

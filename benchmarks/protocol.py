@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from arena.ports import free_port
 from policy_server.base import BasePolicy
 from policy_server.client import LatencyStats, PolicyClient
 from policy_server.peer_venv import ensure_peer_venv
@@ -86,12 +86,6 @@ print(json.dumps(latencies))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _process(command: list[str], port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     """Start a server process, wait for its ``/healthz``, yield ``ws://127.0.0.1:port``, then SIGTERM it."""
@@ -143,7 +137,7 @@ def time_openpi_client(url: str, *, calls: int, warmup: int) -> LatencyStats:
 
 def run(*, calls: int, warmup: int) -> list[tuple[str, LatencyStats]]:
     """Measure every path; returns (label, stats) rows."""
-    server_port, relay_port = _free_port(), _free_port()
+    server_port, relay_port = free_port(), free_port()
     serve = [
         sys.executable,
         "-m",
