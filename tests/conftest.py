@@ -1,7 +1,7 @@
 """Shared test set-up: which external services the suite may use, and whether they are required.
 
 ``DATABASE_URL`` selects the database (SQLite by default; CI sets Postgres). ``ARENA_TEST_REDIS_URL`` enables
-tests that run a real Celery worker over Redis. With ``ARENA_REQUIRE_SERVICES=1`` (CI) a missing service fails
+tests that run a real Celery worker over Redis, ``ARENA_TEST_AMQP_URL`` one over RabbitMQ. With ``ARENA_REQUIRE_SERVICES=1`` (CI) a missing service fails
 those tests instead of skipping them.
 """
 
@@ -40,6 +40,17 @@ def redis_url() -> str:
     url = os.environ.get("ARENA_TEST_REDIS_URL", "")
     need_service(
         "Redis", bool(url) and service_reachable(url), "set ARENA_TEST_REDIS_URL=redis://127.0.0.1:6379/0"
+    )
+    return url
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    url = os.environ.get("ARENA_TEST_AMQP_URL", "")
+    need_service(
+        "RabbitMQ",
+        bool(url) and service_reachable(url),
+        "set ARENA_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672//",
     )
     return url
 

@@ -1,4 +1,4 @@
-"""A real Celery worker over Redis picks up the refit that a stored preference enqueues."""
+"""A real Celery worker, over Redis and over RabbitMQ, picks up the refit that a stored preference enqueues."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from tests.api.actors import activate, make_actor, open_session, register_policy
 from tests.workers import celery_worker, wait_for
 
 
-@pytest.fixture
-def worker(redis_url):
-    with celery_worker(redis_url) as proc:
+@pytest.fixture(params=["redis_url", "amqp_url"], ids=["redis", "rabbitmq"])
+def worker(request):
+    with celery_worker(request.getfixturevalue(request.param)) as proc:
         yield proc
 
 

@@ -63,8 +63,6 @@ def celery_worker(broker_url: str) -> Iterator[subprocess.Popen]:
     try:
         yield proc
     finally:
-        celery_app.conf.update(saved)
-        celery_app._after_fork()
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -72,6 +70,17 @@ def celery_worker(broker_url: str) -> Iterator[subprocess.Popen]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        _delete_queue(queue)  # a RabbitMQ queue outlives its consumer: leave no test queue behind
+        celery_app.conf.update(saved)
+        celery_app._after_fork()
+
+
+def _delete_queue(queue: str) -> None:
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+    except Exception:  # the broker is gone (a test stopped it on purpose): nothing to clean
+        pass
 
 
 def wait_for(
