@@ -170,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     sup = Supervisor(var / "serve" / "arena.log")
     seaweed = None
     try:
+        if not env.get("REDIS_URL"):
+            sup.say(
+                "serve",
+                "note: REDIS_URL is not set, so each process keeps its own cache (throttles and the refit mark "
+                "are per process); set REDIS_URL=redis://... to share them",
+            )
         if env["DATABASE_URL"].startswith(("postgres://", "postgresql://")):
             ensure_postgres_database(env["DATABASE_URL"])
         if not env.get("S3_ENDPOINT_URL"):

@@ -9,10 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from arena.ports import free_port
 from tests.conftest import need_service, service_reachable
 
 ROOT = Path(__file__).resolve().parent.parent
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
@@ -42,11 +45,16 @@ def test_short_demo_prints_the_leaderboard(tmp_path):
     assert "/leaderboard/" in out
 
 
-def test_serve_starts_every_part_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_serve_starts_every_part_and_stops_cleanly(tmp_path, broker):
     need_service("PostgreSQL", service_reachable("postgres://127.0.0.1:5432"), "PostgreSQL on 127.0.0.1:5432")
     need_service("Redis", service_reachable("redis://127.0.0.1:6379"), "Redis on 127.0.0.1:6379")
     env = clean_env(tmp_path)
     env["DATABASE_URL"] = "postgres://postgres@127.0.0.1:5432/arena_serve_check"
+    if broker == "rabbitmq":
+        need_service("RabbitMQ", service_reachable(AMQP_URL), "RabbitMQ on 127.0.0.1:5672")
+        env["CELERY_BROKER_URL"] = AMQP_URL
+        env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
     ports = [str(free_port()) for _ in range(3)]
     result = subprocess.run(
         [
@@ -74,3 +82,4 @@ def test_serve_starts_every_part_and_stops_cleanly(tmp_path):
     for part in ("[web   ]", "[worker]", "[beat  ]", "[relay ]", "SeaweedFS S3 at", "ready:", "stopped"):
         assert part in out, part
     assert (tmp_path / "var" / "serve" / "arena.log").read_text().count("ready:") == 1
+    assert ("transport:   amqp://" in out) == (broker == "rabbitmq")
