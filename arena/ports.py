@@ -5,12 +5,17 @@ connection draws its local port from. Between picking such a port and the server
 (a Redis connection, SeaweedFS's own gRPC traffic) can take it, and the server fails with "Address already in
 use". Ports below the ephemeral range are never assigned to outgoing connections, so a port picked there stays
 free until someone binds it on purpose.
+
+A picked port is only reserved by convention: when one program starts several servers, it must pick all their
+ports at once (:func:`free_ports`) or tell later picks which ports are already promised (``avoid``), or two of
+its servers may be handed the same port before either binds it.
 """
 
 from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -27,20 +32,29 @@ def ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
-def free_port(host: str = HOST) -> int:
-    """A port on ``host`` that was free just now and lies outside the ephemeral range."""
+def free_port(host: str = HOST, *, avoid: Collection[int] = ()) -> int:
+    """A port on ``host`` that was free just now, lies outside the ephemeral range and is not in ``avoid``."""
     low, _ = ephemeral_range()
     candidates = range(LOWEST, low) if low - LOWEST >= 1000 else range(1024, low)
     for _ in range(ATTEMPTS):
         port = random.choice(candidates)
+        if port in avoid:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
             return port
-    with (
-        socket.socket() as sock
-    ):  # a machine with almost every low port in use: fall back to the kernel's pick
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    raise OSError(f"no free port found on {host} below {low} after {ATTEMPTS} attempts")
+
+
+def free_ports(count: int, host: str = HOST, *, avoid: Collection[int] = ()) -> list[int]:
+    """``count`` distinct free ports (see :func:`free_port`), none of them in ``avoid``."""
+    taken = set(avoid)
+    ports = []
+    for _ in range(count):
+        port = free_port(host, avoid=taken)
+        taken.add(port)
+        ports.append(port)
+    return ports

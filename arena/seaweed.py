@@ -24,10 +24,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 
-from arena.ports import free_port
+from arena.ports import free_port, free_ports
 
 HOST = "127.0.0.1"
 REGION = "us-east-1"
@@ -63,7 +64,9 @@ def weed_binary() -> str | None:
 class SeaweedS3:
     """One ``weed mini`` process serving S3 at ``endpoint_url`` with data under ``directory``.
 
-    Use as a context manager, or call ``start()`` and ``stop()``. ``port`` 0 picks a free port.
+    Use as a context manager, or call ``start()`` and ``stop()``. ``port`` 0 picks a free port. Every port it
+    picks (S3 and the nine internal ones) is distinct and outside ``avoid_ports``: pass the ports that the
+    caller's other servers will bind, so none is handed out twice before it is bound.
     """
 
     def __init__(
@@ -73,9 +76,11 @@ class SeaweedS3:
         port: int = 0,
         bucket: str = "arena-videos",
         start_timeout_s: float = 30.0,
+        avoid_ports: Collection[int] = (),
     ) -> None:
         self.directory = Path(directory).resolve()
-        self.port = port or free_port()
+        self.avoid_ports = set(avoid_ports)
+        self.port = port or free_port(avoid=self.avoid_ports)
         self.bucket = bucket
         self.start_timeout_s = start_timeout_s
         self.endpoint_url = f"http://{HOST}:{self.port}"
@@ -132,7 +137,8 @@ class SeaweedS3:
             "-s3.port.lance=0",
             "-volume.preStopSeconds=0",
         ]
-        self.ports = {flag: free_port() for flag in PORT_FLAGS}
+        picked = free_ports(len(PORT_FLAGS), avoid=self.avoid_ports | {self.port})
+        self.ports = dict(zip(PORT_FLAGS, picked, strict=True))
         args += [f"-{flag}={port}" for flag, port in self.ports.items()]
         # Unix sockets default to /tmp/seaweedfs-*-<port>.sock; keep them with the data when the path fits.
         if len(str(self.directory / "filer.sock")) <= MAX_SOCKET_PATH:

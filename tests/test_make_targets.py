@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from arena.ports import free_port
+from arena.ports import free_ports
 from tests.conftest import need_service, service_reachable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def test_serve_starts_every_part_and_stops_cleanly(tmp_path, broker):
         need_service("RabbitMQ", service_reachable(AMQP_URL), "RabbitMQ on 127.0.0.1:5672")
         env["CELERY_BROKER_URL"] = AMQP_URL
         env["REDIS_URL"] = "redis://127.0.0.1:6379/0"
-    ports = [str(free_port()) for _ in range(3)]
+    ports = [str(port) for port in free_ports(3)]
     result = subprocess.run(
         [
             sys.executable,

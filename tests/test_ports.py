@@ -1,0 +1,19 @@
+"""``arena.ports``: ports for servers started by tests, ``make serve`` and the SeaweedFS launcher."""
+
+from __future__ import annotations
+
+import socket
+
+from arena.ports import ephemeral_range, free_ports
+
+
+def test_ports_are_distinct_bindable_outside_the_ephemeral_range_and_avoid_what_is_promised():
+    low, _ = ephemeral_range()
+    promised = set(free_ports(40))
+    assert len(promised) == 40
+    more = free_ports(40, avoid=promised)
+    assert len(set(more)) == 40 and not promised & set(more)
+    for port in promised | set(more):
+        assert port < low
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", more[0]))  # free, as promised
