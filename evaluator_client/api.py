@@ -30,6 +30,16 @@ class ArenaApi:
         self.http = requests.Session()
         self.http.headers.update({"Authorization": f"Api-Key {api_key}", "Accept": "application/json"})
 
+    def close(self) -> None:
+        """Close the pooled keep-alive connections (a server thread may hold resources for each)."""
+        self.http.close()
+
+    def __enter__(self) -> ArenaApi:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _call(self, method: str, path: str, body: dict | None = None, *, idem: str | None = None) -> Any:
         headers = {"Idempotency-Key": idem} if idem else {}
         try:

@@ -120,7 +120,15 @@ def cmd_configure(args, home: Path | None) -> int:
     )
     config = Config(server_url=args.server.rstrip("/"), api_key=args.key, robot=profile)
     config.check()
-    api = _api(config)
+    with _api(config) as api:
+        me = _configure_robot(api, profile)
+    path = config_mod.save(config, home)
+    print(f"configured {me['name']} ({me['organization']}), robot {profile.name}; saved to {path}")
+    return EXIT_OK
+
+
+def _configure_robot(api: ArenaApi, profile: RobotProfile) -> dict:
+    """Check the key is a lab's and register the robot unless it exists with the same profile; returns /me."""
     me = api.me()
     if me["role"] != "lab":
         raise CliError("that key belongs to a policy owner; arena-eval needs a lab key")
@@ -147,17 +155,18 @@ def cmd_configure(args, home: Path | None) -> int:
                 "action_spaces": profile.action_spaces,
             }
         )
-    path = config_mod.save(config, home)
-    print(f"configured {me['name']} ({me['organization']}), robot {profile.name}; saved to {path}")
-    return EXIT_OK
+    return me
 
 
 def cmd_run(args, home: Path | None) -> int:
+    config = config_mod.load(home)
+    with _api(config) as api:
+        return _run_sessions(args, config, api, Spool(home or config_mod.default_home()))
+
+
+def _run_sessions(args, config: Config, api: ArenaApi, spool: Spool) -> int:
     from evaluator_client.runner import RunOptions, run_session
 
-    config = config_mod.load(home)
-    api = _api(config)
-    spool = Spool(home or config_mod.default_home())
     _flush_quietly(api, spool)
     judge = _judge(args)
     make_robot, next_task = _robot_factory(args, config)
@@ -195,7 +204,8 @@ def cmd_status(args, home: Path | None) -> int:
         print(
             f"spooled  {entry['session_id']}  {entry['status']:<9} {entry['task'][:40]!r} {entry['error'] or ''}"
         )
-    sessions = _api(config).sessions(limit=20)
+    with _api(config) as api:
+        sessions = api.sessions(limit=20)
     print(f"{sessions['count']} sessions on the server; the latest:")
     for s in sessions["results"]:
         reveal = s["reveal"]
@@ -209,7 +219,8 @@ def cmd_status(args, home: Path | None) -> int:
 def cmd_flush(args, home: Path | None) -> int:
     config = config_mod.load(home)
     spool = Spool(home or config_mod.default_home())
-    report = spool.flush(_api(config))
+    with _api(config) as api:
+        report = spool.flush(api)
     print(
         f"sent {len(report.sent)}, still pending {len(report.pending)}, refused {len(report.failed)}, "
         f"abandoned {len(report.abandoned)}"

@@ -156,8 +156,8 @@ def test_flush_marks_a_verdictless_session_abandoned_once_the_server_closed_it(n
 
     network.configure()
     config = config_mod.load(network.home)
-    api = ArenaApi(config.server_url, config.api_key)
-    session = api.request_session(robot="replica-1", task="put the red block in the bowl")
+    with ArenaApi(config.server_url, config.api_key) as api:
+        session = api.request_session(robot="replica-1", task="put the red block in the bowl")
     Spool(network.home).create(session)
     assert network.eval("flush") == 1  # the session is still open: pending
     EvaluationSession.objects.filter(pk=session["id"]).update(

@@ -110,3 +110,4 @@ def test_uploads_while_s3_is_down_stay_spooled_then_flush_completes(s3_behind_li
     stored = set(get_storage().list_keys())
     assert stored == set(Video.objects.filter(session_id=sid).values_list("object_key", flat=True))
     assert not list(spool.root.glob(f"{sid}/*.mp4"))  # the client deletes its copies once verified
+    api.close()

@@ -203,6 +203,8 @@ class Command(BaseCommand):
                 f"  [{n + 1:>3}/{sessions}] {LABS[n % len(LABS)][:22]:<22} {category:<10} {verdict:<44} "
                 f"{progress}  ({elapsed:.0f} s)"
             )
+        for api, *_ in clients:
+            api.close()
         self._say(f"  sessions: {counts}")
 
     def _print_board(self, board: dict, true_order: list[str]) -> None:
