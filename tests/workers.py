@@ -78,6 +78,7 @@ def celery_worker(broker_url: str) -> Iterator[subprocess.Popen]:
 def _delete_queue(queue: str) -> None:
     try:
         with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
             conn.default_channel.queue_delete(queue)
     except Exception:  # the broker is gone (a test stopped it on purpose): nothing to clean
         pass
