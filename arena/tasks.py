@@ -6,6 +6,7 @@ import logging
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 
 from celery import shared_task
 from django.conf import settings
@@ -93,22 +94,23 @@ def refit_lock() -> Iterator[bool]:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s)", [REFIT_LOCK_KEY])
             acquired = bool(cursor.fetchone()[0])
-        try:
-            yield acquired
-        finally:
-            if acquired:
-                try:
-                    with connection.cursor() as cursor:
-                        cursor.execute("SELECT pg_advisory_unlock(%s)", [REFIT_LOCK_KEY])
-                except DatabaseError:  # the connection broke: Postgres released the lock with it
-                    log.warning("refit lock: the connection was lost; Postgres released the lock with it")
-        return
-    acquired = cache.add(REFIT_LOCK, 1, timeout=REFIT_LOCK_SECONDS)
+        release = _advisory_unlock
+    else:
+        acquired = cache.add(REFIT_LOCK, 1, timeout=REFIT_LOCK_SECONDS)
+        release = partial(cache.delete, REFIT_LOCK)
     try:
         yield acquired
     finally:
         if acquired:
-            cache.delete(REFIT_LOCK)
+            release()
+
+
+def _advisory_unlock() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [REFIT_LOCK_KEY])
+    except DatabaseError:  # the connection broke: Postgres released the lock with it
+        log.warning("refit lock: the connection was lost; Postgres released the lock with it")
 
 
 @shared_task(name="arena.tasks.ranking_refit")

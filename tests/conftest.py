@@ -1,8 +1,8 @@
 """Shared test set-up: which external services the suite may use, and whether they are required.
 
 ``DATABASE_URL`` selects the database (SQLite by default; CI sets Postgres). ``ARENA_TEST_REDIS_URL`` enables
-tests that run a real Celery worker over Redis, ``ARENA_TEST_AMQP_URL`` one over RabbitMQ. With ``ARENA_REQUIRE_SERVICES=1`` (CI) a missing service fails
-those tests instead of skipping them.
+tests that run a real Celery worker over Redis, ``ARENA_TEST_AMQP_URL`` one over RabbitMQ. With
+``ARENA_REQUIRE_SERVICES=1`` (CI) a missing service fails those tests instead of skipping them.
 """
 
 from __future__ import annotations
@@ -35,24 +35,21 @@ def need_service(name: str, available: bool, how: str) -> None:
     pytest.skip(message)
 
 
+def _service_url(variable: str, name: str, example: str) -> str:
+    """The URL in environment ``variable`` if that service answers there; else skip (or fail in CI)."""
+    url = os.environ.get(variable, "")
+    need_service(name, bool(url) and service_reachable(url), f"set {variable}={example}")
+    return url
+
+
 @pytest.fixture
 def redis_url() -> str:
-    url = os.environ.get("ARENA_TEST_REDIS_URL", "")
-    need_service(
-        "Redis", bool(url) and service_reachable(url), "set ARENA_TEST_REDIS_URL=redis://127.0.0.1:6379/0"
-    )
-    return url
+    return _service_url("ARENA_TEST_REDIS_URL", "Redis", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
 def amqp_url() -> str:
-    url = os.environ.get("ARENA_TEST_AMQP_URL", "")
-    need_service(
-        "RabbitMQ",
-        bool(url) and service_reachable(url),
-        "set ARENA_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672//",
-    )
-    return url
+    return _service_url("ARENA_TEST_AMQP_URL", "RabbitMQ", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 @pytest.fixture
