@@ -9,10 +9,14 @@ free until someone binds it on purpose.
 A picked port is only reserved by convention: when one program starts several servers, it must pick all their
 ports at once (:func:`free_ports`) or tell later picks which ports are already promised (``avoid``), or two of
 its servers may be handed the same port before either binds it.
+
+``ARENA_PORT_RANGE=LOW-HIGH`` narrows the picks to that range (inclusive), so that several checkouts running their
+suites side by side on one machine never draw the same port.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 from collections.abc import Collection
@@ -22,6 +26,7 @@ HOST = "127.0.0.1"
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST = 10_000
 ATTEMPTS = 200
+RANGE_ENV = "ARENA_PORT_RANGE"
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -35,7 +40,7 @@ def ephemeral_range() -> tuple[int, int]:
 def free_port(host: str = HOST, *, avoid: Collection[int] = ()) -> int:
     """A port on ``host`` that was free just now, lies outside the ephemeral range and is not in ``avoid``."""
     low, _ = ephemeral_range()
-    candidates = range(LOWEST, low) if low - LOWEST >= 1000 else range(1024, low)
+    candidates = _configured_range() or (range(LOWEST, low) if low - LOWEST >= 1000 else range(1024, low))
     for _ in range(ATTEMPTS):
         port = random.choice(candidates)
         if port in avoid:
@@ -46,7 +51,20 @@ def free_port(host: str = HOST, *, avoid: Collection[int] = ()) -> int:
             except OSError:
                 continue
             return port
-    raise OSError(f"no free port found on {host} below {low} after {ATTEMPTS} attempts")
+    raise OSError(f"no free port found on {host} in {candidates.start}-{candidates.stop - 1} after {ATTEMPTS} attempts")
+
+
+def _configured_range() -> range | None:
+    text = os.environ.get(RANGE_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        first, last = (int(part) for part in text.split("-"))
+    except ValueError as exc:
+        raise ValueError(f"{RANGE_ENV} must look like 12000-12999, got {text!r}") from exc
+    if not 1024 <= first <= last <= 65535:
+        raise ValueError(f"{RANGE_ENV} must lie within 1024-65535, got {text!r}")
+    return range(first, last + 1)
 
 
 def free_ports(count: int, host: str = HOST, *, avoid: Collection[int] = ()) -> list[int]:

@@ -17,3 +17,17 @@ def test_ports_are_distinct_bindable_outside_the_ephemeral_range_and_avoid_what_
         assert port < low
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", more[0]))  # free, as promised
+
+
+def test_a_configured_range_confines_every_pick(monkeypatch):
+    monkeypatch.setenv("ARENA_PORT_RANGE", "21000-21099")
+    ports = free_ports(30)
+    assert all(21000 <= port <= 21099 for port in ports) and len(set(ports)) == 30
+
+
+def test_a_malformed_range_is_named(monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("ARENA_PORT_RANGE", "lots")
+    with pytest.raises(ValueError, match="ARENA_PORT_RANGE"):
+        free_ports(1)
