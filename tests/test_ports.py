@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from arena.ports import ephemeral_range, free_ports
 
 
@@ -26,8 +28,6 @@ def test_a_configured_range_confines_every_pick(monkeypatch):
 
 
 def test_a_malformed_range_is_named(monkeypatch):
-    import pytest
-
     monkeypatch.setenv("ARENA_PORT_RANGE", "lots")
     with pytest.raises(ValueError, match="ARENA_PORT_RANGE"):
         free_ports(1)
