@@ -83,6 +83,12 @@ CHANNELS = (
     "timing",
     "combined",
 )
+SHORT_NAMES = {
+    "fingerprint": "fingerpr.",
+    "token-replay": "replay",
+    "abort-oracle": "abort",
+    "token-length": "length",
+}
 RECV_TIMEOUT_S = 10.0
 BUSY_RETRIES = 4
 
@@ -126,7 +132,7 @@ def talk(url: str, frames: list[dict[str, Any]]) -> Exchange:
     Never raises: refusals, timeouts and closes are recorded. A refusal that looks like "busy" (the previous
     connection on this slot is still being released) is retried a few times.
     """
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+    from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
     from websockets.sync.client import connect
 
     from policy_server import wire
@@ -141,7 +147,7 @@ def talk(url: str, frames: list[dict[str, Any]]) -> Exchange:
                 time.sleep(0.3)
                 continue
             return result
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except (OSError, TimeoutError, WebSocketException) as exc:
             result.refused = type(exc).__name__
             return result
         result.refused = None
@@ -757,7 +763,7 @@ class BlindProbe:
 
     def concurrency(self, session_id: str, slot: str, count: int = 3) -> None:
         """Open ``count`` connections on one slot's token at once; count those that got the metadata frame."""
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+        from websockets.exceptions import ConnectionClosed, WebSocketException
         from websockets.sync.client import connect
 
         url = self.arena.relay_url(session_id, slot)
@@ -768,7 +774,7 @@ class BlindProbe:
             self.result.tokens.concurrent_opened += 1
             try:
                 ws = connect(url, open_timeout=RECV_TIMEOUT_S, compression=None, max_size=2**24)
-            except (OSError, TimeoutError, InvalidHandshake):
+            except (OSError, TimeoutError, WebSocketException):
                 continue
             opened.append(ws)
         for ws in opened:
@@ -817,6 +823,7 @@ class BlindProbe:
         last_urls = {
             slot: self.arena.relay_url(sid, slot) or view["slots"][slot]["relay_url"] for slot in SLOTS
         }
+        revealed = False
         if abort:
             self.arena.post(
                 f"/api/v1/sessions/{sid}/abort/", {"reason": "the arm stopped", "fault": "policy_a"}
@@ -833,9 +840,12 @@ class BlindProbe:
                 f"/api/v1/sessions/{sid}/preference/",
                 {"choice": self.rng.choice(SLOTS), "reason": "steadier"},
             ).json()
-            truth = {slot: done["reveal"][slot]["slug"] for slot in SLOTS}
+            reveal = done.get("reveal") or {}
+            revealed = all(isinstance(reveal.get(slot), dict) and "slug" in reveal[slot] for slot in SLOTS)
+            truth = {slot: reveal[slot]["slug"] for slot in SLOTS} if revealed else self.truth(sid)
+        combined = self.combined(ctx, pair_reqs, predictions, chance)
         for slot in SLOTS:
-            predictions[slot]["combined"] = self.combined(ctx, pair_reqs, predictions, chance)[slot]
+            predictions[slot]["combined"] = combined[slot]
         for url in last_urls.values():
             if url:
                 self.result.tokens.after_end_tried += 1
@@ -847,8 +857,8 @@ class BlindProbe:
             self.result.pair_reproduced += abs(float(ctx.pair[i, j]) - stored) < 1e-6
         if ctx.pair.size:
             self.result.max_pair_probability = max(self.result.max_pair_probability, float(ctx.pair.max()))
-        self.score(n, sid, abort, truth, predictions, chance, revealed=not abort)
-        if not abort:
+        self.score(n, sid, abort, truth, predictions, chance, revealed=revealed)
+        if revealed:
             for slot in SLOTS:
                 self.adversary.learn(evidence[slot], truth[slot], ctx)
                 if last_urls[slot]:
@@ -949,6 +959,21 @@ class BlindProbe:
 # ------------------------------------------------------------------------------------------------ output
 
 
+def by_policy(result: ProbeResult) -> dict[str, dict[str, Any]]:
+    """Per true policy: its number of slots and, per channel, [correct, predicted] on its slots."""
+    rows: dict[str, dict[str, Any]] = {}
+    for entry in result.sessions:
+        for slot in SLOTS:
+            slug = entry["truth"][slot]
+            row = rows.setdefault(slug, {"slots": 0, **{c: [0, 0] for c in CHANNELS}})
+            row["slots"] += 1
+            for channel, named in entry["guesses"][slot].items():
+                if named is not None:
+                    row[channel][1] += 1
+                    row[channel][0] += named == slug
+    return rows
+
+
 def table(result: ProbeResult) -> str:
     lines = [
         f"Blind probe: {len(result.sessions)} sessions, {result.n_eligible} eligible policies "
@@ -964,6 +989,11 @@ def table(result: ProbeResult) -> str:
         lines.append(
             f"{channel:<14} {f'{s.predicted}/{s.slots}':>11} {s.correct:>8} {accuracy:>9} {interval:>15} {s.chance:>7.3f}"
         )
+    lines += ["", "Correct / predicted per policy in the slot (its number of slots in brackets):"]
+    lines.append(f"{'policy':<22} " + " ".join(f"{SHORT_NAMES.get(c, c):>9}" for c in CHANNELS))
+    for slug, row in sorted(by_policy(result).items()):
+        cells = " ".join(f"{f'{row[c][0]}/{row[c][1]}':>9}" for c in CHANNELS)
+        lines.append(f"{slug + ' (' + str(row['slots']) + ')':<22} {cells}")
     t = result.tokens
     lines += [
         "",
@@ -1003,6 +1033,7 @@ def as_json(result: ProbeResult) -> dict[str, Any]:
             "reproduced": result.pair_reproduced,
             "max_probability": result.max_pair_probability,
         },
+        "by_policy": by_policy(result),
         "sessions": result.sessions,
     }
 
