@@ -90,6 +90,8 @@ SHORT_NAMES = {
     "token-length": "length",
 }
 RECV_TIMEOUT_S = 10.0
+MATCH_TEMPERATURE = 0.25
+"""Softness of the match of a random slot's answers, in units of log distance ratio."""
 BUSY_RETRIES = 4
 
 
@@ -426,6 +428,16 @@ def _deterministic(answers: list[np.ndarray]) -> bool | None:
     return all(np.array_equal(answers[0], a) for a in answers[1:])
 
 
+def _distance(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(float) - b.astype(float)))
+
+
+def _spread(answers: list[np.ndarray]) -> float | None:
+    """Median distance between two answers to the same observation; None with fewer than two."""
+    pairs = [_distance(a, b) for k, a in enumerate(answers) for b in answers[k + 1 :]]
+    return float(np.median(pairs)) if pairs else None
+
+
 def match_answers(
     current: list[np.ndarray], refs: dict[str, list[np.ndarray]], ctx: SessionContext
 ) -> Distribution | None:
@@ -452,13 +464,21 @@ def match_answers(
     candidates = {s: rs for s, rs in shaped.items() if rs and kind[s] is not True}
     if not candidates:
         return {s: 1.0 / len(unseen) for s in unseen} if unseen else None
-    distance = {
-        s: min(float(np.linalg.norm(a.astype(float) - r.astype(float))) for a in current for r in rs)
-        for s, rs in candidates.items()
-    }
-    nearest = min(distance.values())
-    scale = max(0.25 * float(np.median(list(distance.values()))), 1e-9)
-    weights = {s: math.exp(-(d - nearest) / scale) for s, d in distance.items()}
+    # A random policy is recognised by how far its answers scatter: the slot's two answers should lie as far
+    # apart as the policy's own reference answers do, and as far from those references.
+    own_spread = _spread(current)
+    score = {}
+    for s, rs in candidates.items():
+        spread = _spread(rs)
+        nearest = min(_distance(a, r) for a in current for r in rs)
+        if spread is None or own_spread is None:
+            score[s] = nearest
+        else:
+            score[s] = abs(math.log(max(own_spread, 1e-9) / max(spread, 1e-9))) + abs(
+                math.log(max(nearest, 1e-9) / max(spread, 1e-9))
+            )
+    best = min(score.values())
+    weights = {s: math.exp(-(v - best) / MATCH_TEMPERATURE) for s, v in score.items()}
     floor = min(weights.values())
     weights.update({s: floor for s in unseen})
     total = sum(weights.values())
