@@ -27,8 +27,11 @@ Channels (each its own predictor; a channel that yields no information abstains,
 ``pair``           the public comparisons log of the newest snapshot fed to the open-source ``ranking.PairSampler``
                    as the server does, over the policies eligible for our robot by their public requirements.
 ``pair+reqs``      the same, keeping only pairs whose public requirements equal each slot's requirements.
+``requirements``   the slot's requirement values (session view, and those in the relay's metadata frame)
+                   against the values seen in revealed slots (exact values beyond the coarse public ones).
 ``abort-oracle``   (aborted sessions, slot A) after aborting with ``fault=policy_a``, the public policy pages and
                    API details are polled for ``--oracle-wait`` seconds; the policy whose health line changed.
+                   (A re-check jittered beyond that window, with a coarse public time, goes unseen.)
 ``token-length``   the relay token's length against the lengths seen for revealed policies.
 ``timing``         ``server_timing.infer_ms`` and the round-trip time (log scale, Gaussian per policy) against
                    revealed sessions and the check latencies printed on the public policy pages.
@@ -41,9 +44,19 @@ a Clopper-Pearson 95% interval, and chance (1 / number of eligible policies). Be
 still answering after the vote or abort, on replay later, concurrent connections on one token, a token of a
 revoked key) and how often the public data reproduced the pair probability the server stored.
 
-Runs against whatever code is checked out: hardening that closes a channel makes it abstain. Settings the
-probe needs (loopback endpoints, e.g. ``ARENA_ENDPOINT_ALLOW=loopback``) are set unless the environment sets them;
-``ARENA_PORT_RANGE`` confines the ports. ``--quick`` (12 sessions, a shorter warm-up) takes under 3 minutes.
+Runs against whatever code is checked out: hardening that closes a channel makes it abstain (no crash).
+What the probe relies on changing is looked up, not assumed: a fresh relay address is fetched from the session
+before every connection (tokens may be short-lived or session-bound), connections on one slot are made one at a
+time (a 409 "slot busy" is retried), ``serve_relay_in_thread`` gets the web server's URL if it takes
+``arena_url`` (relay admission through the arena), and ``ARENA_ENDPOINT_ALLOW`` defaults to ``loopback``
+(the policy servers listen on 127.0.0.1) unless the environment sets it. ``ARENA_PORT_RANGE`` confines the
+ports. Guesses differ between runs (the server draws pairs and slot order with its own randomness): read the
+intervals. ``--quick`` (12 sessions, a shorter warm-up) takes well under 3 minutes (~40 s on 2 busy cores),
+the default run about a minute.
+
+Typical use (before and after a change)::
+
+    ARENA_PORT_RANGE=17000-17999 python -m benchmarks.blind_probe --json probe.json > probe.txt
 """
 
 from __future__ import annotations
@@ -70,7 +83,22 @@ FIXED_SEED = 20261201
 UNKNOWN_ENDPOINT = "probe-unknown-endpoint"
 EXPECTED_REPLY_KEYS = frozenset({"actions", "server_timing"})
 EXPECTED_TIMING_KEYS = frozenset({"infer_ms"})
-PROTOCOL_MARKERS = frozenset({"arena_protocol", "arena_relay", "needs_session_id"})
+PROTOCOL_MARKERS = frozenset({"arena_protocol", "arena_relay"})
+REQUIREMENT_KEYS = frozenset(
+    {
+        "platform",
+        "image_resolution",
+        "n_external_cameras",
+        "needs_wrist_camera",
+        "needs_stereo_camera",
+        "needs_session_id",
+        "action_space",
+        "action_dim",
+        "action_horizon",
+        "needs_replica_state",
+    }
+)
+"""What a lab needs to run a policy (RoboArena's config keys and the arena's): values a lab may see."""
 CHANNELS = (
     "errors",
     "reply",
@@ -78,12 +106,14 @@ CHANNELS = (
     "token-replay",
     "pair",
     "pair+reqs",
+    "requirements",
     "abort-oracle",
     "token-length",
     "timing",
     "combined",
 )
 SHORT_NAMES = {
+    "requirements": "reqs",
     "fingerprint": "fingerpr.",
     "token-replay": "replay",
     "abort-oracle": "abort",
@@ -360,6 +390,11 @@ class SessionContext:
     replay: dict[str, list[np.ndarray]]  # slug -> answers to the fixed observation from kept tokens, now
 
 
+def _plain(value: Any) -> Any:
+    """JSON form of numpy values in a metadata frame."""
+    return value.tolist() if isinstance(value, np.ndarray | np.generic) else str(value)
+
+
 def _normalise(text: str) -> str:
     """Error text without what varies between runs and connections: addresses, numbers, ids."""
     text = re.sub(r"0x[0-9a-fA-F]+", "0x", text)
@@ -495,6 +530,7 @@ class Adversary:
         self.errors = SignatureTable()
         self.reply = SignatureTable()
         self.lengths = SignatureTable()
+        self.requirement_values = SignatureTable()
         self.answers: dict[str, list[np.ndarray]] = defaultdict(list)
         self.timing: dict[str, list[tuple[float | None, float | None]]] = defaultdict(list)
         self.kept_urls: dict[str, str] = {}  # slug -> newest relay address of a revealed slot
@@ -528,7 +564,7 @@ class Adversary:
     @staticmethod
     def _reply_extras(slot: SlotEvidence, ctx: SessionContext) -> tuple[list[str], list[str]]:
         """(extra key names, extra texts and values) of the metadata frame, the replies and the text frames."""
-        standard = {k for reqs in ctx.requirements.values() for k in reqs} | PROTOCOL_MARKERS
+        standard = REQUIREMENT_KEYS | set(slot.requirements) | PROTOCOL_MARKERS
         keys, texts = [], list(slot.main.texts)
         for key, value in (slot.main.metadata or {}).items():
             if key not in standard:
@@ -561,6 +597,15 @@ class Adversary:
     @staticmethod
     def predict_replay(slot: SlotEvidence, ctx: SessionContext) -> Distribution | None:
         return match_answers(slot.answers, ctx.replay, ctx)
+
+    @staticmethod
+    def _requirement_signature(slot: SlotEvidence) -> str:
+        """The slot's requirement values: the session view's and those in the relay's metadata frame."""
+        framed = {k: v for k, v in (slot.main.metadata or {}).items() if k in REQUIREMENT_KEYS}
+        return json.dumps([slot.requirements, framed], sort_keys=True, default=_plain)
+
+    def predict_requirements(self, slot: SlotEvidence, ctx: SessionContext) -> Distribution | None:
+        return self.requirement_values.predict(self._requirement_signature(slot), ctx)
 
     def predict_length(self, slot: SlotEvidence, ctx: SessionContext) -> Distribution | None:
         return self.lengths.predict(str(len(slot.token)), ctx)
@@ -604,6 +649,7 @@ class Adversary:
         self.errors.learn(self._error_signature(slot), slug)
         self.reply.learn(self._reply_signature(slot, ctx), slug)
         self.lengths.learn(str(len(slot.token)), slug)
+        self.requirement_values.learn(self._requirement_signature(slot), slug)
         self.answers[slug] += slot.answers
         self.timing[slug].append((slot.infer_ms, slot.rtt_ms))
 
@@ -836,6 +882,7 @@ class BlindProbe:
                 "token-replay": self.adversary.predict_replay(found, ctx),
                 "pair": marginal(pair_only, ctx, slot),
                 "pair+reqs": marginal(pair_reqs, ctx, slot),
+                "requirements": self.adversary.predict_requirements(found, ctx),
                 "abort-oracle": None,
                 "token-length": self.adversary.predict_length(found, ctx),
                 "timing": self.adversary.predict_timing(found, ctx),
