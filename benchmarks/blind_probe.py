@@ -888,7 +888,7 @@ class BlindProbe:
                 "timing": self.adversary.predict_timing(found, ctx),
             }
         last_urls = {
-            slot: self.arena.relay_url(sid, slot) or view["slots"][slot]["relay_url"] for slot in SLOTS
+            slot: self.arena.relay_url(sid, slot) or view["slots"][slot].get("relay_url") for slot in SLOTS
         }
         revealed = False
         if abort:
@@ -1013,12 +1013,12 @@ class BlindProbe:
         if created.status_code != 201:
             return
         view = created.json()
-        url = view["slots"]["A"]["relay_url"]
+        url = view["slots"]["A"].get("relay_url") or ""
         self.arena.post(f"/api/v1/keys/{body['prefix']}/revoke/", {})
         time.sleep(0.5)
         self.result.tokens.revoked_key_tried += 1
         self.result.tokens.revoked_key_alive += talk(
-            url, [fixed_observation(view["slots"]["A"]["requirements"])]
+            url, [fixed_observation(view["slots"]["A"].get("requirements") or {})]
         ).answered
         self.arena.post(f"/api/v1/sessions/{view['id']}/abort/", {"reason": "probe done", "fault": "robot"})
 
