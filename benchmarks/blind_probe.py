@@ -19,8 +19,9 @@ Channels (each its own predictor; a channel that yields no information abstains,
 ``reply``          metadata keys beyond the run requirements, reply keys beyond ``actions`` and
                    ``server_timing.infer_ms``, and text frames during inference: public-name match, then learned
                    signatures.
-``fingerprint``    the slot's answers to a fixed observation (sent twice: equal answers mean a deterministic
-                   policy) against the answers recorded in revealed sessions: exact match, else nearest answer.
+``fingerprint``    the slot's answers to a fixed observation (a reset, then the observation twice: equal answers
+                   mean a deterministic policy) against the answers recorded in revealed sessions: an exact
+                   match, else (random policies) the reference whose answers scatter alike.
                    A lab can always do this to a deterministic policy; it is expected to REMAIN.
 ``token-replay``   the tokens of revealed sessions are kept and replayed now with the same fixed observation;
                    the slot's answers are matched against those (works only while ended sessions' tokens live).
@@ -81,6 +82,9 @@ Distribution = dict[str, float]
 SLOTS = ("A", "B")
 FIXED_SEED = 20261201
 UNKNOWN_ENDPOINT = "probe-unknown-endpoint"
+RESET = {"endpoint": "reset"}
+"""Sent before the fixed observation: a policy with episode state (the confused baseline's target) draws it
+anew, so that it no longer answers exactly like the policy it differs from only in some episodes."""
 EXPECTED_REPLY_KEYS = frozenset({"actions", "server_timing"})
 EXPECTED_TIMING_KEYS = frozenset({"infer_ms"})
 PROTOCOL_MARKERS = frozenset({"arena_protocol", "arena_relay"})
@@ -375,7 +379,10 @@ class SlotEvidence:
 
     @property
     def rtt_ms(self) -> float | None:
-        return float(np.median(self.main.rtt_ms)) if self.main.rtt_ms else None
+        inferred = [
+            t for r, t in zip(self.main.replies, self.main.rtt_ms, strict=False) if _actions(r) is not None
+        ]
+        return float(np.median(inferred)) if inferred else None
 
 
 @dataclass
@@ -571,6 +578,8 @@ class Adversary:
                 keys.append(f"meta:{key}")
                 texts.append(f"{key} {value}")
         for reply in slot.main.replies:
+            if _actions(reply) is None:
+                continue  # the reset's acknowledgement
             for key, value in reply.items():
                 if key not in EXPECTED_REPLY_KEYS:
                     keys.append(f"reply:{key}")
@@ -789,7 +798,7 @@ class BlindProbe:
         replay: dict[str, list[np.ndarray]] = {}
         for slug, url in self.adversary.kept_urls.items():
             obs = fixed_observation(self._public_reqs(eligible, slug))
-            exchange = talk(url, [obs, obs])
+            exchange = talk(url, [RESET, obs, obs])
             self.result.tokens.replay_tried += 1
             if exchange.answered:
                 self.result.tokens.replay_alive += 1
@@ -813,7 +822,7 @@ class BlindProbe:
         requirements = view["slots"][slot].get("requirements") or {}
         first_url = view["slots"][slot].get("relay_url") or ""
         obs = fixed_observation(requirements)
-        main = talk(first_url, [obs, obs])
+        main = talk(first_url, [RESET, obs, obs])
         unknown = talk(self.arena.relay_url(session_id, slot) or first_url, [{"endpoint": UNKNOWN_ENDPOINT}])
         missing = talk(
             self.arena.relay_url(session_id, slot) or first_url,
