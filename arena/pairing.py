@@ -100,23 +100,44 @@ def _pair_probabilities(policies: list[Policy]) -> np.ndarray:
         if cached is not None:
             _PROBABILITIES.move_to_end(key)
             return cached
-    n = len(policies)
-    sampler = PairSampler(
-        n,
-        exploration=settings.ARENA_PAIR_EXPLORATION,
-        max_ratio=settings.ARENA_PAIR_MAX_RATIO,
-        jitter=settings.ARENA_PAIR_JITTER,
-    )
     a, b, weights = _history(policies, None if newest is None else newest[0])
-    if len(a):
-        sampler.update_many(a, b, np.ones(len(a)), weights=weights)
-    perturbation = np.random.default_rng(_secret_seed("perturb", repr(key))).standard_normal((n, n))
-    probabilities = sampler.pair_probabilities(perturbation=perturbation)
+    probabilities = pair_distribution(
+        n_items=len(policies),
+        winners=a,
+        losers=b,
+        counts=weights,
+        perturbation_seed=_secret_seed("perturb", repr(key)),
+    )
     with _PROBABILITIES_LOCK:
         _PROBABILITIES[key] = probabilities
         while len(_PROBABILITIES) > _PROBABILITIES_MAX:
             _PROBABILITIES.popitem(last=False)
     return probabilities
+
+
+def pair_distribution(
+    *,
+    n_items: int,
+    winners: np.ndarray,
+    losers: np.ndarray,
+    counts: np.ndarray,
+    perturbation_seed: int | None,
+) -> np.ndarray:
+    """(n, n) slot-order probabilities of the server's sampler over ``n_items`` policies with these weighted
+    (winner, loser) rows, perturbed with normal draws from ``perturbation_seed`` (None: no perturbation, the
+    best a party without the secret can compute)."""
+    sampler = PairSampler(
+        n_items,
+        exploration=settings.ARENA_PAIR_EXPLORATION,
+        max_ratio=settings.ARENA_PAIR_MAX_RATIO,
+        jitter=settings.ARENA_PAIR_JITTER,
+    )
+    if len(winners):
+        sampler.update_many(winners, losers, np.ones(len(winners)), weights=counts)
+    if perturbation_seed is None:
+        return sampler.pair_probabilities(perturbation=np.zeros((n_items, n_items)))
+    perturbation = np.random.default_rng(perturbation_seed).standard_normal((n_items, n_items))
+    return sampler.pair_probabilities(perturbation=perturbation)
 
 
 def _secret_seed(purpose: str, message: str) -> int:
