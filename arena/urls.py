@@ -3,8 +3,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from arena import files
+from arena.web.dashboard import admin_sign_in
 
 urlpatterns = [
+    path("admin/login/", admin_sign_in, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("arena.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -7,7 +7,7 @@ the blinding gatekeeper ``session_for_evaluator``, so unsubmitted sessions never
 
 from __future__ import annotations
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.http import Http404, HttpRequest, HttpResponse
@@ -93,6 +93,26 @@ class ThrottledLoginView(LoginView):
     def form_invalid(self, form):
         failed_sign_ins().record(client_address(self.request))
         return super().form_invalid(form)
+
+
+def admin_sign_in(request: HttpRequest) -> HttpResponse:
+    """The admin's login view under the same failed sign-in limit as ``/accounts/login/`` (one count per
+    address for both forms)."""
+    limit, address = failed_sign_ins(), client_address(request)
+    if request.method == "POST":
+        wait = limit.wait(address)
+        if wait is not None:
+            response = HttpResponse(
+                f"Too many failed sign-ins from your address; try again in {wait} s.\n",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = str(wait)
+            return response
+    response = admin.site.login(request)
+    if request.method == "POST" and response.status_code == 200:  # the form again: the sign-in failed
+        limit.record(address)
+    return response
 
 
 def sign_in(request: HttpRequest) -> HttpResponse:
