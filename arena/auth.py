@@ -119,12 +119,11 @@ class TooManyFailedAuth(exceptions.Throttled):
     """429 ``too_many_failed_auth``: this address sent too many invalid keys."""
 
     arena_code = "too_many_failed_auth"
+    extra_detail_singular = "Try again in {wait} second."
+    extra_detail_plural = "Try again in {wait} seconds."
 
     def __init__(self, wait: int) -> None:
-        super().__init__(
-            wait=wait,
-            detail=f"Too many invalid API keys from your address; try again in {wait} s.",
-        )
+        super().__init__(wait=wait, detail="Too many invalid API keys from your address.")
 
 
 class Principal:

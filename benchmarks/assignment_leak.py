@@ -195,9 +195,7 @@ def main(argv: list[str] | None = None) -> None:
             )
     ratio = settings.ARENA_PAIR_MAX_RATIO
     print(f"{'chance':36} {1 / N_POLICIES:8.3f} {'':16} {1 / n_pairs:8.3f}")
-    print(
-        f"{'bound from the cap (max_ratio x chance)':36} {ratio / N_POLICIES:8.3f} {'':16} {ratio / n_pairs:8.3f}"
-    )
+    print(f"{'cap bound (max_ratio x chance)':36} {ratio / N_POLICIES:8.3f} {'':16} {ratio / n_pairs:8.3f}")
 
 
 if __name__ == "__main__":

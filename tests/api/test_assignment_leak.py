@@ -113,3 +113,21 @@ def test_public_data_names_slots_within_the_cap_of_chance(league, lab1, anonymou
     bound = MAX_RATIO / len(policies)
     accuracy = hits / n_slots
     assert accuracy <= bound + 4 * np.sqrt(bound * (1 - bound) / n_slots), (accuracy, bound)
+
+
+def test_the_simulated_public_adversary_stays_within_the_bound_on_fixed_seeds():
+    """The benchmark's simulation on fixed seeds: the old rule is named nearly always, the new one within
+    ``max_ratio`` x chance (4 standard errors of margin), for slots and for pairs."""
+    from benchmarks.assignment_leak import N_POLICIES, run
+
+    n_pairs = N_POLICIES * (N_POLICIES - 1) // 2
+    old = run("old", seed=0, sessions=100)["public"]
+    assert old.slot_hits / old.slots > 0.8 and old.pair_hits / old.pairs > 0.8
+    for seed in (1, 2):
+        new = run("new", seed=seed, sessions=150)["public"]
+        for hits, n, chance in (
+            (new.slot_hits, new.slots, 1 / N_POLICIES),
+            (new.pair_hits, new.pairs, 1 / n_pairs),
+        ):
+            bound = MAX_RATIO * chance
+            assert hits / n <= bound + 4 * np.sqrt(bound * (1 - bound) / n), (seed, hits, n, bound)
