@@ -83,12 +83,12 @@ def served(tmp_path) -> Iterator[Served]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             try:
-                requests.get(f"{url}/api/v1/leaderboard/", headers=HTTPS, timeout=5)
+                requests.get(f"{url}/api/v1/leaderboard/", headers=HTTPS, timeout=30)
                 break
-            except requests.ConnectionError:
+            except requests.RequestException:  # not listening yet, or the worker still booting
                 assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.3)
