@@ -5,7 +5,7 @@ at assignment time). The choice among eligible pairs is delegated to ``ranking.P
 comparison counts of the latest ranking snapshot.
 
 The public comparison log holds those counts, and this code is open, so the sampler's state also includes a
-secret (``ARENA_ASSIGNMENT_SECRET``): the pair scores are perturbed with normal draws seeded by
+secret (``ARENA_ASSIGNMENT_SECRET``): the pair probabilities are perturbed with normal draws seeded by
 ``HMAC(secret, snapshot, eligible policies)`` and the pair itself is drawn with ``HMAC(secret, session id)``.
 No pair is more than ``ARENA_PAIR_MAX_RATIO`` times as likely as under uniform sampling and a share
 ``ARENA_PAIR_EXPLORATION`` of assignments is uniform, so a lab that reproduces everything else still guesses
