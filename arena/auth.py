@@ -1,4 +1,5 @@
-"""API keys: ``Authorization: Api-Key pa_<prefix>_<secret>``; per-key throttles; the principal's permissions."""
+"""API keys: ``Authorization: Api-Key pa_<prefix>_<secret>``; per-key throttles; limits on failed
+authentication per client address; the principal's permissions."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions, throttling
 
@@ -15,6 +20,9 @@ from arena.models import ApiKey, Lab
 
 KEY_PREFIX = "pa"
 PREFIX_RE = re.compile(r"[0-9a-f]{12}")  # generate_key's prefixes; anything else is not looked up
+# Anything shaped like a key (also URL-encoded or embedded in a longer value), to refuse it where it would leak.
+KEY_LIKE_RE = re.compile(rf"{KEY_PREFIX}_[0-9a-f]{{12}}_", re.IGNORECASE)
+_PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,67 @@ def key_claimed(request) -> ApiKey | None:
     return ApiKey.objects.filter(prefix=parts[1]).first()
 
 
+def client_address(request: HttpRequest) -> str:
+    """The caller's address as DRF's throttles see it: ``REMOTE_ADDR``, or the ``X-Forwarded-For`` entry
+    ``NUM_PROXIES`` hops back when the arena runs behind that many trusted proxies."""
+    return throttling.BaseThrottle().get_ident(request)
+
+
+class FailureLimit:
+    """At most ``rate`` (``"20/min"``) failures per client address per window, counted in the Django cache, so
+    every process shares the count when ``REDIS_URL`` is set. Fixed windows: a burst across a boundary may
+    reach twice the rate, never more.
+
+    Once an address reaches the limit, every attempt from it is refused until the window ends, valid
+    credentials included: answering those would let a guesser tell a right guess from a wrong one.
+    """
+
+    def __init__(self, scope: str, rate: str) -> None:
+        number, _, period = rate.partition("/")
+        self.scope = scope
+        self.limit = int(number)
+        self.window = _PERIODS[period.strip()[:1]]
+
+    def _key(self, address: str) -> tuple[str, int]:
+        window = int(time.time() // self.window)
+        return f"arena:auth-failures:{self.scope}:{address}:{window}", (window + 1) * self.window
+
+    def wait(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again, or None when it is under the limit."""
+        key, window_end = self._key(address)
+        if (cache.get(key) or 0) < self.limit:
+            return None
+        return max(1, int(window_end - time.time()) + 1)
+
+    def record(self, address: str) -> None:
+        key, _ = self._key(address)
+        if cache.add(key, 1, timeout=2 * self.window):
+            return
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.add(key, 1, timeout=2 * self.window)
+
+
+def failed_api_keys() -> FailureLimit:
+    return FailureLimit("api-key", settings.ARENA_THROTTLE_FAILED_AUTH)
+
+
+def failed_sign_ins() -> FailureLimit:
+    return FailureLimit("sign-in", settings.ARENA_THROTTLE_LOGIN)
+
+
+class TooManyFailedAuth(exceptions.Throttled):
+    """429 ``too_many_failed_auth``: this address sent too many invalid keys."""
+
+    arena_code = "too_many_failed_auth"
+    extra_detail_singular = "Try again in {wait} second."
+    extra_detail_plural = "Try again in {wait} seconds."
+
+    def __init__(self, wait: int) -> None:
+        super().__init__(wait=wait, detail="Too many invalid API keys from your address.")
+
+
 class Principal:
     """The authenticated caller: a lab (evaluator) or a user (policy owner). DRF stores it as ``request.user``."""
 
@@ -84,11 +153,18 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         header = authentication.get_authorization_header(request).decode("latin-1")
         if not header:
             return None
+        address = client_address(request)
+        limit = failed_api_keys()
+        wait = limit.wait(address)
+        if wait is not None:
+            raise TooManyFailedAuth(wait)
         scheme, _, token = header.partition(" ")
         if scheme != self.keyword or not token.strip():
+            limit.record(address)
             raise exceptions.AuthenticationFailed("Use the header 'Authorization: Api-Key <key>'.")
         api_key = key_lookup(token.strip())
         if api_key is None:
+            limit.record(address)
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         now = timezone.now()
         if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:

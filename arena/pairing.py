@@ -3,15 +3,27 @@
 Eligibility is decided here from stored data only (health comes from stored check results; nothing is probed
 at assignment time). The choice among eligible pairs is delegated to ``ranking.PairSampler``, fed with the
 comparison counts of the latest ranking snapshot.
+
+The public comparison log holds those counts, and this code is open, so the sampler's state also includes a
+secret (``ARENA_ASSIGNMENT_SECRET``): the pair probabilities are perturbed with normal draws seeded by
+``HMAC(secret, snapshot, eligible policies)`` and the pair itself is drawn with ``HMAC(secret, session id)``.
+No pair is more than ``ARENA_PAIR_MAX_RATIO`` times as likely as under uniform sampling and a share
+``ARENA_PAIR_EXPLORATION`` of assignments is uniform, so a lab that reproduces everything else still guesses
+its policies at most that factor better than chance (``benchmarks/assignment_leak.py`` measures it). The draw is
+reproducible by whoever holds the secret, so an operator can audit any stored assignment.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+from django.conf import settings
 
 from arena.models import Lab, Policy, RankingSnapshot, Robot
 from ranking import PairSampler
@@ -54,8 +66,10 @@ def robot_meets(robot: Robot, policy: Policy) -> bool:
     return not (policy.req_action_space and policy.req_action_space not in robot.action_spaces)
 
 
-def pair_choose(*, policies: list[Policy], seed: int | None = None) -> PairChoice | None:
-    """Pick two different policies with the ranking's sampler; None when fewer than two are eligible.
+def pair_choose(*, policies: list[Policy], session_id: uuid.UUID) -> PairChoice | None:
+    """Pick two different policies with the ranking's sampler for session ``session_id``; None when fewer than
+    two are eligible. ``probability`` is the exact probability of the unordered pair under the server's (secret)
+    distribution, for inverse-propensity weights.
 
     Slot order (A/B) is randomised separately by the caller.
     """
@@ -63,7 +77,8 @@ def pair_choose(*, policies: list[Policy], seed: int | None = None) -> PairChoic
         return None
     probabilities = _pair_probabilities(policies)
     flat = probabilities.ravel()
-    index = int(np.random.default_rng(seed).choice(flat.size, p=flat / flat.sum()))
+    rng = np.random.default_rng(_secret_seed("draw", str(session_id)))
+    index = int(rng.choice(flat.size, p=flat / flat.sum()))
     i, j = divmod(index, len(policies))
     probability = float(probabilities[i, j] + probabilities[j, i])
     return PairChoice(policy_a=policies[i], policy_b=policies[j], probability=probability)
@@ -85,16 +100,52 @@ def _pair_probabilities(policies: list[Policy]) -> np.ndarray:
         if cached is not None:
             _PROBABILITIES.move_to_end(key)
             return cached
-    sampler = PairSampler(len(policies))
     a, b, weights = _history(policies, None if newest is None else newest[0])
-    if len(a):
-        sampler.update_many(a, b, np.ones(len(a)), weights=weights)
-    probabilities = sampler.pair_probabilities()
+    probabilities = pair_distribution(
+        n_items=len(policies),
+        winners=a,
+        losers=b,
+        counts=weights,
+        perturbation_seed=_secret_seed("perturb", repr(key)),
+    )
     with _PROBABILITIES_LOCK:
         _PROBABILITIES[key] = probabilities
         while len(_PROBABILITIES) > _PROBABILITIES_MAX:
             _PROBABILITIES.popitem(last=False)
     return probabilities
+
+
+def pair_distribution(
+    *,
+    n_items: int,
+    winners: np.ndarray,
+    losers: np.ndarray,
+    counts: np.ndarray,
+    perturbation_seed: int | None,
+) -> np.ndarray:
+    """(n, n) slot-order probabilities of the server's sampler over ``n_items`` policies with these weighted
+    (winner, loser) rows, perturbed with normal draws from ``perturbation_seed`` (None: no perturbation, the
+    best a party without the secret can compute)."""
+    sampler = PairSampler(
+        n_items,
+        exploration=settings.ARENA_PAIR_EXPLORATION,
+        max_ratio=settings.ARENA_PAIR_MAX_RATIO,
+        jitter=settings.ARENA_PAIR_JITTER,
+    )
+    if len(winners):
+        sampler.update_many(winners, losers, np.ones(len(winners)), weights=counts)
+    if perturbation_seed is None:
+        return sampler.pair_probabilities(perturbation=np.zeros((n_items, n_items)))
+    perturbation = np.random.default_rng(perturbation_seed).standard_normal((n_items, n_items))
+    return sampler.pair_probabilities(perturbation=perturbation)
+
+
+def _secret_seed(purpose: str, message: str) -> int:
+    """A 256-bit seed no one without ``ARENA_ASSIGNMENT_SECRET`` can compute."""
+    digest = hmac.new(
+        settings.ARENA_ASSIGNMENT_SECRET.encode(), f"{purpose}:{message}".encode(), hashlib.sha256
+    ).digest()
+    return int.from_bytes(digest, "big")
 
 
 def _history(policies: list[Policy], version: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,6 +7,8 @@ real broker and S3. See README.md ("Settings reference") for every variable.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from datetime import timedelta
@@ -47,7 +49,8 @@ def _embedded_secret(name: str) -> str:
 
 DEBUG = env_bool("ARENA_DEBUG", False)
 SECRET_KEY = env_str("ARENA_SECRET_KEY") or _embedded_secret("secret_key")
-ALLOWED_HOSTS = [h for h in env_str("ARENA_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+# Django's test runner adds "testserver" itself; production never answers to it.
+ALLOWED_HOSTS = [h for h in env_str("ARENA_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h]
 CSRF_TRUSTED_ORIGINS = [o for o in env_str("ARENA_CSRF_TRUSTED_ORIGINS").split(",") if o]
 
 INSTALLED_APPS = [
@@ -59,11 +62,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "arena",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "arena.middleware.ContentSecurityPolicyMiddleware",
+    "arena.middleware.KeyInUrlMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "arena.middleware.ApiBodyLimitMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -181,6 +188,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Double-blind pairwise evaluation of robot policies. Authenticate with `Authorization: Api-Key <key>`.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the pinned drf-spectacular-sidecar package, served by this site: no CDN, works offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {},
@@ -198,3 +209,45 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("ARENA_LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+
+# --- Blinding of assignments, limits and HTTPS hardening (README "Limits and hardening") --------------------
+# The sampler's secret: without it the public comparison log and the open code cannot reproduce the pair
+# probabilities. Derived from SECRET_KEY by default, so every web process of a deployment shares it.
+ARENA_ASSIGNMENT_SECRET = (
+    env_str("ARENA_ASSIGNMENT_SECRET")
+    or hmac.new(SECRET_KEY.encode(), b"arena.pairing.assignment", hashlib.sha256).hexdigest()
+)
+ARENA_PAIR_MAX_RATIO = float(env_str("ARENA_PAIR_MAX_RATIO", "3"))
+ARENA_PAIR_EXPLORATION = float(env_str("ARENA_PAIR_EXPLORATION", "0.1"))
+ARENA_PAIR_JITTER = float(env_str("ARENA_PAIR_JITTER", "0.3"))
+# Video declarations per slot: this many per camera of the session's robot (retries of a rejected upload count).
+ARENA_VIDEOS_PER_CAMERA = env_int("ARENA_VIDEOS_PER_CAMERA", 2)
+ARENA_SESSION_VIDEO_MAX_BYTES = env_int("ARENA_SESSION_VIDEO_MAX_BYTES", 2 * 1024 * 1024 * 1024)
+# Failed authentications per client address (invalid API keys; failed web sign-ins), counted in the cache.
+ARENA_THROTTLE_FAILED_AUTH = env_str("ARENA_THROTTLE_FAILED_AUTH", "20/min")
+ARENA_THROTTLE_LOGIN = env_str("ARENA_THROTTLE_LOGIN", "10/min")
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # no script reads it: the forms carry the token
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+ARENA_HTTPS = env_bool("ARENA_HTTPS", False)
+if ARENA_HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("ARENA_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("ARENA_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("ARENA_HSTS_PRELOAD", False)
+    if env_bool("ARENA_TRUST_X_FORWARDED_PROTO", False):
+        # Only behind a proxy that terminates TLS and overwrites this header on every request.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Static files (the vendored Swagger UI) are served by WhiteNoise straight from the installed packages.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(exist_ok=True)
+# Client addresses for throttles: REMOTE_ADDR unless the arena runs behind this many trusted proxies, which
+# append to X-Forwarded-For (a client-supplied X-Forwarded-For is never trusted on its own).
+REST_FRAMEWORK["NUM_PROXIES"] = env_int("ARENA_NUM_PROXIES", 0)

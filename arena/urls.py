@@ -1,16 +1,18 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from arena import files
+from arena.web.dashboard import admin_sign_in
 
 urlpatterns = [
+    path("admin/login/", admin_sign_in, name="admin-login"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("arena.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("files/videos/upload/<str:token>/", files.video_upload, name="video-file-upload"),
     path("files/videos/<str:token>/", files.video_download, name="video-file-download"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("arena.web.urls")),
 ]
 

@@ -10,7 +10,8 @@ runs that never get there count as beyond the budget, shown as ">budget").
 Strategies: ``uniform`` (every pair equally likely); ``roboarena`` (one policy drawn with weight
 (500 / (c + 1)) ** 0.8 by its comparison count c, the opponent uniformly among the others); ``ours``
 (:class:`ranking.PairSampler`, whose outcomes are fed back in batches of ``n_items // 10`` comparisons, as
-when that many evaluation sessions run concurrently).
+when that many evaluation sessions run concurrently); ``blinded`` (the same with the server's blinding defaults,
+``ARENA_PAIR_MAX_RATIO`` 3, ``ARENA_PAIR_EXPLORATION`` 0.1, ``ARENA_PAIR_JITTER`` 0.3: no pair over 3x uniform).
 
 Run: ``python -m benchmarks.sample_efficiency [--quick] [--seeds N] [--workers K]``.
 """
@@ -36,7 +37,8 @@ TAU_TARGET = 0.9
 NU = 0.5
 N_LABS = 10
 NOISY_LABS = 1
-STRATEGIES = ("uniform", "roboarena", "ours")
+STRATEGIES = ("uniform", "roboarena", "ours", "blinded")
+BLINDED = {"max_ratio": 3.0, "exploration": 0.1, "jitter": 0.3}  # arena.settings' ARENA_PAIR_* defaults
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,11 @@ def run(scenario: Scenario, strategy: str, seed: int) -> tuple[float, float]:
     n = scenario.n_items
     counts = np.zeros(n)
     a, b, y = [], [], []
-    sampler = PairSampler(n, seed=seed + 20_000) if strategy == "ours" else None
+    sampler = None
+    if strategy == "ours":
+        sampler = PairSampler(n, seed=seed + 20_000)
+    elif strategy == "blinded":
+        sampler = PairSampler(n, seed=seed + 20_000, **BLINDED)
     batch = max(1, n // 10)
     pending: list[tuple[int, int, float]] = []
     draw: Callable[[int, np.ndarray, np.random.Generator], tuple[int, int]] = (
@@ -177,8 +183,8 @@ def main() -> None:
         for strategy in STRATEGIES:
             rows = results[(scenario, strategy)]
             ratio = ""
-            if strategy == "ours":
-                ratio = f"{medians['uniform'] / medians['ours']:.2f}x"
+            if strategy in ("ours", "blinded"):
+                ratio = f"{medians['uniform'] / medians[strategy]:.2f}x"
             print(
                 f"{scenario.n_items:>4} {scenario.spread:>6.1f} {strategy:>10} "
                 f"{_summary([r[0] for r in rows], scenario.budget):>22} "

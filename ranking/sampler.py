@@ -14,13 +14,19 @@ one more comparison of the pair would remove (its Fisher information ``p(1-p)`` 
 well-separated or already well-measured pairs score near 0.
 
 The pair is drawn at random, never taken greedily: with probability ``exploration`` uniformly among the
-eligible pairs, otherwise from a softmax of ``sharpness * u / max(u)``. Every eligible pair therefore has a
-known positive probability, recorded per choice, so a fit can undo the adaptive design with inverse-propensity
-weights: give a comparison made with pair probability ``p`` among ``K`` eligible pairs the weight
-``1 / (p * K)`` (1 under uniform sampling; :attr:`PairChoice.ipw_weight`) and pass it to
-``ranking.fit(..., weights=...)``. Under a correctly specified Bradley-Terry model the unweighted fit is
-already consistent (the design depends only on past outcomes); the weights matter when the model is
-misspecified, e.g. to estimate average win rates against a uniformly drawn opponent.
+eligible pairs, otherwise from :math:`q_{ij} \propto \mathrm{softmax}(\mathrm{sharpness} \cdot u / \max u)_{ij}
+\exp(\mathrm{jitter} \cdot z_{ij})` capped at ``max_ratio / K`` per pair (``K`` eligible pairs; the excess is
+spread over the other pairs in proportion, "water-filling"), where :math:`z_{ij} \sim N(0, 1)` is a
+perturbation the caller may draw from a secret generator. So no pair is ever more than ``max_ratio`` times as
+likely as under uniform sampling, and someone who knows every outcome and this code, but not ``z``, cannot
+compute the probabilities exactly: an evaluator guessing which policy it was given gains at most a factor
+``max_ratio`` over chance from the design. Every eligible pair has a known positive probability, recorded per
+choice, so a fit can undo the adaptive design with inverse-propensity weights: give a comparison made with
+pair probability ``p`` among ``K`` eligible pairs the weight ``1 / (p * K)`` (1 under uniform sampling;
+:attr:`PairChoice.ipw_weight`) and pass it to ``ranking.fit(..., weights=...)``. Under a correctly specified
+Bradley-Terry model the unweighted fit is already consistent (the design depends only on past outcomes); the
+weights matter when the model is misspecified, e.g. to estimate average win rates against a uniformly drawn
+opponent.
 """
 
 from __future__ import annotations
@@ -67,6 +73,9 @@ class PairSampler:
         ridge: ridge penalty of the internal fit (see :data:`ranking.fit.DEFAULT_RIDGE`).
         sharpness: softmax inverse temperature on the normalised pair scores; 0 gives uniform sampling.
         exploration: share of draws made uniformly among eligible pairs, in (0, 1].
+        max_ratio: no unordered pair is more than this many times as likely as under uniform sampling
+            (at least 1; 1 gives uniform sampling); None: no cap.
+        jitter: standard deviation of the log-normal perturbation of the pair probabilities (0: none).
 
     Attributes:
         last_probability: probability of the unordered pair returned by the last :meth:`next_pair`.
@@ -81,6 +90,8 @@ class PairSampler:
         ridge: float = DEFAULT_RIDGE,
         sharpness: float = 12.0,
         exploration: float = 0.05,
+        max_ratio: float | None = None,
+        jitter: float = 0.0,
     ) -> None:
         if int(n_items) != n_items or n_items < 2:
             raise InvalidComparisons(f"a sampler needs at least 2 items, got {n_items!r}")
@@ -88,7 +99,13 @@ class PairSampler:
             raise InvalidComparisons(f"exploration must lie in (0, 1], got {exploration!r}")
         if sharpness < 0:
             raise InvalidComparisons(f"sharpness must be non-negative, got {sharpness!r}")
+        if max_ratio is not None and not max_ratio >= 1.0:
+            raise InvalidComparisons(f"max_ratio must be at least 1, got {max_ratio!r}")
+        if not jitter >= 0:
+            raise InvalidComparisons(f"jitter must be non-negative, got {jitter!r}")
         self.n_items = int(n_items)
+        self.max_ratio = None if max_ratio is None else float(max_ratio)
+        self.jitter = float(jitter)
         self.ridge = ridge
         self.sharpness = sharpness
         self.exploration = exploration
@@ -161,12 +178,17 @@ class PairSampler:
             raise NoEligiblePair("the eligibility mask allows no pair of distinct items")
         return allowed, unordered
 
-    def pair_probabilities(self, eligible: ArrayLike | None = None) -> FloatArray:
+    def pair_probabilities(
+        self, eligible: ArrayLike | None = None, *, perturbation: ArrayLike | None = None
+    ) -> FloatArray:
         """(n, n) probability that :meth:`next_pair` returns ``(i, j)`` in that slot order; sums to 1.
 
         Args:
             eligible: optional (n, n) boolean mask; ``(i, j)`` may be returned only where it is True (the
                 diagonal is ignored). Default: every pair of distinct items.
+            perturbation: (n, n) standard-normal draws ``z`` (upper triangle used), scaled by ``jitter``; e.g.
+                from a generator seeded with a secret. Default with ``jitter > 0``: fresh draws from the
+                sampler's own generator.
 
         Raises:
             NoEligiblePair: the mask allows no pair.
@@ -177,8 +199,17 @@ class PairSampler:
         scores = self._pair_scores()[unordered]
         top = scores.max()
         logits = self.sharpness * (scores / top if top > 0 else scores)
+        if self.jitter > 0:
+            # On the probabilities, not the scores: the softmax would amplify a perturbation of the scores
+            # into a near-deterministic choice whenever the scores are close (e.g. before any data).
+            z = self._rng.standard_normal((n, n)) if perturbation is None else np.asarray(perturbation, float)
+            if z.shape != (n, n):
+                raise InvalidComparisons(f"perturbation must have shape ({n}, {n}), got {z.shape}")
+            logits = logits + self.jitter * z[unordered]
         softmax = np.exp(logits - logits.max())
         softmax /= softmax.sum()
+        if self.max_ratio is not None:
+            softmax = cap_probabilities(softmax, self.max_ratio / n_eligible)
         pair_p = (1.0 - self.exploration) * softmax + self.exploration / n_eligible
         unordered_p = np.zeros((n, n))
         unordered_p[unordered] = pair_p
@@ -189,7 +220,9 @@ class PairSampler:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(allowed, unordered_p / orders_per_pair, 0.0)
 
-    def next_pair(self, eligible: ArrayLike | None = None) -> tuple[int, int]:
+    def next_pair(
+        self, eligible: ArrayLike | None = None, *, perturbation: ArrayLike | None = None
+    ) -> tuple[int, int]:
         """Draw the next pair ``(i, j)`` (slot order) among the eligible ones; see :meth:`pair_probabilities`.
 
         Sets :attr:`last_probability` to the probability of the unordered pair and appends a
@@ -198,7 +231,7 @@ class PairSampler:
         Raises:
             NoEligiblePair: the mask allows no pair.
         """
-        probabilities = self.pair_probabilities(eligible)
+        probabilities = self.pair_probabilities(eligible, perturbation=perturbation)
         flat = probabilities.ravel()
         index = int(self._rng.choice(flat.size, p=flat / flat.sum()))
         i, j = divmod(index, self.n_items)
@@ -207,3 +240,33 @@ class PairSampler:
         self.last_probability = pair_probability
         self.log.append(PairChoice(i=i, j=j, probability=pair_probability, n_eligible=n_eligible))
         return i, j
+
+
+def cap_probabilities(p: ArrayLike, cap: float) -> FloatArray:
+    """The distribution closest in proportions to ``p`` with no entry above ``cap``.
+
+    Entries over the cap are set to it and the remaining mass is shared by the others in proportion to ``p``,
+    repeatedly until none exceeds the cap (at most ``len(p)`` rounds).
+
+    Args:
+        p: (K,) probabilities summing to 1, non-negative.
+        cap: largest allowed probability, at least ``1 / K``.
+
+    Returns:
+        (K,) probabilities summing to 1, each at most ``cap``.
+    """
+    p = np.asarray(p, dtype=np.float64)
+    if cap * p.size < 1.0 - 1e-12:
+        raise InvalidComparisons(f"a cap of {cap!r} on {p.size} entries cannot sum to 1")
+    capped = np.zeros(p.size, dtype=bool)
+    result = p.copy()
+    while True:
+        over = ~capped & (result > cap)
+        if not over.any():
+            return result
+        capped |= over
+        free = ~capped
+        remaining = 1.0 - cap * capped.sum()
+        result[capped] = cap
+        mass = p[free].sum()
+        result[free] = p[free] * remaining / mass if mass > 0 else remaining / max(free.sum(), 1)

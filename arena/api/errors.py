@@ -38,7 +38,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         field, code, message = _first_validation_error(exc.detail)
         return Response(error_body(code, message, field), status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, exceptions.APIException):
-        code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "bad_request")
+        code = getattr(exc, "arena_code", None) or next(
+            (c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "bad_request"
+        )
         headers = {}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
             headers["Retry-After"] = str(int(exc.wait) + 1)

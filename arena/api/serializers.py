@@ -106,6 +106,19 @@ class RequirementsOut(serializers.Serializer):
     needs_replica_state = serializers.BooleanField()
 
 
+class PublicRequirementsOut(serializers.Serializer):
+    """Which robot classes can run a policy, and nothing finer: the exact requirements (resolution, cameras,
+    action space, dimension, horizon) would fingerprint the policy against the ones a lab sees for its slots."""
+
+    platform = serializers.CharField(allow_null=True, help_text="The one platform it runs on; null: any.")
+    needs_replica_state = serializers.BooleanField(help_text="True: replica robots only.")
+
+
+def public_requirements(policy: Policy) -> dict:
+    exact = policy.requirements()
+    return {"platform": exact["platform"], "needs_replica_state": exact["needs_replica_state"]}
+
+
 class PolicyPublicOut(serializers.ModelSerializer):
     organization = serializers.CharField(source="organization.name")
     requirements = serializers.SerializerMethodField()
@@ -124,12 +137,16 @@ class PolicyPublicOut(serializers.ModelSerializer):
             "created_at",
         ]
 
-    @extend_schema_field(RequirementsOut)
+    @extend_schema_field(PublicRequirementsOut)
     def get_requirements(self, policy: Policy) -> dict:
-        return RequirementsOut(policy.requirements()).data
+        return PublicRequirementsOut(public_requirements(policy)).data
 
 
 class PolicyOwnerOut(PolicyPublicOut):
+    """A policy as its owners see it: exact requirements, endpoint and health."""
+
+    requirements = serializers.SerializerMethodField()
+
     class Meta(PolicyPublicOut.Meta):
         fields = PolicyPublicOut.Meta.fields + [
             "endpoint_url",
@@ -142,6 +159,10 @@ class PolicyOwnerOut(PolicyPublicOut):
             "consecutive_failures",
             "retired_at",
         ]
+
+    @extend_schema_field(RequirementsOut)
+    def get_requirements(self, policy: Policy) -> dict:
+        return RequirementsOut(policy.requirements()).data
 
 
 class PolicyCheckOut(serializers.Serializer):

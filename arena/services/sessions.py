@@ -55,7 +55,8 @@ def pair_assign(
                 "too_many_open_sessions",
                 f"Your lab has {open_count} open sessions (the limit is {limit}): finish or abort one first.",
             )
-        choice = pair_choose(policies=eligible_policies(lab=lab, robot=robot))
+        session_id = uuid.uuid4()
+        choice = pair_choose(policies=eligible_policies(lab=lab, robot=robot), session_id=session_id)
         if choice is None:
             raise Unavailable(
                 "no_eligible_pair",
@@ -66,7 +67,7 @@ def pair_assign(
         if secrets.randbelow(2):
             first, second = second, first
         return EvaluationSession.objects.create(
-            id=uuid.uuid4(),
+            id=session_id,
             lab=lab,
             robot=robot,
             created_by=created_by,

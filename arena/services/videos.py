@@ -17,6 +17,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from arena.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
@@ -92,6 +93,7 @@ def video_upload_start(
         session = session_for_lab_update(lab=lab, session_id=session_id)
         declared = {"content_type": content_type, "size": size, "sha256": sha256}
         video = Video.objects.filter(session=session, slot=slot, camera=camera).first()
+        _check_session_limits(session=session, slot=slot, size=size, redeclared=video)
         if video is None:
             video = Video.objects.create(
                 session=session,
@@ -129,6 +131,34 @@ def video_upload_start(
         return video, target
 
 
+def _check_session_limits(
+    *, session: EvaluationSession, slot: str, size: int, redeclared: Video | None
+) -> None:
+    """At most ``ARENA_VIDEOS_PER_CAMERA`` x (the robot's cameras) videos per slot, and at most
+    ``ARENA_SESSION_VIDEO_MAX_BYTES`` declared over the session's live (pending or verified) videos, this
+    declaration included (``redeclared``: the row it replaces, whose size no longer counts)."""
+    robot = session.robot
+    cameras = max(1, robot.n_external_cameras + robot.has_wrist_camera + robot.has_stereo_camera)
+    per_slot = settings.ARENA_VIDEOS_PER_CAMERA * cameras
+    if redeclared is None and session.videos.filter(slot=slot).count() >= per_slot:
+        raise Conflict(
+            "too_many_videos",
+            f"Slot {slot} already has {per_slot} videos, the most a robot with {cameras} cameras may declare.",
+            field="camera",
+        )
+    live = session.videos.filter(state__in=[Video.State.PENDING, Video.State.VERIFIED])
+    if redeclared is not None:
+        live = live.exclude(pk=redeclared.pk)
+    declared = live.aggregate(total=Sum("size"))["total"] or 0
+    budget = settings.ARENA_SESSION_VIDEO_MAX_BYTES
+    if declared + size > budget:
+        raise Conflict(
+            "session_video_bytes_exceeded",
+            f"The session's videos would total {declared + size} bytes; the limit is {budget} bytes.",
+            field="size",
+        )
+
+
 def video_upload_finish(*, lab: Lab, video_id: uuid.UUID | str) -> Video:
     """Check the uploaded object against the declaration and mark the video verified or rejected.
 
@@ -142,9 +172,10 @@ def video_upload_finish(*, lab: Lab, video_id: uuid.UUID | str) -> Video:
     video = Video.objects.filter(pk=video_id, session__lab=lab).first()
     if video is None:
         raise NotFound("video_not_found", "Your lab has no such video.")
-    if video.state != Video.State.PENDING:
-        return video
     storage = get_storage()
+    if video.state != Video.State.PENDING:
+        _discard_replayed_upload(storage, video)
+        return video
     # One finish at a time per video, so no second finish can move a new upload over the object being hashed.
     lock = f"{FINISH_LOCK}:{video.pk}"
     if not cache.add(lock, 1, timeout=FINISH_LOCK_SECONDS):
@@ -158,6 +189,14 @@ def video_upload_finish(*, lab: Lab, video_id: uuid.UUID | str) -> Video:
         ) from exc
     finally:
         cache.delete(lock)
+
+
+def _discard_replayed_upload(storage: VideoStorage, video: Video) -> None:
+    """Delete what a replay of a finished video's still-valid upload URL wrote: nothing will promote it."""
+    try:
+        storage.delete(key=incoming_key(video.object_key))
+    except StorageError as exc:
+        log.warning("video %s: replayed upload not deleted yet: %s", video.pk, exc)
 
 
 def _verify(storage: VideoStorage, video: Video) -> Video:
@@ -215,8 +254,10 @@ def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
     """Delete the objects of aborted or expired sessions that ended more than VIDEO_RETENTION_DAYS ago (their
     Video rows become ``deleted``), then compare the bucket with the database.
 
-    Returns ``{"deleted", "orphan_count", "orphans", "missing_count", "missing"}``: how many videos were
-    deleted; objects no row expects (keys); verified videos without their object (ids). At most 100 each.
+    Uploads replayed after their video was finished (an incoming object of a verified or rejected video) are
+    deleted too. Returns ``{"deleted", "replays_deleted", "orphan_count", "orphans", "missing_count",
+    "missing"}``: how many videos were deleted; how many replayed uploads; objects no row expects (keys);
+    verified videos without their object (ids). At most 100 each.
     """
     now = now or timezone.now()
     storage = get_storage()
@@ -239,16 +280,27 @@ def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
     keys = set(storage.list_keys())
     expected: set[str] = set()
     missing: list[str] = []
-    rows = Video.objects.filter(state__in=[Video.State.PENDING, Video.State.VERIFIED])
+    replays: list[str] = []
+    rows = Video.objects.filter(state__in=[Video.State.PENDING, Video.State.VERIFIED, Video.State.REJECTED])
     for video_id, key, state, verified_at in rows.values_list("id", "object_key", "state", "verified_at"):
+        if state == Video.State.REJECTED:
+            if incoming_key(key) in keys:
+                replays.append(incoming_key(key))
+            continue
         expected.add(key)
         if state == Video.State.PENDING:
             expected.add(incoming_key(key))
-        elif key not in keys and verified_at is not None and verified_at < listed_at:
-            missing.append(str(video_id))
-    orphans = sorted(keys - expected)
+        else:
+            if incoming_key(key) in keys:
+                replays.append(incoming_key(key))
+            if key not in keys and verified_at is not None and verified_at < listed_at:
+                missing.append(str(video_id))
+    for key in replays:
+        storage.delete(key=key)
+    orphans = sorted(keys - expected - set(replays))
     report = {
         "deleted": deleted,
+        "replays_deleted": len(replays),
         "orphan_count": len(orphans),
         "orphans": orphans[:MAX_REPORTED],
         "missing_count": len(missing),

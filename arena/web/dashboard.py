@@ -7,7 +7,7 @@ the blinding gatekeeper ``session_for_evaluator``, so unsubmitted sessions never
 
 from __future__ import annotations
 
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import LoginView
 from django.http import Http404, HttpRequest, HttpResponse
@@ -15,7 +15,7 @@ from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
-from arena.auth import NewKey
+from arena.auth import NewKey, client_address, failed_sign_ins
 from arena.errors import ArenaError, NotFound
 from arena.models import ApiKey, Lab
 from arena.selectors.policies import policies_for_owner, policy_get_for_owner
@@ -74,9 +74,50 @@ def _render(
     )
 
 
+class ThrottledLoginView(LoginView):
+    """Django's login view, with failed sign-ins counted per client address (``ARENA_THROTTLE_LOGIN``): over
+    the limit, a POST is answered 429 without checking the password at all."""
+
+    def post(self, request, *args, **kwargs):
+        wait = failed_sign_ins().wait(client_address(request))
+        if wait is not None:
+            context = self.get_context_data(
+                form=self.get_form_class()(request),
+                throttled=f"Too many failed sign-ins from your address; try again in {wait} s.",
+            )
+            response = self.render_to_response(context, status=429)
+            response["Retry-After"] = str(wait)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        failed_sign_ins().record(client_address(self.request))
+        return super().form_invalid(form)
+
+
+def admin_sign_in(request: HttpRequest) -> HttpResponse:
+    """The admin's login view under the same failed sign-in limit as ``/accounts/login/`` (one count per
+    address for both forms)."""
+    limit, address = failed_sign_ins(), client_address(request)
+    if request.method == "POST":
+        wait = limit.wait(address)
+        if wait is not None:
+            response = HttpResponse(
+                f"Too many failed sign-ins from your address; try again in {wait} s.\n",
+                status=429,
+                content_type="text/plain; charset=utf-8",
+            )
+            response["Retry-After"] = str(wait)
+            return response
+    response = admin.site.login(request)
+    if request.method == "POST" and response.status_code == 200:  # the form again: the sign-in failed
+        limit.record(address)
+    return response
+
+
 def sign_in(request: HttpRequest) -> HttpResponse:
-    """Django's login view with this site's template; signed-in people go to their dashboard."""
-    view = LoginView.as_view(
+    """The login view with this site's template; signed-in people go to their dashboard."""
+    view = ThrottledLoginView.as_view(
         template_name="arena/login.html",
         next_page="web-me",
         redirect_authenticated_user=True,

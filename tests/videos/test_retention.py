@@ -9,6 +9,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from arena.models import EvaluationSession, Video
+from arena.storage import incoming_key
 from arena.tasks import video_retention_sweep
 from tests.api.actors import open_session
 from tests.videos.videohelpers import BODY, declare, stored_keys, upload
@@ -38,7 +39,14 @@ def test_sweep_deletes_old_videos_of_sessions_without_a_verdict(
     with caplog.at_level(logging.INFO, logger="arena.services.videos"):
         report = video_retention_sweep.delay().get()
 
-    assert report == {"deleted": 2, "orphan_count": 0, "orphans": [], "missing_count": 0, "missing": []}
+    assert report == {
+        "deleted": 2,
+        "replays_deleted": 0,
+        "orphan_count": 0,
+        "orphans": [],
+        "missing_count": 0,
+        "missing": [],
+    }
     states = {v.pk: v.state for v in Video.objects.all()}
     assert states[old_aborted.pk] == states[old_expired.pk] == Video.State.DELETED
     assert states[recent_aborted.pk] == states[old_submitted.pk] == Video.State.VERIFIED
@@ -71,6 +79,7 @@ def test_sweep_reports_mismatches_between_bucket_and_database(storage, pool, lab
 
     assert report == {
         "deleted": 0,
+        "replays_deleted": 0,
         "orphan_count": 1,
         "orphans": [stray],
         "missing_count": 1,
@@ -78,3 +87,18 @@ def test_sweep_reports_mismatches_between_bucket_and_database(storage, pool, lab
     }
     assert "1 objects without a row, 1 verified videos without an object" in caplog.text
     assert kept.object_key in stored_keys(storage)
+
+
+def test_sweep_deletes_uploads_replayed_after_the_video_was_finished(storage, pool, lab1, robot1):
+    session = open_session(lab1)
+    started = declare(lab1, session["id"]).json()
+    upload(started["upload"], BODY)
+    assert lab1.post(f"/api/v1/videos/{started['id']}/finish/").json()["state"] == "verified"
+    upload(started["upload"], BODY[::-1])  # the upload URL is still valid: a replay nobody finishes
+    video = Video.objects.get(pk=started["id"])
+    assert stored_keys(storage) == sorted([video.object_key, incoming_key(video.object_key)])
+
+    report = video_retention_sweep.delay().get()
+
+    assert (report["replays_deleted"], report["orphan_count"]) == (1, 0)
+    assert stored_keys(storage) == [video.object_key]

@@ -1,0 +1,154 @@
+"""The production shape, as a real gunicorn serves it (the flags of ``arena.serve``), with ``ARENA_HTTPS=1``
+behind a TLS-terminating proxy: HTTPS redirect, HSTS, CSP, Secure cookies, no ``testserver`` host, the vendored
+API docs assets, and an access log that never holds an API key, even one sent in the query string."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from arena.ports import free_port
+from arena.serve import GUNICORN_LOG_FLAGS
+
+ROOT = Path(__file__).resolve().parents[2]
+HTTPS = {"X-Forwarded-Proto": "https"}
+
+
+def production_env(tmp_path: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "CELERY_", "S3_", "REDIS_URL", "ARENA_", "DJANGO_SETTINGS"))
+    }
+    env.update(
+        ARENA_VAR_DIR=str(tmp_path / "var"),
+        ARENA_SECRET_KEY=secrets.token_urlsafe(50),
+        ARENA_HTTPS="1",
+        ARENA_TRUST_X_FORWARDED_PROTO="1",
+        ARENA_HSTS_PRELOAD="1",
+        ARENA_LOG_LEVEL="DEBUG",
+    )
+    return env
+
+
+def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@dataclass
+class Served:
+    url: str
+    key: str
+    log: Path
+
+
+@pytest.fixture
+def served(tmp_path) -> Iterator[Served]:
+    env = production_env(tmp_path)
+    assert manage(env, "migrate", "--noinput").returncode == 0
+    issued = manage(env, "issue_key", "--lab", "Log Lab", "--organization", "Log Org")
+    assert issued.returncode == 0, issued.stderr
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "arena.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                "1",
+                *GUNICORN_LOG_FLAGS,
+                "--error-logfile",
+                "-",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                requests.get(f"{url}/api/v1/leaderboard/", headers=HTTPS, timeout=30)
+                break
+            except requests.RequestException:  # not listening yet, or the worker still booting
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        yield Served(url=url, key=issued.stdout.strip(), log=log)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def test_deploy_checks_pass_with_https(tmp_path):
+    result = manage(production_env(tmp_path), "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_https_shape_headers_and_cookies(served):
+    plain = requests.get(f"{served.url}/leaderboard/", allow_redirects=False, timeout=30)
+    assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
+
+    page = requests.get(f"{served.url}/accounts/login/", headers=HTTPS, timeout=30)
+    assert page.status_code == 200
+    assert "max-age=" in page.headers["Strict-Transport-Security"]
+    policy = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    cookie = page.headers["Set-Cookie"]
+    assert "csrftoken=" in cookie and "Secure" in cookie and "SameSite=Lax" in cookie
+
+    spoofed = requests.get(f"{served.url}/leaderboard/", headers={**HTTPS, "Host": "testserver"}, timeout=30)
+    assert spoofed.status_code == 400
+
+
+def test_api_docs_assets_are_served_by_the_arena(served):
+    docs = requests.get(f"{served.url}/api/docs/", headers=HTTPS, timeout=30)
+    assert docs.status_code == 200
+    assert "cdn." not in docs.text and "/static/drf_spectacular_sidecar/" in docs.text
+    bundle = requests.get(
+        f"{served.url}/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js",
+        headers=HTTPS,
+        timeout=30,
+    )
+    assert bundle.status_code == 200 and len(bundle.content) > 100_000
+
+
+def test_keys_never_reach_the_access_log(served):
+    secret = served.key.split("_", 2)[2]
+    header = {**HTTPS, "Authorization": f"Api-Key {served.key}"}
+    assert requests.get(f"{served.url}/api/v1/me/", headers=header, timeout=30).status_code == 200
+    in_query = requests.get(f"{served.url}/api/v1/me/?api_key={served.key}", headers=HTTPS, timeout=30)
+    assert in_query.status_code == 400 and in_query.json()["error"]["code"] == "key_in_url"
+    encoded = served.key.replace("_", "%5F")
+    assert (
+        requests.get(f"{served.url}/leaderboard/?k={encoded}", headers=HTTPS, timeout=30).status_code == 400
+    )
+    wrong = {**HTTPS, "Authorization": f"Api-Key {served.key[:-4]}abcd"}
+    assert requests.get(f"{served.url}/api/v1/me/", headers=wrong, timeout=30).status_code == 401
+
+    # gunicorn writes an access line after its response: wait until the last request's line is there.
+    deadline = time.monotonic() + 60
+    while '"GET /api/v1/me/ HTTP/1.1" 401' not in (text := served.log.read_text()):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    assert '"GET /api/v1/me/ HTTP/1.1" 400' in text and '"GET /api/v1/me/ HTTP/1.1" 200' in text
+    for fragment in (served.key, secret, secret[:16], encoded):
+        assert fragment not in text
