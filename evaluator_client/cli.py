@@ -16,7 +16,15 @@ from pathlib import Path
 
 from evaluator_client import config as config_mod
 from evaluator_client.api import ApiError, ArenaApi, ServerUnreachable
-from evaluator_client.config import ACTION_SPACES, Config, ConfigError, RobotProfile
+from evaluator_client.config import (
+    ACTION_SPACES,
+    Config,
+    ConfigError,
+    RobotProfile,
+    check_profile_runs_on,
+    robot_capabilities,
+    robot_kind,
+)
 from evaluator_client.spool import Spool
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -69,7 +77,8 @@ def _parser() -> argparse.ArgumentParser:
         "--action-space",
         action="append",
         choices=ACTION_SPACES,
-        help="an action space the robot executes (repeat for several; default cartesian_velocity)",
+        help="an action space the robot executes (repeat for several; default: every space the replica or "
+        "DROID adapter runs for a replica:... or droid platform)",
     )
     c.set_defaults(handler=cmd_configure)
 
@@ -110,20 +119,35 @@ def _api(config: Config) -> ArenaApi:
 
 
 def cmd_configure(args, home: Path | None) -> int:
+    kind = robot_kind(args.platform)
+    if args.action_space:
+        spaces = sorted(set(args.action_space))
+    elif kind is not None:
+        spaces = sorted(robot_capabilities(kind).action_spaces)
+    else:
+        raise ConfigError(
+            f"robot.action_spaces: this client has no adapter for platform {args.platform!r}, "
+            "so name the spaces it runs with --action-space"
+        )
     profile = RobotProfile(
         name=args.robot,
         platform=args.platform,
         n_external_cameras=args.exterior_cameras,
         has_wrist_camera=not args.no_wrist,
         has_stereo_camera=args.stereo,
-        action_spaces=sorted(set(args.action_space or ["cartesian_velocity"])),
+        action_spaces=spaces,
     )
     config = Config(server_url=args.server.rstrip("/"), api_key=args.key, robot=profile)
     config.check()
+    if kind is not None:
+        check_profile_runs_on(profile, kind)
     with _api(config) as api:
         me = _configure_robot(api, profile)
     path = config_mod.save(config, home)
-    print(f"configured {me['name']} ({me['organization']}), robot {profile.name}; saved to {path}")
+    print(
+        f"configured {me['name']} ({me['organization']}), robot {profile.name} "
+        f"({', '.join(profile.action_spaces)}); saved to {path}"
+    )
     return EXIT_OK
 
 
@@ -140,6 +164,8 @@ def _configure_robot(api: ArenaApi, profile: RobotProfile) -> dict:
             for k in ("platform", "n_external_cameras", "has_wrist_camera", "has_stereo_camera")
             if robot[k] != getattr(profile, k)
         ]
+        if sorted(robot["action_spaces"]) != sorted(profile.action_spaces):
+            mismatch.append("action_spaces")
         if mismatch:
             raise CliError(
                 f"robot {profile.name!r} is registered with other {', '.join(mismatch)}: pick a new --robot"
@@ -160,6 +186,7 @@ def _configure_robot(api: ArenaApi, profile: RobotProfile) -> dict:
 
 def cmd_run(args, home: Path | None) -> int:
     config = config_mod.load(home)
+    check_profile_runs_on(config.robot, args.robot)
     with _api(config) as api:
         return _run_sessions(args, config, api, Spool(home or config_mod.default_home()))
 
@@ -193,6 +220,12 @@ def _run_sessions(args, config: Config, api: ArenaApi, spool: Spool) -> int:
         )
     counts = {s: sum(o.status == s for o in outcomes) for s in ("submitted", "aborted", "spooled", "failed")}
     print("done: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if outcomes and counts["aborted"] == len(outcomes):
+        print(
+            f"arena-eval: every session aborted (the last: {outcomes[-1].message.splitlines()[0]})",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK if not counts["failed"] and not counts["spooled"] else EXIT_FAILED
 
 
@@ -252,15 +285,23 @@ def _judge(args):
 
 def _robot_factory(args, config: Config) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
     if args.robot == "droid":
-        return droid_setup(task=args.task, category=args.category)
+        return droid_setup(config, task=args.task, category=args.category)
     return replica_setup(config, perturb=args.perturb, seed=args.seed, task=args.task, category=args.category)
 
 
-def droid_setup(*, task: str | None, category: str) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
-    """``make_robot(task)`` and ``next_task(k) -> (instruction, category)`` for a DROID robot."""
-    from evaluator_client.droid import DroidRobot
+def droid_setup(
+    config: Config, *, task: str | None, category: str
+) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
+    """``make_robot(task)`` and ``next_task(k) -> (instruction, category)`` for a DROID robot.
 
-    robot = DroidRobot()
+    The one station serves every session; the runner sets it up per policy (``DroidRobot.configure``).
+    """
+    from evaluator_client.droid import DroidRobot, DroidUnavailableError
+
+    try:
+        robot = DroidRobot(n_exterior_cameras=config.robot.n_external_cameras)
+    except DroidUnavailableError as exc:
+        raise CliError(str(exc)) from exc
     return (lambda _task: robot), (lambda k: (task or _ask_task(), category))
 
 
@@ -272,12 +313,14 @@ def replica_setup(
     task: str | None = None,
     category: str = "",
 ) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
-    """The same pair for the replica: a fresh scene per session; without ``task``, a random replica task."""
+    """The same pair for the replica: a fresh scene per session; without ``task``, a random replica task.
+
+    The runner sets the replica up per policy (``Replica.configure``: action space, stereo).
+    """
     from evaluator_client.replica import TASK_KINDS, Replica, load_scene, task_from_instruction
 
     scene = load_scene("tabletop-v1")
     rng = random.Random(seed)
-    action_space = config.robot.action_spaces[0]
 
     def next_task(k: int) -> tuple[str, str]:
         if task:
@@ -291,7 +334,6 @@ def replica_setup(
             perturb=perturb,
             scene=scene,
             n_exterior_cameras=max(1, config.robot.n_external_cameras),
-            action_space=action_space,
         )
 
     return make_robot, next_task

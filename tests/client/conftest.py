@@ -25,7 +25,9 @@ class Network:
     home: Path
     servers: dict = field(default_factory=dict)
 
-    def register(self, slug: str, server_url: str) -> None:
+    def register(self, slug: str, server_url: str, *, active: bool = True) -> dict:
+        """Register a policy through the API as the owner; its health check runs on registration. With
+        ``active`` (default) the policy must have passed it. Returns the policy as the API shows it."""
         response = requests.post(
             f"{self.url}/api/v1/policies/",
             json={"slug": slug, "name": slug.title(), "endpoint_url": server_url, "license": "MIT"},
@@ -33,12 +35,23 @@ class Network:
             timeout=30,
         )
         assert response.status_code == 201, response.text
-        assert response.json()["status"] == "active", response.json()
+        if active:
+            assert response.json()["status"] == "active", response.json()
+        return response.json()
+
+    def lab_get(self, path: str) -> dict:
+        response = requests.get(
+            f"{self.url}/api/v1{path}", headers={"Authorization": f"Api-Key {self.lab_key}"}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
 
     def eval(self, *args: str, server: str | None = None) -> int:
         return arena_eval(["--home", str(self.home), *args])
 
-    def configure(self, server_url: str | None = None) -> None:
+    def configure(self, server_url: str | None = None, *extra: str) -> None:
+        """Configure the lab's client for a replica robot (every action space the replica runs, unless
+        ``extra`` options say otherwise)."""
         code = self.eval(
             "configure",
             "--server",
@@ -49,24 +62,29 @@ class Network:
             "replica-1",
             "--platform",
             "replica:tabletop-v1",
-            "--action-space",
-            "cartesian_velocity",
+            *extra,
         )
         assert code == 0
 
 
 @pytest.fixture
-def network(live_server, settings, tmp_path, transactional_db):
+def arena(live_server, settings, tmp_path, transactional_db):
+    """The server, the relay, an owner and a lab: no policies registered yet."""
     settings.ARENA_PUBLIC_URL = live_server.url
     settings.VIDEO_DIR = tmp_path / "videos"
-    with ExitStack() as stack:
-        relay = stack.enter_context(serve_relay_in_thread(settings.ARENA_RELAY_SECRET))
+    with serve_relay_in_thread(settings.ARENA_RELAY_SECRET) as relay:
         settings.ARENA_RELAY_URL = relay.url.rstrip("/")
         owner = make_actor("owner", owner="olivia", organization="Baselines Inc")
         lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
-        net = Network(url=live_server.url, lab_key=lab.key, owner_key=owner.key, home=tmp_path / "client")
+        yield Network(url=live_server.url, lab_key=lab.key, owner_key=owner.key, home=tmp_path / "client")
+
+
+@pytest.fixture
+def network(arena):
+    """:func:`arena` with the expert and random baselines served and registered."""
+    with ExitStack() as stack:
         for name in ("expert", "random"):
             handle = stack.enter_context(serve_in_thread(make_baseline(name)))
-            net.servers[name] = handle
-            net.register(name, handle.url)
-        yield net
+            arena.servers[name] = handle
+            arena.register(name, handle.url)
+        yield arena
