@@ -123,7 +123,7 @@ def cmd_configure(args, home: Path | None) -> int:
     if args.action_space:
         spaces = sorted(set(args.action_space))
     elif kind is not None:
-        spaces = sorted(robot_capabilities(kind).action_spaces)
+        spaces = sorted(robot_capabilities(kind, args.platform).action_spaces)
     else:
         raise ConfigError(
             f"robot.action_spaces: this client has no adapter for platform {args.platform!r}, "
@@ -313,13 +313,15 @@ def replica_setup(
     task: str | None = None,
     category: str = "",
 ) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
-    """The same pair for the replica: a fresh scene per session; without ``task``, a random replica task.
+    """The same pair for the replica: a fresh scene per session (the scene the platform ``replica:<scene>``
+    names); without ``task``, a random replica task.
 
     The runner sets the replica up per policy (``Replica.configure``: action space, stereo).
     """
     from evaluator_client.replica import TASK_KINDS, Replica, load_scene, task_from_instruction
 
-    scene = load_scene("tabletop-v1")
+    platform = config.robot.platform
+    scene = load_scene(platform.split(":", 1)[1] if robot_kind(platform) == "replica" else "tabletop-v1")
     rng = random.Random(seed)
 
     def next_task(k: int) -> tuple[str, str]:

@@ -62,17 +62,20 @@ def robot_kind(platform: str) -> str | None:
     return None
 
 
-def robot_capabilities(kind: str) -> RobotCapabilities:
-    """The capabilities of adapter ``kind`` (``"replica"`` or ``"droid"``), as the adapters declare them."""
+def robot_capabilities(kind: str, platform: str = "replica:tabletop-v1") -> RobotCapabilities:
+    """What adapter ``kind`` (``"replica"`` or ``"droid"``) can run, as the adapters declare it. For the
+    replica, the exterior cameras are those of the scene ``platform`` names (``replica:<scene>``); every
+    replica camera renders a stereo pair."""
     if kind == "replica":
-        from evaluator_client.replica import Replica
+        from evaluator_client.replica import ACTION_SPACES as REPLICA_SPACES
+        from evaluator_client.replica import SceneError, load_scene
 
-        return RobotCapabilities(
-            kind,
-            tuple(Replica.action_spaces),
-            (1, Replica.max_exterior_cameras),
-            Replica.stereo_capable,
-        )
+        scene_name = platform.split(":", 1)[1] if robot_kind(platform) == "replica" else "tabletop-v1"
+        try:
+            scene = load_scene(scene_name)
+        except SceneError as exc:
+            raise ConfigError(f"robot.platform: {exc}") from exc
+        return RobotCapabilities(kind, tuple(REPLICA_SPACES), (1, len(scene.exterior_cameras)), True)
     if kind == "droid":
         from evaluator_client.droid import DroidRobot
 
@@ -87,7 +90,7 @@ def check_profile_runs_on(profile: RobotProfile, kind: str) -> None:
         raise ConfigError(
             f"robot.platform: robot {profile.name!r} is a {profile.platform} robot; run it with --robot {declared}"
         )
-    can = robot_capabilities(kind)
+    can = robot_capabilities(kind, profile.platform)
     missing = [space for space in profile.action_spaces if space not in can.action_spaces]
     if missing:
         raise ConfigError(

@@ -15,7 +15,18 @@ from evaluator_client.replica import NATIVE_RESOLUTION
 from tests.policy_server.roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
 
 MAX_STEPS = 10
-RUN = ("run", "--robot", "replica", "--judge", "auto", "--max-steps", str(MAX_STEPS), "--quiet", "--seed", "5")
+RUN = (
+    "run",
+    "--robot",
+    "replica",
+    "--judge",
+    "auto",
+    "--max-steps",
+    str(MAX_STEPS),
+    "--quiet",
+    "--seed",
+    "5",
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +37,9 @@ class Case:
 
 MATRIX = {
     "joint_position": Case(PolicyServerConfig()),  # RoboArena's default config
-    "joint_velocity": Case(PolicyServerConfig(action_space="joint_velocity"), horizon=10),  # pi0-DROID's chunks
+    "joint_velocity": Case(
+        PolicyServerConfig(action_space="joint_velocity"), horizon=10
+    ),  # pi0-DROID's chunks
     "cartesian_position": Case(PolicyServerConfig(action_space="cartesian_position")),
     "cartesian_velocity": Case(PolicyServerConfig(action_space="cartesian_velocity")),
     "native_frames": Case(PolicyServerConfig(image_resolution=None)),

@@ -70,7 +70,7 @@ def test_policy_server_dies_mid_episode(network):
         dying.handle = handle
         network.register("dying", handle.url)
         network.configure()
-        assert network.eval(*RUN) == 0
+        assert network.eval(*RUN) == 1  # its only session aborted
     session = EvaluationSession.objects.get()
     assert session.state == "aborted"
     dying_slot = "policy_a" if session.policy_a.slug == "dying" else "policy_b"

@@ -26,7 +26,12 @@ class RobotEnv:
         camera_kwargs: dict | None = None,
         do_reset: bool = True,
     ) -> None:
-        assert action_space in ("cartesian_position", "joint_position", "cartesian_velocity", "joint_velocity")
+        assert action_space in (
+            "cartesian_position",
+            "joint_position",
+            "cartesian_velocity",
+            "joint_velocity",
+        )
         self.action_space = action_space
         self.gripper_action_space = gripper_action_space
         self.check_action_range = "velocity" in action_space
@@ -38,7 +43,11 @@ class RobotEnv:
         self.gripper = 0.0
         self._frames = {
             f"{camera}_{side}": np.full(FRAME_SHAPE, [blue, 90, 160, 255], dtype=np.uint8)
-            for camera in (parameters.varied_camera_1_id, parameters.varied_camera_2_id, parameters.hand_camera_id)
+            for camera in (
+                parameters.varied_camera_1_id,
+                parameters.varied_camera_2_id,
+                parameters.hand_camera_id,
+            )
             for side, blue in SIDE_BLUE.items()
         }
         ENVS.append(self)
