@@ -1,17 +1,13 @@
 """The DROID adapter: set up per policy in the space it asks for, with native and stereo frames.
 
 DROID cannot run here (it drives a Franka through a NUC), so these tests put a stand-in for DROID's package on
-``sys.path`` (``tests/client/fake_droid``: DROID's module layout, ``RobotEnv``'s interface and action checks,
-recording every env built and every action stepped). That is the robot boundary; everything above it is the
+``sys.path`` (see :mod:`tests.client.droid_stand_in`). That is the robot boundary; everything above it is the
 real adapter and the real episode runner.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import sys
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -20,8 +16,7 @@ import pytest
 from evaluator_client.droid import DroidRobot, DroidUnavailableError
 from evaluator_client.episode import configure_robot, run_episode
 from policy_server.base import BasePolicy
-
-FAKE_DROID = Path(__file__).resolve().parents[1] / "client" / "fake_droid"
+from tests.client.droid_stand_in import use_droid_stand_in
 
 
 @pytest.mark.skipif(importlib.util.find_spec("droid") is not None, reason="DROID is installed here")
@@ -34,16 +29,9 @@ def test_missing_droid_explains_how_to_install():
 
 
 @pytest.fixture
-def droid(monkeypatch) -> Iterator[ModuleType]:
-    """DROID's stand-in, importable as ``droid``; yields ``droid.robot_env`` (its ``ENVS`` records the envs)."""
-    monkeypatch.syspath_prepend(str(FAKE_DROID))
-    for name in [n for n in sys.modules if n == "droid" or n.startswith("droid.")]:
-        monkeypatch.delitem(sys.modules, name)
-    import droid.robot_env
-
-    yield droid.robot_env
-    for name in [n for n in sys.modules if n == "droid" or n.startswith("droid.")]:
-        del sys.modules[name]
+def droid(monkeypatch, request) -> ModuleType:
+    """DROID's stand-in, importable as ``droid``: its ``droid.robot_env`` (``ENVS`` records the envs)."""
+    return use_droid_stand_in(monkeypatch, request)
 
 
 class Holds(BasePolicy):
