@@ -3,6 +3,12 @@ policy servers on loopback, an owner who registered them and a lab with a config
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from arena.ports import free_port
 from evaluator_client.cli import main as arena_eval
 from policy_server.baselines import make_baseline
+from policy_server.peer_venv import PeerVenvError, ensure_peer_venv, package_index_reachable
 from policy_server.relay import serve_relay_in_thread
 from policy_server.server import serve_in_thread
 from tests.api.actors import make_actor
@@ -88,3 +96,37 @@ def network(arena):
             arena.servers[name] = handle
             arena.register(name, handle.url)
         yield arena
+
+
+OPENPI_SERVER_ECHO = Path(__file__).resolve().parents[1] / "policy_server" / "openpi_server_echo.py"
+
+
+@pytest.fixture
+def openpi_droid_server() -> Iterator[str]:
+    """A policy served by the PyPI ``openpi-server`` (openpi's reference server) in its own process, with the
+    empty metadata of openpi's DROID checkpoints and their (10, 8) chunks; yields its ws:// URL. Skipped only
+    when PyPI is unreachable outside CI (the peer environment is built on first use)."""
+    try:
+        python = ensure_peer_venv("openpi-server")
+    except PeerVenvError as exc:
+        if os.environ.get("CI") or package_index_reachable():
+            pytest.fail(f"building the openpi-server peer environment failed: {exc}")
+        pytest.skip("PyPI is unreachable, so the openpi-server peer environment cannot be built")
+    port = free_port()
+    command = [str(python), str(OPENPI_SERVER_ECHO), "--port", str(port), "--metadata-json", json.dumps({})]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the handshake: its /healthz answers once it listens
+            assert process.poll() is None, process.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "openpi-server did not start"
+                time.sleep(0.1)
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)

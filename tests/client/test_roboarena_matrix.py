@@ -98,3 +98,20 @@ def test_a_policy_whose_chunks_do_not_fit_its_space_never_enters_the_pool(arena)
     policy = Policy.objects.get(slug="misfit")
     assert policy.last_check_error.startswith("bad_action: ")
     assert "'cartesian_velocity'" in policy.last_check_error and "(8, 8)" in policy.last_check_error
+
+
+def test_an_openpi_droid_checkpoint_server_is_evaluated_end_to_end(arena, openpi_droid_server):
+    """openpi's reference server with empty metadata, answering (10, 8): taken as joint velocity (the DROID
+    default) and run in the replica; an openpi server passes every key to its policy, so none is added."""
+    partner = ConfigPolicy(PARTNER)
+    with serve_roboarena_in_thread(partner, PARTNER) as partner_server:
+        shown = arena.register("openpi-droid", openpi_droid_server)
+        arena.register("partner", partner_server.url)
+        arena.configure()
+        assert arena.eval(*RUN) == 0
+    assert shown["requirements"]["action_space"] == "joint_velocity"
+    session = EvaluationSession.objects.get()
+    assert session.state == "submitted", session.abort_reason
+    slot = "A" if session.policy_a.slug == "openpi-droid" else "B"
+    assert Episode.objects.get(session=session, slot=slot).steps == MAX_STEPS
+    assert arena.lab_get(f"/sessions/{session.id}/")["reveal"][slot]["slug"] == "openpi-droid"
