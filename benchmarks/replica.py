@@ -47,6 +47,7 @@ def measure_baselines(
         policy = make_baseline(name, seed=0)
         progress, success = [], []
         for robot in robots.values():
+            robot.configure(action_space=policy.metadata["action_space"])
             for seed in seeds:
                 robot.reset(seed)
                 result = run_episode(
@@ -86,9 +87,10 @@ def session_benchmark(
     results = []
     with tempfile.TemporaryDirectory() as directory:
         for slot, name in zip("AB", pair, strict=True):
+            policy = make_baseline(name, seed=1)
+            robot.configure(action_space=policy.metadata["action_space"])
             robot.reset(7)
             judge.confirm_start(robot.start_image())
-            policy = make_baseline(name, seed=1)
             recorder = VideoRecorder(directory, f"episode_{slot}", robot.cameras, source_hz=robot.control_hz)
             result = run_episode(
                 robot,

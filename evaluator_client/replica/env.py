@@ -386,10 +386,11 @@ class Replica:
         velocity = (q_target - start) * self.control_hz
         finger = (1.0 - self._gripper_target) * GRIPPER_STROKE_M / 2
         d.ctrl[self._finger_ctrl] = finger
+        # Velocity feedforward cancels the servo's damping while moving: force = kp (q_des - q) + kv (v - qdot).
+        lead = self._feedforward * velocity
         per_stage = self._substeps // CONTROL_STAGES
         for k in range(1, CONTROL_STAGES + 1):
             waypoint = start + (k / CONTROL_STAGES) * (q_target - start)
-            lead = self._feedforward * velocity if k < CONTROL_STAGES else 0.0
             d.ctrl[self._arm_ctrl] = np.clip(waypoint + lead, JOINT_LOWER, JOINT_UPPER)
             steps = per_stage if k < CONTROL_STAGES else self._substeps - per_stage * (CONTROL_STAGES - 1)
             mujoco.mj_step(m, d, nstep=steps)

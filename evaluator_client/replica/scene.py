@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from evaluator_client.replica.franka import franka_actuators_xml, franka_xml
+from evaluator_client.replica.franka import TCP_FROM_FLANGE, franka_actuators_xml, franka_xml
 from evaluator_client.replica.transforms import camera_mat_from_opencv, euler_to_mat, mat_to_quat
 
 SCENES_DIR = Path(__file__).resolve().parent.parent / "scenes"
@@ -230,12 +230,12 @@ def right_camera_pos(pos: np.ndarray, quat: np.ndarray, baseline: float) -> np.n
 def camera_intrinsics_xml(cam: dict[str, Any]) -> str:
     """MJCF attributes for a pinhole camera with DROID/OpenCV intrinsics at ``cam['resolution']``.
 
-    MuJoCo takes the principal point as an offset from the sensor centre with +y up; OpenCV's ``cy`` counts
-    rows down, hence the sign flip.
+    MuJoCo takes the principal point as an offset from the sensor centre, with the opposite sign to OpenCV's
+    ``(cx - width / 2, cy - height / 2)`` on both axes (checked by projecting known points in the tests).
     """
     width, height = (int(v) for v in cam["resolution"])
     k = cam["intrinsics"]
-    offset_x = float(k["cx"]) - width / 2
+    offset_x = width / 2 - float(k["cx"])
     offset_y = height / 2 - float(k["cy"])
     return (
         f'resolution="{width} {height}" sensorsize="{width * SENSOR_PIXEL_M:.6g} {height * SENSOR_PIXEL_M:.6g}" '
@@ -243,7 +243,7 @@ def camera_intrinsics_xml(cam: dict[str, Any]) -> str:
     )
 
 
-def _object_geom(scene: Scene, entry: dict[str, Any], name: str) -> str:
+def _object_geom(entry: dict[str, Any], name: str) -> str:
     half = np.asarray(entry["half_size"], float)
     shape = entry["shape"]
     physics = 'friction="1.2 0.01 0.001" condim="4" solref="0.005 1"'
@@ -289,7 +289,7 @@ def build_mjcf(scene: Scene) -> str:
             )
         bodies.append(
             f'<body name="{entry["name"]}" pos="{_fmt([x, y, z])}" euler="0 0 {yaw:.6g}">'
-            f'<freejoint name="{entry["name"]}"/>{_object_geom(scene, entry, entry["name"])}</body>'
+            f'<freejoint name="{entry["name"]}"/>{_object_geom(entry, entry["name"])}</body>'
         )
     for region in spec["regions"]:
         x, y = region["pos"]
@@ -363,8 +363,6 @@ def build_mjcf(scene: Scene) -> str:
 
 def _wrist_cameras(cam: dict[str, Any]) -> str:
     """The wrist camera (left and right imagers) in the hand frame, from extrinsics in the TCP frame."""
-    from evaluator_client.replica.franka import TCP_FROM_FLANGE
-
     extrinsics = np.asarray(cam["extrinsics"], float)
     pos = extrinsics[:3] + np.array([0.0, 0.0, TCP_FROM_FLANGE])
     quat = mat_to_quat(camera_mat_from_opencv(euler_to_mat(extrinsics[3:])))

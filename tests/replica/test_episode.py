@@ -53,8 +53,9 @@ def robot():
 
 
 def test_max_steps_and_replan_steps(robot):
-    robot.reset(2)
     policy = Recording(make_baseline("expert"))
+    robot.configure(action_space=policy.metadata["action_space"])
+    robot.reset(2)
     result = run_episode(
         robot,
         policy,
@@ -71,8 +72,9 @@ def test_max_steps_and_replan_steps(robot):
 
 
 def test_short_chunks_are_requeried_when_used_up(robot):
-    robot.reset(2)
     policy = Recording(make_baseline("expert"), horizon=3)
+    robot.configure(action_space=policy.metadata["action_space"])
+    robot.reset(2)
     run_episode(robot, policy, prompt="x", requirements=policy.metadata, max_steps=12, replan_steps=8)
     assert len(policy.sent) == 4
 
@@ -86,11 +88,13 @@ def test_operator_stop(robot):
         return calls["n"] > 7
 
     policy = make_baseline("expert")
+    robot.configure(action_space=policy.metadata["action_space"])
     result = run_episode(robot, policy, prompt="x", requirements=policy.metadata, max_steps=100, stop=stop)
     assert result.steps == 7 and result.stop_reason == "operator"
 
 
 def test_only_requested_keys_are_sent(robot):
+    robot.configure(action_space="cartesian_velocity")
     robot.reset(2)
     requirements = {
         "image_resolution": [180, 320],
@@ -226,8 +230,8 @@ class FaultyReplica(Replica):
 
 
 def test_robot_failures_blame_the_robot():
-    faulty = FaultyReplica("pick_place", seed=0)
     policy = make_baseline("expert")
+    faulty = FaultyReplica("pick_place", seed=0, action_space=policy.metadata["action_space"])
     with pytest.raises(RobotFailure, match="joint limit") as info:
         run_episode(faulty, policy, prompt="x", requirements=policy.metadata, max_steps=50)
     assert info.value.party == "robot"
@@ -235,8 +239,8 @@ def test_robot_failures_blame_the_robot():
 
 
 def test_stop_when_success_is_held():
-    replica = Replica("push", seed=1)
     policy = make_baseline("expert")
+    replica = Replica("push", seed=1, action_space=policy.metadata["action_space"])
     result = run_episode(replica, policy, prompt="x", requirements=policy.metadata, stop_on_success_steps=5)
     assert result.stop_reason == "success" and result.success
     assert result.steps < 400 and result.progress == 100
