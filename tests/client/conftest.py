@@ -1,5 +1,6 @@
-"""A live arena for client tests: the Django server (pytest-django's live_server), the blind relay, baseline
-policy servers on loopback, an owner who registered them and a lab with a configured client home."""
+"""A live arena for client tests: the Django server (pytest-django's live_server), the blind relay, an owner and
+a lab with a client home (``arena``); with the expert and random baselines served on loopback and registered
+(``network``); and a policy served by the PyPI openpi-server (``openpi_droid_server``)."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ line naming the field, and a run whose every session aborted exits non-zero; nev
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -65,6 +66,16 @@ def test_run_refuses_a_robot_of_another_platform(tmp_path, platform, robot, hint
     assert result.returncode == 2
     line = one_line_error(result)
     assert line.startswith("arena-eval: robot.platform: ") and hint in line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("droid") is not None, reason="DROID is installed here")
+def test_run_on_droid_without_droid_says_how_to_install(tmp_path):
+    profile = config_mod.RobotProfile(name="r1", platform="droid", action_spaces=["joint_position"])
+    config_mod.save(config_mod.Config("http://127.0.0.1:9", "pa_x_y", profile), tmp_path)
+    result = arena_eval(tmp_path, "run", "--robot", "droid", "--quiet", "--task", "wipe the table")
+    assert result.returncode == 1
+    line = one_line_error(result)
+    assert line.startswith("arena-eval: the DROID robot adapter needs") and "droid-dataset/droid" in line
 
 
 class FailsInSessions(ConfigPolicy):

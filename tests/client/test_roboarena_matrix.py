@@ -6,6 +6,7 @@ it. The policy (``ConfigPolicy``) fails the request on anything its config asks 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import pytest
@@ -115,3 +116,22 @@ def test_an_openpi_droid_checkpoint_server_is_evaluated_end_to_end(arena, openpi
     slot = "A" if session.policy_a.slug == "openpi-droid" else "B"
     assert Episode.objects.get(session=session, slot=slot).steps == MAX_STEPS
     assert arena.lab_get(f"/sessions/{session.id}/")["reveal"][slot]["slug"] == "openpi-droid"
+
+
+def test_a_robot_is_assigned_policies_in_every_space_it_declares_and_no_other(arena):
+    """Declaring several spaces used to run only the alphabetically first (the other policy aborted, the robot
+    blamed); the server matches on all of them and the client runs each."""
+    configs = {
+        "pol-jp": PolicyServerConfig(action_space="joint_position"),
+        "pol-cv": PolicyServerConfig(action_space="cartesian_velocity"),
+        "pol-jv": PolicyServerConfig(action_space="joint_velocity"),
+    }
+    with contextlib.ExitStack() as stack:
+        for slug, config in configs.items():
+            server = stack.enter_context(serve_roboarena_in_thread(ConfigPolicy(config), config))
+            arena.register(slug, server.url)
+        arena.configure(None, "--action-space", "joint_position", "--action-space", "cartesian_velocity")
+        assert arena.eval(*RUN) == 0
+    session = EvaluationSession.objects.get()
+    assert session.state == "submitted", session.abort_reason
+    assert {session.policy_a.slug, session.policy_b.slug} == {"pol-jp", "pol-cv"}
