@@ -221,10 +221,8 @@ def _run_sessions(args, config: Config, api: ArenaApi, spool: Spool) -> int:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("submitted", "aborted", "spooled", "failed")}
     print("done: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
     if outcomes and counts["aborted"] == len(outcomes):
-        print(
-            f"arena-eval: every session aborted (the last: {outcomes[-1].message.splitlines()[0]})",
-            file=sys.stderr,
-        )
+        last_reason = next(iter(outcomes[-1].message.splitlines()), "no reason given")
+        print(f"arena-eval: every session aborted (the last: {last_reason})", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK if not counts["failed"] and not counts["spooled"] else EXIT_FAILED
 
