@@ -256,7 +256,7 @@ def policy_check(
     horizon, dim = result["actions"].shape
     mismatch = action_space_mismatch(metadata, requirements["action_space"], result["actions"].shape)
     if mismatch:
-        return _failure("bad_action", mismatch, **found)
+        return _failure("bad_action", f"the dry-run reply's actions are {mismatch}", **found)
     declared_horizon = requirements["action_horizon"]
     if declared_horizon is not None and horizon != declared_horizon:
         return _failure(
@@ -276,10 +276,10 @@ def policy_check(
 def action_space_mismatch(
     metadata: Mapping[str, Any], action_space: str, shape: tuple[int, ...]
 ) -> str | None:
-    """A sentence naming the space and the shape when ``(H, D)`` actions cannot be rows of ``action_space``.
+    """``None`` when ``(H, D)`` actions can be rows of ``action_space``, else the end of the sentence "the
+    dry-run reply's actions are ...", naming the shape and the space.
 
-    ``metadata`` is what the policy declared (to tell a declared space from the default one); ``None`` when the
-    shape fits.
+    ``metadata`` is what the policy declared (to tell a declared space from the default one).
     """
     expected = ACTION_DIMS[action_space]
     if shape[-1] == expected:
@@ -289,10 +289,7 @@ def action_space_mismatch(
         if "action_space" in metadata
         else f"declares no action_space, so it is taken for {action_space!r} (openpi's DROID default)"
     )
-    return (
-        f"the policy {declared}, whose actions are (H, {expected}), but it answered actions of shape "
-        f"{tuple(int(n) for n in shape)}"
-    )
+    return f"{tuple(int(n) for n in shape)}, but the policy {declared}, whose actions are (H, {expected})"
 
 
 def check_many(
