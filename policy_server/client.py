@@ -159,9 +159,7 @@ class PolicyClient:
     connection is lost, the next :meth:`infer` or :meth:`reset` reconnects the same way; a call whose
     connection breaks while waiting raises and is not resent. ``action_dim`` (optional) is the expected
     ``D`` of the ``(H, D)`` actions. ``headers`` are extra HTTP handshake headers (e.g. a relay's
-    ``Authorization: Bearer <token>``). ``session_id`` names the evaluation episode to a policy that asks for
-    it (metadata ``needs_session_id: true``): it is then added to every observation, and :meth:`reset` always
-    carries it in ``reset_info``.
+    ``Authorization: Bearer <token>``).
     """
 
     def __init__(
@@ -170,13 +168,13 @@ class PolicyClient:
         *,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        session_id: str | None = None,
         connect_timeout: float = 10.0,
         request_timeout: float = 30.0,
         retries: int = 2,
         retry_delay_s: float = 0.5,
         action_dim: int | None = None,
         max_size: int | None = wire.DEFAULT_MAX_SIZE,
-        session_id: str | None = None,
     ) -> None:
         self.url = url
         self.session_id = session_id
@@ -284,7 +282,9 @@ class PolicyClient:
 
     @property
     def needs_session_id(self) -> bool:
-        """Whether the server's metadata asks for ``session_id`` in every observation."""
+        """Whether the server's metadata asks for ``session_id`` in every observation. The client's
+        ``session_id`` (naming the evaluation episode) is then added to each, and :meth:`reset` always carries
+        it in ``reset_info``."""
         return self.metadata.get("needs_session_id") is True
 
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
