@@ -68,16 +68,16 @@ class Skill:
 
 SKILLS: dict[str, Skill] = {
     "expert": Skill(action_space="joint_velocity"),
-    "noisy": Skill(noise=0.09, action_space="cartesian_velocity"),
-    "slow": Skill(speed=0.027, gain=0.05, action_space="cartesian_position"),
+    "noisy": Skill(noise=0.075, action_space="cartesian_velocity"),
+    "slow": Skill(speed=0.025, gain=0.05, action_space="cartesian_position"),
     "confused": Skill(wrong_target_prob=0.9, action_space="joint_position"),
     "random": Skill(random=True, action_space="cartesian_velocity"),
 }
 
 BASELINES: dict[str, str] = {
     "expert": "rank 1: scripted controller with privileged state, no noise, full speed (joint_velocity)",
-    "noisy": "rank 2: the expert with Gaussian action noise, std 0.09 of the action range (cartesian_velocity)",
-    "slow": "rank 3: the expert at 5% of its speed (3 cm/s), low gain, often out of time (cartesian_position)",
+    "noisy": "rank 2: the expert with Gaussian action noise, std 0.075 of the action range (cartesian_velocity)",
+    "slow": "rank 3: the expert at 5% of its speed (2.8 cm/s), low gain, often out of time (cartesian_position)",
     "confused": "rank 4: the expert taking the object to a wrong target in 90% of episodes (joint_position)",
     "random": "rank 5: uniform random cartesian velocities and gripper commands (cartesian_velocity)",
 }

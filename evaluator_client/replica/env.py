@@ -34,6 +34,7 @@ configured stereo. ``replica/state`` holds privileged simulator state for script
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -107,6 +108,8 @@ class Replica:
     """
 
     control_hz: float
+    timings: dict[str, float]
+    """Seconds spent since construction in differential IK, physics stepping and rendering (for profiling)."""
 
     def __init__(
         self,
@@ -161,6 +164,7 @@ class Replica:
         ):
             self._renderer.scene.flags[flag] = False
         self._backgrounds = self._load_backgrounds()
+        self.timings = {"ik": 0.0, "physics": 0.0, "rendering": 0.0}
         self.seed = int(seed)
         self.perturbation: dict[str, Any] = {}
         self._start_state: TaskState | None = None
@@ -366,7 +370,10 @@ class Replica:
             target_rot = axis_angle_mat(rotvec) @ rot
         target_pos = np.clip(target_pos, self._ws_low, self._ws_high)
         self._commanded_pose = (target_pos, target_rot)
-        return self._ik.solve(q_base, target_pos, target_rot)
+        started = time.perf_counter()
+        solution = self._ik.solve(q_base, target_pos, target_rot)
+        self.timings["ik"] += time.perf_counter() - started
+        return solution
 
     def _cartesian_command_base(self) -> tuple[np.ndarray, np.ndarray]:
         """The TCP pose (world) a Cartesian command starts from: the last commanded pose while the TCP tracks
@@ -381,6 +388,7 @@ class Replica:
 
     def _step_towards(self, q_target: np.ndarray) -> None:
         """Ramp the joint servos to ``q_target`` over the control period (velocity feedforward), then settle."""
+        started = time.perf_counter()
         m, d = self.model, self.data
         start = self._commanded_q
         velocity = (q_target - start) * self.control_hz
@@ -397,6 +405,7 @@ class Replica:
         self._commanded_q = q_target.copy()
         if self.action_space.startswith("joint"):
             self._commanded_pose = self._ik.site_pose(q_target)
+        self.timings["physics"] += time.perf_counter() - started
         if not np.all(np.isfinite(d.qpos)):
             raise ReplicaError("simulation diverged (non-finite state)")
 
@@ -405,6 +414,13 @@ class Replica:
     def render(self, camera: str) -> np.ndarray:
         """An RGB image (height, width, 3) uint8 from ``camera`` (a scene camera or ``<camera>_right``),
         with the scene's background photo composited behind the station when it has one for ``camera``."""
+        started = time.perf_counter()
+        try:
+            return self._render(camera)
+        finally:
+            self.timings["rendering"] += time.perf_counter() - started
+
+    def _render(self, camera: str) -> np.ndarray:
         self._renderer.update_scene(self.data, camera=camera)
         image = self._renderer.render()
         photo = self._backgrounds.get(camera.removesuffix("_right"))
