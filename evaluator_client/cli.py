@@ -1,6 +1,6 @@
 """``arena-eval``: the evaluator lab's command-line client.
 
-arena-eval configure --server URL --key KEY [robot profile options]
+arena-eval configure --server URL --key KEY [robot profile options, e.g. --scene my-station.json]
 arena-eval run [--robot replica|droid] [--judge auto|human] [--sessions N] [--task TEXT]
 arena-eval status
 arena-eval flush
@@ -69,7 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--server", required=True, help="arena server URL, e.g. https://arena.example.org")
     c.add_argument("--key", required=True, help="your lab's API key (pa_...)")
     c.add_argument("--robot", default="replica-1", help="a name for this robot (default replica-1)")
-    c.add_argument("--platform", default="replica:tabletop-v1", help="droid, replica:tabletop-v1, ...")
+    c.add_argument(
+        "--platform",
+        help="droid, replica:<scene>, ... (default replica:tabletop-v1, or the replica of --scene)",
+    )
+    c.add_argument(
+        "--scene",
+        help="replica robots: a shipped scene's name or the path of your station's scene file (.json)",
+    )
     c.add_argument("--exterior-cameras", type=int, default=1, help="number of exterior cameras (default 1)")
     c.add_argument("--no-wrist", action="store_true", help="the robot has no wrist camera")
     c.add_argument("--stereo", action="store_true", help="the robot has a stereo camera")
@@ -119,24 +126,27 @@ def _api(config: Config) -> ArenaApi:
 
 
 def cmd_configure(args, home: Path | None) -> int:
-    kind = robot_kind(args.platform)
-    if args.action_space:
-        spaces = sorted(set(args.action_space))
-    elif kind is not None:
-        spaces = sorted(robot_capabilities(kind, args.platform).action_spaces)
-    else:
-        raise ConfigError(
-            f"robot.action_spaces: this client has no adapter for platform {args.platform!r}, "
-            "so name the spaces it runs with --action-space"
-        )
+    scene = _scene_source(args.scene)
+    platform = args.platform or (_replica_platform(scene) if scene else "replica:tabletop-v1")
+    kind = robot_kind(platform)
+    if scene and kind != "replica":
+        raise ConfigError(f"robot.scene: only replica robots have a scene file; platform {platform} has none")
     profile = RobotProfile(
         name=args.robot,
-        platform=args.platform,
+        platform=platform,
         n_external_cameras=args.exterior_cameras,
         has_wrist_camera=not args.no_wrist,
         has_stereo_camera=args.stereo,
-        action_spaces=spaces,
+        action_spaces=sorted(set(args.action_space or [])),
+        scene=scene,
     )
+    if not profile.action_spaces:
+        if kind is None:
+            raise ConfigError(
+                f"robot.action_spaces: this client has no adapter for platform {platform!r}, "
+                "so name the spaces it runs with --action-space"
+            )
+        profile.action_spaces = sorted(robot_capabilities(kind, profile).action_spaces)
     config = Config(server_url=args.server.rstrip("/"), api_key=args.key, robot=profile)
     config.check()
     if kind is not None:
@@ -149,6 +159,22 @@ def cmd_configure(args, home: Path | None) -> int:
         f"({', '.join(profile.action_spaces)}); saved to {path}"
     )
     return EXIT_OK
+
+
+def _scene_source(scene: str | None) -> str:
+    """``--scene`` as stored: a shipped scene's name as given, a file's path made absolute."""
+    if not scene:
+        return ""
+    return str(Path(scene).expanduser().resolve()) if scene.endswith(".json") else scene
+
+
+def _replica_platform(scene: str) -> str:
+    from evaluator_client.replica import SceneError, load_scene
+
+    try:
+        return f"replica:{load_scene(scene).name}"
+    except SceneError as exc:
+        raise ConfigError(f"robot.scene: {exc}") from exc
 
 
 def _configure_robot(api: ArenaApi, profile: RobotProfile) -> dict:
@@ -311,15 +337,14 @@ def replica_setup(
     task: str | None = None,
     category: str = "",
 ) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
-    """The same pair for the replica: a fresh scene per session (the scene the platform ``replica:<scene>``
-    names); without ``task``, a random replica task.
+    """The same pair for the replica: a fresh scene per session (the profile's scene file, else the scene the
+    platform ``replica:<scene>`` names); without ``task``, a random replica task.
 
     The runner sets the replica up per policy (``Replica.configure``: action space, stereo).
     """
     from evaluator_client.replica import TASK_KINDS, Replica, load_scene, task_from_instruction
 
-    platform = config.robot.platform
-    scene = load_scene(platform.split(":", 1)[1] if robot_kind(platform) == "replica" else "tabletop-v1")
+    scene = load_scene(config_mod.replica_scene_source(config.robot))
     rng = random.Random(seed)
 
     def next_task(k: int) -> tuple[str, str]:

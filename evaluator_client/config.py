@@ -32,6 +32,9 @@ class RobotProfile:
     has_wrist_camera: bool = True
     has_stereo_camera: bool = False
     action_spaces: list[str] = field(default_factory=lambda: ["cartesian_velocity"])
+    scene: str = ""
+    """Replica robots: the scene file the replica builds (a shipped scene's name, or a path to the lab's own
+    file); empty: the shipped scene the platform ``replica:<scene>`` names."""
 
     def check(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
@@ -62,19 +65,31 @@ def robot_kind(platform: str) -> str | None:
     return None
 
 
-def robot_capabilities(kind: str, platform: str = "replica:tabletop-v1") -> RobotCapabilities:
+def replica_scene_source(profile: RobotProfile) -> str:
+    """The scene file (name or path) a replica robot with this profile builds."""
+    if profile.scene:
+        return profile.scene
+    if robot_kind(profile.platform) == "replica":
+        return profile.platform.split(":", 1)[1]
+    return "tabletop-v1"
+
+
+def robot_capabilities(kind: str, profile: RobotProfile) -> RobotCapabilities:
     """What adapter ``kind`` (``"replica"`` or ``"droid"``) can run, as the adapters declare it. For the
-    replica, the exterior cameras are those of the scene ``platform`` names (``replica:<scene>``); every
-    replica camera renders a stereo pair."""
+    replica, the exterior cameras are those of the profile's scene (:func:`replica_scene_source`), whose name
+    must be the one its platform ``replica:<scene>`` names; every replica camera renders a stereo pair."""
     if kind == "replica":
         from evaluator_client.replica import ACTION_SPACES as REPLICA_SPACES
         from evaluator_client.replica import SceneError, load_scene
 
-        scene_name = platform.split(":", 1)[1] if robot_kind(platform) == "replica" else "tabletop-v1"
         try:
-            scene = load_scene(scene_name)
+            scene = load_scene(replica_scene_source(profile))
         except SceneError as exc:
-            raise ConfigError(f"robot.platform: {exc}") from exc
+            raise ConfigError(f"robot.{'scene' if profile.scene else 'platform'}: {exc}") from exc
+        if robot_kind(profile.platform) == "replica" and profile.platform != f"replica:{scene.name}":
+            raise ConfigError(
+                f"robot.scene: the scene file is {scene.name!r}, the robot's platform is {profile.platform}"
+            )
         return RobotCapabilities(kind, tuple(REPLICA_SPACES), (1, len(scene.exterior_cameras)), True)
     if kind == "droid":
         from evaluator_client.droid import DroidRobot
@@ -90,7 +105,7 @@ def check_profile_runs_on(profile: RobotProfile, kind: str) -> None:
         raise ConfigError(
             f"robot.platform: robot {profile.name!r} is a {profile.platform} robot; run it with --robot {declared}"
         )
-    can = robot_capabilities(kind, profile.platform)
+    can = robot_capabilities(kind, profile)
     missing = [space for space in profile.action_spaces if space not in can.action_spaces]
     if missing:
         raise ConfigError(

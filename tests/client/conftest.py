@@ -59,8 +59,8 @@ class Network:
         return arena_eval(["--home", str(self.home), *args])
 
     def configure(self, server_url: str | None = None, *extra: str) -> None:
-        """Configure the lab's client for a replica robot (every action space the replica runs, unless
-        ``extra`` options say otherwise)."""
+        """Configure the lab's client for a replica robot (the tabletop-v1 scene and every action space the
+        replica runs, unless ``extra`` options say otherwise)."""
         code = self.eval(
             "configure",
             "--server",
@@ -69,8 +69,6 @@ class Network:
             self.lab_key,
             "--robot",
             "replica-1",
-            "--platform",
-            "replica:tabletop-v1",
             *extra,
         )
         assert code == 0

@@ -45,8 +45,18 @@ CONFIGURE = ("configure", "--server", "http://127.0.0.1:9", "--key", "pa_x_y", "
         (("--platform", "droid", "--exterior-cameras", "3"), "robot.n_external_cameras"),
         (("--platform", "replica:tabletop-v1", "--exterior-cameras", "4"), "robot.n_external_cameras"),
         (("--platform", "widowx"), "robot.action_spaces"),
+        (("--platform", "replica:tabletop-v1", "--scene", "workbench-v1"), "robot.scene"),
+        (("--scene", "/nowhere/my-station.json"), "robot.scene"),
+        (("--platform", "droid", "--scene", "workbench-v1"), "robot.scene"),
     ],
-    ids=["droid-3-cameras", "replica-4-cameras", "unknown-platform-no-spaces"],
+    ids=[
+        "droid-3-cameras",
+        "replica-4-cameras",
+        "unknown-platform-no-spaces",
+        "scene-of-another-platform",
+        "missing-scene-file",
+        "scene-on-droid",
+    ],
 )
 def test_configure_refuses_a_profile_the_robot_cannot_run(tmp_path, options, field):
     result = arena_eval(tmp_path, *CONFIGURE, *options)
