@@ -13,6 +13,7 @@ import pytest
 
 from arena.models import EvaluationSession
 from evaluator_client import config as config_mod
+from policy_server.check import DRY_RUN_PROMPT
 from tests.policy_server.roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
 
 ARENA_EVAL = Path(sys.executable).with_name("arena-eval")
@@ -92,7 +93,7 @@ class FailsInSessions(ConfigPolicy):
     """Passes its health check, then fails on every observation an evaluator sends."""
 
     def infer(self, obs):
-        if obs["prompt"] != "pick up the red block and put it in the bowl":  # the check's dry-run prompt
+        if obs["prompt"] != DRY_RUN_PROMPT:
             raise RuntimeError("the policy lost its GPU")
         return super().infer(obs)
 
