@@ -10,7 +10,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,8 +74,8 @@ class Network:
         assert code == 0
 
 
-@pytest.fixture
-def arena(live_server, settings, tmp_path, transactional_db):
+@contextmanager
+def live_arena(live_server, settings, tmp_path: Path) -> Iterator[Network]:
     """The server, the relay, an owner and a lab: no policies registered yet."""
     settings.ARENA_PUBLIC_URL = live_server.url
     settings.VIDEO_DIR = tmp_path / "videos"
@@ -87,14 +87,21 @@ def arena(live_server, settings, tmp_path, transactional_db):
 
 
 @pytest.fixture
-def network(arena):
-    """:func:`arena` with the expert and random baselines served and registered."""
-    with ExitStack() as stack:
+def arena(live_server, settings, tmp_path, transactional_db):
+    """:func:`live_arena` as a fixture."""
+    with live_arena(live_server, settings, tmp_path) as net:
+        yield net
+
+
+@pytest.fixture
+def network(live_server, settings, tmp_path, transactional_db):
+    """:func:`live_arena` with the expert and random baselines served and registered."""
+    with live_arena(live_server, settings, tmp_path) as net, ExitStack() as stack:
         for name in ("expert", "random"):
             handle = stack.enter_context(serve_in_thread(make_baseline(name)))
-            arena.servers[name] = handle
-            arena.register(name, handle.url)
-        yield arena
+            net.servers[name] = handle
+            net.register(name, handle.url)
+        yield net
 
 
 OPENPI_SERVER_ECHO = Path(__file__).resolve().parents[1] / "policy_server" / "openpi_server_echo.py"
