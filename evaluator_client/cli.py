@@ -1,6 +1,6 @@
 """``arena-eval``: the evaluator lab's command-line client.
 
-arena-eval configure --server URL --key KEY [robot profile options]
+arena-eval configure --server URL --key KEY [robot profile options, e.g. --scene my-station.json]
 arena-eval run [--robot replica|droid] [--judge auto|human] [--sessions N] [--task TEXT]
 arena-eval status
 arena-eval flush
@@ -16,7 +16,15 @@ from pathlib import Path
 
 from evaluator_client import config as config_mod
 from evaluator_client.api import ApiError, ArenaApi, ServerUnreachable
-from evaluator_client.config import ACTION_SPACES, Config, ConfigError, RobotProfile
+from evaluator_client.config import (
+    ACTION_SPACES,
+    Config,
+    ConfigError,
+    RobotProfile,
+    check_profile_runs_on,
+    robot_capabilities,
+    robot_kind,
+)
 from evaluator_client.spool import Spool
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -61,7 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--server", required=True, help="arena server URL, e.g. https://arena.example.org")
     c.add_argument("--key", required=True, help="your lab's API key (pa_...)")
     c.add_argument("--robot", default="replica-1", help="a name for this robot (default replica-1)")
-    c.add_argument("--platform", default="replica:tabletop-v1", help="droid, replica:tabletop-v1, ...")
+    c.add_argument(
+        "--platform",
+        help="droid, replica:<scene>, ... (default replica:tabletop-v1, or the replica of --scene)",
+    )
+    c.add_argument(
+        "--scene",
+        help="replica robots: a shipped scene's name or the path of your station's scene file (.json)",
+    )
     c.add_argument("--exterior-cameras", type=int, default=1, help="number of exterior cameras (default 1)")
     c.add_argument("--no-wrist", action="store_true", help="the robot has no wrist camera")
     c.add_argument("--stereo", action="store_true", help="the robot has a stereo camera")
@@ -69,7 +84,8 @@ def _parser() -> argparse.ArgumentParser:
         "--action-space",
         action="append",
         choices=ACTION_SPACES,
-        help="an action space the robot executes (repeat for several; default cartesian_velocity)",
+        help="an action space the robot executes (repeat for several; default: every space the replica or "
+        "DROID adapter runs for a replica:... or droid platform)",
     )
     c.set_defaults(handler=cmd_configure)
 
@@ -110,21 +126,55 @@ def _api(config: Config) -> ArenaApi:
 
 
 def cmd_configure(args, home: Path | None) -> int:
+    scene = _scene_source(args.scene)
+    platform = args.platform or (_replica_platform(scene) if scene else "replica:tabletop-v1")
+    kind = robot_kind(platform)
+    if scene and kind != "replica":
+        raise ConfigError(f"robot.scene: only replica robots have a scene file; platform {platform} has none")
     profile = RobotProfile(
         name=args.robot,
-        platform=args.platform,
+        platform=platform,
         n_external_cameras=args.exterior_cameras,
         has_wrist_camera=not args.no_wrist,
         has_stereo_camera=args.stereo,
-        action_spaces=sorted(set(args.action_space or ["cartesian_velocity"])),
+        action_spaces=sorted(set(args.action_space or [])),
+        scene=scene,
     )
+    if not profile.action_spaces:
+        if kind is None:
+            raise ConfigError(
+                f"robot.action_spaces: this client has no adapter for platform {platform!r}, "
+                "so name the spaces it runs with --action-space"
+            )
+        profile.action_spaces = sorted(robot_capabilities(kind, profile).action_spaces)
     config = Config(server_url=args.server.rstrip("/"), api_key=args.key, robot=profile)
     config.check()
+    if kind is not None:
+        check_profile_runs_on(profile, kind)
     with _api(config) as api:
         me = _configure_robot(api, profile)
     path = config_mod.save(config, home)
-    print(f"configured {me['name']} ({me['organization']}), robot {profile.name}; saved to {path}")
+    print(
+        f"configured {me['name']} ({me['organization']}), robot {profile.name} "
+        f"({', '.join(profile.action_spaces)}); saved to {path}"
+    )
     return EXIT_OK
+
+
+def _scene_source(scene: str | None) -> str:
+    """``--scene`` as stored: a shipped scene's name as given, a file's path made absolute."""
+    if not scene:
+        return ""
+    return str(Path(scene).expanduser().resolve()) if scene.endswith(".json") else scene
+
+
+def _replica_platform(scene: str) -> str:
+    from evaluator_client.replica import SceneError, load_scene
+
+    try:
+        return f"replica:{load_scene(scene).name}"
+    except SceneError as exc:
+        raise ConfigError(f"robot.scene: {exc}") from exc
 
 
 def _configure_robot(api: ArenaApi, profile: RobotProfile) -> dict:
@@ -140,6 +190,8 @@ def _configure_robot(api: ArenaApi, profile: RobotProfile) -> dict:
             for k in ("platform", "n_external_cameras", "has_wrist_camera", "has_stereo_camera")
             if robot[k] != getattr(profile, k)
         ]
+        if sorted(robot["action_spaces"]) != sorted(profile.action_spaces):
+            mismatch.append("action_spaces")
         if mismatch:
             raise CliError(
                 f"robot {profile.name!r} is registered with other {', '.join(mismatch)}: pick a new --robot"
@@ -160,6 +212,7 @@ def _configure_robot(api: ArenaApi, profile: RobotProfile) -> dict:
 
 def cmd_run(args, home: Path | None) -> int:
     config = config_mod.load(home)
+    check_profile_runs_on(config.robot, args.robot)
     with _api(config) as api:
         return _run_sessions(args, config, api, Spool(home or config_mod.default_home()))
 
@@ -193,6 +246,10 @@ def _run_sessions(args, config: Config, api: ArenaApi, spool: Spool) -> int:
         )
     counts = {s: sum(o.status == s for o in outcomes) for s in ("submitted", "aborted", "spooled", "failed")}
     print("done: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n))
+    if outcomes and counts["aborted"] == len(outcomes):
+        last_reason = next(iter(outcomes[-1].message.splitlines()), "no reason given")
+        print(f"arena-eval: every session aborted (the last: {last_reason})", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK if not counts["failed"] and not counts["spooled"] else EXIT_FAILED
 
 
@@ -252,15 +309,23 @@ def _judge(args):
 
 def _robot_factory(args, config: Config) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
     if args.robot == "droid":
-        return droid_setup(task=args.task, category=args.category)
+        return droid_setup(config, task=args.task, category=args.category)
     return replica_setup(config, perturb=args.perturb, seed=args.seed, task=args.task, category=args.category)
 
 
-def droid_setup(*, task: str | None, category: str) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
-    """``make_robot(task)`` and ``next_task(k) -> (instruction, category)`` for a DROID robot."""
-    from evaluator_client.droid import DroidRobot
+def droid_setup(
+    config: Config, *, task: str | None, category: str
+) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
+    """``make_robot(task)`` and ``next_task(k) -> (instruction, category)`` for a DROID robot.
 
-    robot = DroidRobot()
+    The one station serves every session; the runner sets it up per policy (``DroidRobot.configure``).
+    """
+    from evaluator_client.droid import DroidRobot, DroidUnavailableError
+
+    try:
+        robot = DroidRobot(n_exterior_cameras=config.robot.n_external_cameras)
+    except DroidUnavailableError as exc:
+        raise CliError(str(exc)) from exc
     return (lambda _task: robot), (lambda k: (task or _ask_task(), category))
 
 
@@ -272,12 +337,15 @@ def replica_setup(
     task: str | None = None,
     category: str = "",
 ) -> tuple[Callable, Callable[[int], tuple[str, str]]]:
-    """The same pair for the replica: a fresh scene per session; without ``task``, a random replica task."""
+    """The same pair for the replica: a fresh scene per session (the profile's scene file, else the scene the
+    platform ``replica:<scene>`` names); without ``task``, a random replica task.
+
+    The runner sets the replica up per policy (``Replica.configure``: action space, stereo).
+    """
     from evaluator_client.replica import TASK_KINDS, Replica, load_scene, task_from_instruction
 
-    scene = load_scene("tabletop-v1")
+    scene = load_scene(config_mod.replica_scene_source(config.robot))
     rng = random.Random(seed)
-    action_space = config.robot.action_spaces[0]
 
     def next_task(k: int) -> tuple[str, str]:
         if task:
@@ -291,7 +359,6 @@ def replica_setup(
             perturb=perturb,
             scene=scene,
             n_exterior_cameras=max(1, config.robot.n_external_cameras),
-            action_space=action_space,
         )
 
     return make_robot, next_task

@@ -1,4 +1,9 @@
-"""The lab's client configuration: server, API key and robot profile, in a file only its owner can read."""
+"""The lab's client configuration: server, API key and robot profile, in a file only its owner can read.
+
+A profile also has to fit the robot that runs it: :func:`check_profile_runs_on` compares it with what the
+adapter for its platform (the replica for ``replica:<scene>``, the DROID adapter for ``droid``/``droid:...``)
+can do: action spaces, exterior cameras, stereo.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ACTION_SPACES = ("joint_position", "joint_velocity", "cartesian_position", "cartesian_velocity")
+ROBOT_KINDS = ("replica", "droid")
 
 
 class ConfigError(Exception):
@@ -26,6 +32,9 @@ class RobotProfile:
     has_wrist_camera: bool = True
     has_stereo_camera: bool = False
     action_spaces: list[str] = field(default_factory=lambda: ["cartesian_velocity"])
+    scene: str = ""
+    """Replica robots: the scene file the replica builds (a shipped scene's name, or a path to the lab's own
+    file); empty: the shipped scene the platform ``replica:<scene>`` names."""
 
     def check(self) -> None:
         if not self.name.replace("-", "").replace("_", "").isalnum():
@@ -35,6 +44,82 @@ class RobotProfile:
         unknown = [s for s in self.action_spaces if s not in ACTION_SPACES]
         if unknown or not self.action_spaces:
             raise ConfigError(f"robot.action_spaces: choose from {', '.join(ACTION_SPACES)}")
+
+
+@dataclass(frozen=True)
+class RobotCapabilities:
+    """What one of this client's robot adapters can be set up for."""
+
+    kind: str
+    action_spaces: tuple[str, ...]
+    exterior_cameras: tuple[int, int]  # (fewest, most)
+    stereo: bool
+
+
+def robot_kind(platform: str) -> str | None:
+    """``"replica"`` or ``"droid"``: the adapter of this client that runs ``platform``; None for other robots."""
+    if platform.startswith("replica:"):
+        return "replica"
+    if platform == "droid" or platform.startswith("droid:"):
+        return "droid"
+    return None
+
+
+def replica_scene_source(profile: RobotProfile) -> str:
+    """The scene file (name or path) a replica robot with this profile builds."""
+    if profile.scene:
+        return profile.scene
+    if robot_kind(profile.platform) == "replica":
+        return profile.platform.split(":", 1)[1]
+    return "tabletop-v1"
+
+
+def robot_capabilities(kind: str, profile: RobotProfile) -> RobotCapabilities:
+    """What adapter ``kind`` (``"replica"`` or ``"droid"``) can run, as the adapters declare it. For the
+    replica, the exterior cameras are those of the profile's scene (:func:`replica_scene_source`), whose name
+    must be the one its platform ``replica:<scene>`` names; every replica camera renders a stereo pair."""
+    if kind == "replica":
+        from evaluator_client.replica import ACTION_SPACES as REPLICA_SPACES
+        from evaluator_client.replica import SceneError, load_scene
+
+        try:
+            scene = load_scene(replica_scene_source(profile))
+        except SceneError as exc:
+            raise ConfigError(f"robot.{'scene' if profile.scene else 'platform'}: {exc}") from exc
+        if robot_kind(profile.platform) == "replica" and profile.platform != f"replica:{scene.name}":
+            raise ConfigError(
+                f"robot.scene: the scene file is {scene.name!r}, the robot's platform is {profile.platform}"
+            )
+        return RobotCapabilities(kind, tuple(REPLICA_SPACES), (1, len(scene.exterior_cameras)), True)
+    if kind == "droid":
+        from evaluator_client.droid import DroidRobot
+
+        return RobotCapabilities(kind, tuple(DroidRobot.action_spaces), (1, 2), True)
+    raise ValueError(f"unknown robot kind {kind!r}; this client runs {', '.join(ROBOT_KINDS)}")
+
+
+def check_profile_runs_on(profile: RobotProfile, kind: str) -> None:
+    """Raise :class:`ConfigError` (naming the field) when adapter ``kind`` cannot run ``profile``."""
+    declared = robot_kind(profile.platform)
+    if declared is not None and declared != kind:
+        raise ConfigError(
+            f"robot.platform: robot {profile.name!r} is a {profile.platform} robot; run it with --robot {declared}"
+        )
+    can = robot_capabilities(kind, profile)
+    missing = [space for space in profile.action_spaces if space not in can.action_spaces]
+    if missing:
+        raise ConfigError(
+            f"robot.action_spaces: the {kind} cannot run {', '.join(missing)} "
+            f"(it runs {', '.join(can.action_spaces)})"
+        )
+    fewest, most = can.exterior_cameras
+    if not fewest <= profile.n_external_cameras <= most:
+        raise ConfigError(
+            f"robot.n_external_cameras: the {kind} has {fewest} to {most} exterior cameras, "
+            f"not {profile.n_external_cameras}"
+        )
+    if profile.has_stereo_camera and not can.stereo:
+        raise ConfigError(f"robot.has_stereo_camera: the {kind} renders no stereo frames")
 
 
 @dataclass

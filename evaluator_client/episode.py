@@ -4,7 +4,11 @@ The policy is anything with ``infer(obs) -> {"actions": (H, D)}`` and ``reset()`
 in-process :class:`policy_server.base.BasePolicy`). The runner asks for a new chunk when the previous one is
 used up: at most ``replan_steps`` actions of each chunk are executed open-loop. Only the observation keys the
 policy's requirements ask for are sent (RoboArena's config: ``n_external_cameras``, ``needs_wrist_camera``,
-``image_resolution`` with resize-with-pad; plus ``needs_replica_state`` for scripted baselines).
+``needs_stereo_camera`` for the ``_right`` frames, ``image_resolution`` with resize-with-pad, or the robot's
+native frames when it is null; plus ``needs_replica_state`` for scripted baselines).
+
+The robot is set up per policy, as RoboArena's evaluator builds its ``RobotEnv`` per policy: call
+:func:`configure_robot` with the policy's requirements before resetting the robot for its episode.
 
 Failures are attributed: anything raised by, or wrong in the answer of, the policy aborts with
 :class:`PolicyFailure`; anything raised by the robot with :class:`RobotFailure`. Both carry ``party`` and the
@@ -21,8 +25,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from evaluator_client.robot import Robot
+from policy_server.check import ACTION_DIMS, DEFAULT_ACTION_SPACE
 
-ACTION_DIMS = {"cartesian_velocity": 7, "cartesian_position": 7, "joint_velocity": 8, "joint_position": 8}
 PROPRIO_KEYS = (
     "observation/joint_position",
     "observation/cartesian_position",
@@ -111,8 +115,14 @@ def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
+def policy_action_space(requirements: Mapping[str, Any]) -> str:
+    """The action space the policy's actions are in (:data:`DEFAULT_ACTION_SPACE` when it declares none)."""
+    return requirements.get("action_space") or DEFAULT_ACTION_SPACE
+
+
 def check_requirements(robot: Robot, requirements: Mapping[str, Any]) -> None:
-    """Raise :class:`RequirementsError` when the robot cannot provide what the policy asks for."""
+    """Raise :class:`RequirementsError` when the robot cannot provide what the policy asks for: its cameras,
+    or an action space the robot cannot be configured for (stereo is the robot's ``configure`` to refuse)."""
     n_exterior = int(requirements.get("n_external_cameras", 1))
     have_exterior = sum(1 for name in robot.cameras if name != "wrist")
     if n_exterior > have_exterior:
@@ -121,27 +131,45 @@ def check_requirements(robot: Robot, requirements: Mapping[str, Any]) -> None:
         )
     if requirements.get("needs_wrist_camera", True) and "wrist" not in robot.cameras:
         raise RequirementsError("the policy needs a wrist camera; this robot has none")
-    if requirements.get("needs_stereo_camera", False):
-        raise RequirementsError("the policy needs stereo images; this client sends left images only")
-    space = requirements.get("action_space")
-    if space is not None and space != robot.action_space:
+    space = policy_action_space(requirements)
+    if space not in robot.action_spaces:
         raise RequirementsError(
-            f"the policy outputs {space!r} actions; this robot is configured for {robot.action_space!r}"
+            f"the policy outputs {space!r} actions; this robot runs only {', '.join(robot.action_spaces)}"
         )
+
+
+def configure_robot(robot: Robot, requirements: Mapping[str, Any]) -> None:
+    """Set ``robot`` up for one policy: its action space and, when it asks for them, stereo cameras.
+
+    Call before ``robot.reset`` for that policy's episode. Raises :class:`RequirementsError` when the robot
+    cannot (too few cameras, an action space or stereo it does not offer).
+    """
+    check_requirements(robot, requirements)
+    try:
+        robot.configure(
+            action_space=policy_action_space(requirements),
+            stereo=bool(requirements.get("needs_stereo_camera", False)),
+        )
+    except ValueError as exc:
+        raise RequirementsError(f"the robot cannot be set up for this policy: {exc}") from exc
 
 
 def filter_observation(
     obs: Mapping[str, Any], requirements: Mapping[str, Any], prompt: str
 ) -> dict[str, Any]:
-    """The observation to send: proprioception, the requested cameras (resized with padding), the prompt."""
+    """The observation to send: proprioception, the requested cameras, the prompt.
+
+    Images are resized with padding to ``image_resolution`` (H, W), or sent as the robot renders them when it
+    is None; ``_right`` frames are added for a policy that needs stereo. Raises ``KeyError`` when ``obs``
+    lacks a key the policy needs.
+    """
     out: dict[str, Any] = {key: obs[key] for key in PROPRIO_KEYS}
     resolution = requirements.get("image_resolution")
-    keys = [
-        f"observation/exterior_image_{i}_left"
-        for i in range(1, int(requirements.get("n_external_cameras", 1)) + 1)
-    ]
+    sides = ("left", "right") if requirements.get("needs_stereo_camera", False) else ("left",)
+    cameras = [f"exterior_image_{i}" for i in range(1, int(requirements.get("n_external_cameras", 1)) + 1)]
     if requirements.get("needs_wrist_camera", True):
-        keys.append(WRIST_KEY)
+        cameras.append("wrist_image")
+    keys = [f"observation/{camera}_{side}" for camera in cameras for side in sides]
     for key in keys:
         image = obs[key]
         out[key] = resize_with_pad(image, int(resolution[0]), int(resolution[1])) if resolution else image
@@ -189,7 +217,8 @@ def run_episode(
     """Run one episode of ``policy`` on ``robot`` from its current state (reset the robot before).
 
     ``requirements``: the policy's metadata (RoboArena config); default one exterior camera, a wrist camera,
-    native resolution. ``stop``: polled before every step, True ends the episode (operator stop).
+    native resolution, :data:`DEFAULT_ACTION_SPACE`. The robot must be set up for them
+    (:func:`configure_robot`). ``stop``: polled before every step, True ends the episode (operator stop).
     ``on_step(step, progress)``: called after every executed step. ``recorder``: receives camera frames for
     the steps it wants. ``realtime``: sleep so steps run at ``robot.control_hz`` (real robots); the replica
     runs as fast as it can. ``stop_on_success_steps``: end early once success has held this many steps.
@@ -198,9 +227,15 @@ def run_episode(
     """
     requirements = dict(requirements or {})
     check_requirements(robot, requirements)
+    space = policy_action_space(requirements)
+    if robot.action_space != space:
+        raise RequirementsError(
+            f"the robot is set up for {robot.action_space!r}, the policy outputs {space!r}: "
+            "call configure_robot(robot, requirements) before resetting it for the episode"
+        )
     if replan_steps < 1:
         raise ValueError("replan_steps must be at least 1")
-    action_dim = ACTION_DIMS[robot.action_space]
+    action_dim = ACTION_DIMS[space]
     result = EpisodeResult()
     timings = {"policy": 0.0, "observe": 0.0, "apply": 0.0, "record": 0.0}
     result.timings = timings
@@ -236,9 +271,9 @@ def run_episode(
                 t0 = time.perf_counter()
                 obs = robot.observe()
                 timings["observe"] += time.perf_counter() - t0
+                sent = filter_observation(obs, requirements, prompt)
             except Exception as exc:
                 raise abort(RobotFailure, exc) from exc
-            sent = filter_observation(obs, requirements, prompt)
             try:
                 t0 = time.perf_counter()
                 answer = policy.infer(sent)

@@ -1,7 +1,8 @@
 """The robot side of an evaluation: what the episode runner needs from a real robot or the replica.
 
 Observations use DROID's keys: ``observation/exterior_image_1_left`` (and ``_2_left`` with two exterior
-cameras) and ``observation/wrist_image_left`` as uint8 (H, W, 3) RGB; ``observation/joint_position`` (7,),
+cameras) and ``observation/wrist_image_left`` as uint8 (H, W, 3) RGB at the camera's native resolution (16:9
+for DROID's ZED cameras), plus the ``..._right`` images of each stereo pair when configured ``stereo``; ``observation/joint_position`` (7,),
 ``observation/cartesian_position`` (6,) ``[x, y, z, roll, pitch, yaw]`` (m, rad, extrinsic xyz Euler),
 ``observation/gripper_position`` (1,) in [0, 1] (0 open). Keys under ``replica/`` are simulator-only.
 
@@ -32,6 +33,11 @@ class Robot(Protocol):
     control_hz: float
     action_space: str
     action_spaces: list[str]
+
+    def configure(self, *, action_space: str, stereo: bool = False) -> None:
+        """Set up the robot for one policy before ``reset``: the action space ``apply`` interprets (one of
+        ``action_spaces``) and whether ``observe`` adds the ``_right`` stereo images. Raises ValueError naming
+        the space when the robot cannot run it."""
 
     def reset(self, seed: int | None = None) -> None:
         """Bring the scene to the start state for ``seed`` (deterministic on the replica)."""

@@ -1,6 +1,11 @@
 """One blinded evaluation session, end to end: request a pair, run slot A then slot B from the same start
 scene, score, decide, spool, upload, submit.
 
+The robot is set up per policy (:func:`~evaluator_client.episode.configure_robot`: the action space and stereo
+cameras that slot's requirements ask for) before it is reset for that slot, as RoboArena's evaluator builds a
+``RobotEnv`` per policy. Each policy knows its episode as ``<session id>-<slot>`` (RoboArena's form): in every
+observation when it asks for ``needs_session_id``, and in ``reset_info`` always.
+
 Everything the session produces goes to the spool before it is sent (see :mod:`evaluator_client.spool`). A policy
 that fails mid-episode aborts the session with that policy at fault; a robot failure blames the robot; an
 operator who refuses to confirm the start scene aborts with the operator at fault.
@@ -19,7 +24,13 @@ from typing import Any
 from tqdm import tqdm
 
 from evaluator_client.api import ArenaApi, ServerUnreachable
-from evaluator_client.episode import EpisodeAborted, EpisodeResult, RequirementsError, run_episode
+from evaluator_client.episode import (
+    EpisodeAborted,
+    EpisodeResult,
+    RequirementsError,
+    configure_robot,
+    run_episode,
+)
 from evaluator_client.judge import Judge
 from evaluator_client.robot import Robot
 from evaluator_client.spool import Spool, new_key
@@ -84,12 +95,16 @@ def run_session(
     progress: dict[str, int] = {}
     workdir = Path(tempfile.mkdtemp(prefix=f"arena-{sid[:8]}-"))
     for slot in SLOTS:
+        requirements = session["slots"][slot]["requirements"]
+        try:
+            configure_robot(robot, requirements)
+        except RequirementsError as exc:
+            return _abort(api, spool, entry, f"slot {slot}: {exc}", "robot", log)
         robot.reset(seed)
         if not judge.confirm_start(robot.start_image()):
             return _abort(
                 api, spool, entry, "the operator could not restore the start scene", "operator", log
             )
-        requirements = session["slots"][slot]["requirements"]
         recorder = VideoRecorder(workdir, f"{slot}", robot.cameras, source_hz=robot.control_hz)
         bar = tqdm(
             total=options.max_steps,
@@ -103,8 +118,8 @@ def run_session(
                 session["slots"][slot]["relay_url"],
                 connect_timeout=options.connect_timeout,
                 request_timeout=options.request_timeout,
+                session_id=f"{sid}-{slot}",
             ) as client:
-                client.reset()
                 result = run_episode(
                     robot,
                     client,

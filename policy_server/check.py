@@ -30,7 +30,16 @@ from policy_server.client import (
 from policy_server.server import PROTOCOL_KEY
 
 ACTION_SPACES = ("joint_position", "joint_velocity", "cartesian_position", "cartesian_velocity")
+ACTION_DIMS = {"joint_position": 8, "joint_velocity": 8, "cartesian_position": 7, "cartesian_velocity": 7}
+"""Width of one action row per DROID action space: 7 joints + gripper, or xyz + roll-pitch-yaw + gripper."""
+DEFAULT_ACTION_SPACE = "joint_velocity"
+"""The space of a policy whose metadata declares none: openpi's DROID checkpoints (pi0-, pi0-FAST-, pi05-DROID)
+send empty metadata and answer (10, 8) / (15, 8) joint-velocity chunks. (RoboArena's servers always declare one:
+their config's default is ``joint_position``.)"""
 DEFAULT_IMAGE_RESOLUTION = (224, 224)
+NATIVE_DRY_RUN_RESOLUTION = (288, 512)
+"""Frame size (H, W) of the dry run for a policy asking for native frames (``image_resolution: null``):
+16:9 like DROID's ZED cameras, at the size RoboArena's evaluator sends them."""
 MIN_ACTION_DIM = 7
 MAX_IMAGE_SIDE = 4096
 DRY_RUN_PROMPT = "pick up the red block and put it in the bowl"
@@ -101,36 +110,36 @@ def _positive_int(metadata: Mapping[str, Any], key: str) -> int | None:
 def requirements_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """What the policy needs from a rig, with openpi-DROID defaults for whatever the metadata leaves out.
 
-    Returns ``platform`` (str or None), ``image_resolution`` ([H, W] pixels, default 224x224),
+    Returns ``platform`` (str or None), ``image_resolution`` ([H, W] pixels; default 224x224 when the key is
+    absent, as openpi's DROID client resizes; None when the metadata says ``null``: native frames),
     ``n_external_cameras`` (0-2, default 1), ``needs_wrist_camera`` (default True), ``needs_stereo_camera``
-    (default False), ``needs_session_id`` (default False), ``action_space`` (default ``"joint_velocity"``),
+    (default False), ``needs_session_id`` (default False), ``action_space`` (default
+    :data:`DEFAULT_ACTION_SPACE`),
     ``action_dim`` and ``action_horizon`` (ints, or None when the metadata does not declare them).
     Raises :class:`MetadataError` for a declared value of the wrong type or range.
     """
     platform = metadata.get("platform")
     if platform is not None and not isinstance(platform, str):
         raise MetadataError(f"platform must be a string, got {platform!r}")
-    resolution = metadata.get("image_resolution")
-    if resolution is None:
-        resolution = DEFAULT_IMAGE_RESOLUTION
-    elif (
+    resolution = metadata.get("image_resolution", DEFAULT_IMAGE_RESOLUTION)
+    if resolution is not None and (
         not isinstance(resolution, list | tuple | np.ndarray)
         or len(resolution) != 2
         or not all(isinstance(n, int | np.integer) and not isinstance(n, bool) for n in resolution)
         or not all(1 <= n <= MAX_IMAGE_SIDE for n in resolution)
     ):
         raise MetadataError(
-            f"image_resolution must be [H, W] in 1..{MAX_IMAGE_SIDE} pixels, got {resolution!r}"
+            f"image_resolution must be [H, W] in 1..{MAX_IMAGE_SIDE} pixels or null, got {resolution!r}"
         )
     cameras = metadata.get("n_external_cameras", 1)
     if isinstance(cameras, bool) or not isinstance(cameras, int | np.integer) or not 0 <= cameras <= 2:
         raise MetadataError(f"n_external_cameras must be 0, 1 or 2, got {cameras!r}")
-    action_space = metadata.get("action_space", "joint_velocity")
+    action_space = metadata.get("action_space", DEFAULT_ACTION_SPACE)
     if action_space not in ACTION_SPACES:
         raise MetadataError(f"action_space must be one of {', '.join(ACTION_SPACES)}, got {action_space!r}")
     requirements = {
         "platform": platform,
-        "image_resolution": [int(resolution[0]), int(resolution[1])],
+        "image_resolution": None if resolution is None else [int(resolution[0]), int(resolution[1])],
         "n_external_cameras": int(cameras),
         "needs_wrist_camera": _bool(metadata, "needs_wrist_camera", True),
         "needs_stereo_camera": _bool(metadata, "needs_stereo_camera", False),
@@ -148,11 +157,12 @@ def requirements_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
 def dummy_observation(requirements: Mapping[str, Any], *, seed: int = 0) -> dict[str, Any]:
     """A DROID observation with exactly the cameras the requirements ask for.
 
-    Images are uint8 (H, W, 3) noise; ``observation/joint_position`` (7,), ``observation/cartesian_position``
+    Images are uint8 (H, W, 3) noise, at :data:`NATIVE_DRY_RUN_RESOLUTION` for a policy asking for native
+    frames; ``observation/joint_position`` (7,), ``observation/cartesian_position``
     (6,) and ``observation/gripper_position`` (1,) are float64; ``prompt`` is a task instruction.
     """
     rng = np.random.default_rng(seed)
-    height, width = requirements["image_resolution"]
+    height, width = requirements["image_resolution"] or NATIVE_DRY_RUN_RESOLUTION
     sides = ("left", "right") if requirements["needs_stereo_camera"] else ("left",)
 
     def image() -> np.ndarray:
@@ -244,10 +254,9 @@ def policy_check(
         except PolicyUnavailable as exc:
             return _failure("unreachable", f"connection lost during the dry run: {exc}", **found)
     horizon, dim = result["actions"].shape
-    if dim < MIN_ACTION_DIM:
-        return _failure(
-            "bad_action", f"actions have {dim} dims, at least {MIN_ACTION_DIM} are needed", **found
-        )
+    mismatch = action_space_mismatch(metadata, requirements["action_space"], result["actions"].shape)
+    if mismatch:
+        return _failure("bad_action", f"the dry-run reply's actions are {mismatch}", **found)
     declared_horizon = requirements["action_horizon"]
     if declared_horizon is not None and horizon != declared_horizon:
         return _failure(
@@ -262,6 +271,25 @@ def policy_check(
         latency_ms=latency_ms,
         **found,
     )
+
+
+def action_space_mismatch(
+    metadata: Mapping[str, Any], action_space: str, shape: tuple[int, ...]
+) -> str | None:
+    """``None`` when ``(H, D)`` actions can be rows of ``action_space``, else the end of the sentence "the
+    dry-run reply's actions are ...", naming the shape and the space.
+
+    ``metadata`` is what the policy declared (to tell a declared space from the default one).
+    """
+    expected = ACTION_DIMS[action_space]
+    if shape[-1] == expected:
+        return None
+    declared = (
+        f"declares action_space {action_space!r}"
+        if "action_space" in metadata
+        else f"declares no action_space, so it is taken for {action_space!r} (openpi's DROID default)"
+    )
+    return f"{tuple(int(n) for n in shape)}, but the policy {declared}, whose actions are (H, {expected})"
 
 
 def check_many(

@@ -4,10 +4,16 @@ Dialects, told apart from the metadata frame the server sends on connect:
 
 - ``"arena"``: our :mod:`policy_server.server` (metadata carries ``arena_protocol``). ``endpoint`` is sent on
   every request; ``reset`` is answered with a msgpack confirmation.
-- ``"roboarena"``: RoboArena's policy server, whose metadata is exactly its config dict. It needs ``endpoint``
-  on every request and answers ``reset`` with the text frame ``"reset successful"``.
+- ``"roboarena"``: RoboArena's policy server, whose metadata is exactly its config dict (``PolicyServerConfig``:
+  see :data:`ROBOARENA_METADATA_KEYS`). It needs ``endpoint`` on every request and answers ``reset`` with the
+  text frame ``"reset successful"``.
 - ``"openpi"``: openpi's reference server (arbitrary metadata). It passes every request key to the policy, so
   no ``endpoint`` key is sent, and it has no reset message: :meth:`PolicyClient.reset` is a no-op there.
+
+Of the config's fields, the client itself honours ``needs_session_id`` (with a ``session_id`` given, every
+observation carries it, as RoboArena's evaluator sends it) and gives every ``reset`` a ``reset_info`` holding the
+session id; the cameras, resolution and action space are the episode runner's business (it builds the
+observation).
 
 A client holds one websocket and is not thread-safe (the protocol is lockstep). Only the standard library,
 numpy, msgpack and websockets are used; nothing here imports Django.
@@ -42,6 +48,9 @@ ROBOARENA_METADATA_KEYS = frozenset(
         "action_space",
     }
 )
+ROBOARENA_OPTIONAL_KEYS = frozenset({"image_resolution"})
+"""Config keys a frame may lack and still be RoboArena's: our relay forwards only requirements of a checkable
+form, and ``image_resolution: None`` (native frames) has none, so it arrives without that key."""
 ROBOARENA_RESET_REPLY = "reset successful"
 
 
@@ -82,10 +91,17 @@ class BadAction(PolicyClientError):
 
 
 def detect_dialect(metadata: Mapping[str, Any]) -> str:
-    """``"arena"``, ``"roboarena"`` or ``"openpi"`` from the server's metadata frame."""
+    """``"arena"``, ``"roboarena"`` or ``"openpi"`` from the server's metadata frame.
+
+    RoboArena's server sends ``dataclasses.asdict(PolicyServerConfig)``: every config key and nothing else.
+    A frame holding only config keys, with all but :data:`ROBOARENA_OPTIONAL_KEYS`, is taken for RoboArena's;
+    anything else without our protocol marker (empty metadata, a model name, a relay's openpi marker) for
+    openpi's.
+    """
     if PROTOCOL_KEY in metadata:
         return "arena"
-    if set(metadata) == ROBOARENA_METADATA_KEYS:
+    keys = set(metadata)
+    if keys <= ROBOARENA_METADATA_KEYS and ROBOARENA_METADATA_KEYS - ROBOARENA_OPTIONAL_KEYS <= keys:
         return "roboarena"
     return "openpi"
 
@@ -152,6 +168,7 @@ class PolicyClient:
         *,
         api_key: str | None = None,
         headers: Mapping[str, str] | None = None,
+        session_id: str | None = None,
         connect_timeout: float = 10.0,
         request_timeout: float = 30.0,
         retries: int = 2,
@@ -160,6 +177,7 @@ class PolicyClient:
         max_size: int | None = wire.DEFAULT_MAX_SIZE,
     ) -> None:
         self.url = url
+        self.session_id = session_id
         self._headers = dict(headers or {})
         if api_key:
             if any(name.lower() == "authorization" for name in self._headers):
@@ -262,9 +280,21 @@ class PolicyClient:
 
     # -- requests -----------------------------------------------------------------------------------------
 
+    @property
+    def needs_session_id(self) -> bool:
+        """Whether the server's metadata asks for ``session_id`` in every observation. The client's
+        ``session_id`` (naming the evaluation episode) is then added to each, and :meth:`reset` always carries
+        it in ``reset_info``."""
+        return self.metadata.get("needs_session_id") is True
+
     def infer(self, obs: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one observation, return the reply dict with ``actions`` validated as an ``(H, D)`` array."""
+        """Send one observation, return the reply dict with ``actions`` validated as an ``(H, D)`` array.
+
+        ``session_id`` is added when the server asks for it and this client was given one.
+        """
         request = dict(obs)
+        if self.session_id is not None and self.needs_session_id:
+            request.setdefault("session_id", self.session_id)
         if self.dialect != "openpi":
             request["endpoint"] = "infer"
         frame = wire.packb(request)
@@ -281,10 +311,17 @@ class PolicyClient:
         return result
 
     def reset(self, reset_info: Mapping[str, Any] | None = None) -> None:
-        """Tell the policy a new episode starts (a no-op for the openpi dialect, which has no reset)."""
+        """Tell the policy a new episode starts (a no-op for the openpi dialect, which has no reset).
+
+        The request is ``reset_info`` plus ``session_id`` (when this client has one), as RoboArena's evaluator
+        sends it: its server hands the request, less ``endpoint``, to the policy's ``reset``.
+        """
         if self.dialect == "openpi":
             return
-        reply = self._exchange(wire.packb({**(reset_info or {}), "endpoint": "reset"}))
+        info = dict(reset_info or {})
+        if self.session_id is not None:
+            info.setdefault("session_id", self.session_id)
+        reply = self._exchange(wire.packb({**info, "endpoint": "reset"}))
         if isinstance(reply, str):
             if self.dialect == "roboarena" and reply.strip() == ROBOARENA_RESET_REPLY:
                 return

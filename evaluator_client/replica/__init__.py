@@ -1,12 +1,13 @@
 """A MuJoCo real-to-sim tabletop replica implementing the :class:`~evaluator_client.robot.Robot` protocol."""
 
-from evaluator_client.replica.env import ACTION_SPACES, Replica, ReplicaError
+from evaluator_client.replica.env import ACTION_SPACES, NATIVE_RESOLUTION, Replica, ReplicaError
 from evaluator_client.replica.perturb import AXES, PerturbationError
 from evaluator_client.replica.scene import Scene, SceneError, load_scene
 from evaluator_client.replica.tasks import TASK_KINDS, TaskSpec, UnknownTaskError, task_from_instruction
 
 __all__ = [
     "ACTION_SPACES",
+    "NATIVE_RESOLUTION",
     "AXES",
     "TASK_KINDS",
     "PerturbationError",

@@ -1,43 +1,69 @@
-"""The MuJoCo tabletop replica: a :class:`~evaluator_client.robot.Robot` for sim sanity checks.
+"""The MuJoCo replica of a DROID station: a :class:`~evaluator_client.robot.Robot` for sim evaluation.
 
-Robot: a free-floating parallel-jaw gripper welded to a mocap body (no arm; much faster than an articulated
-arm and exact in Cartesian space), fingers driven by force-limited position servos, so grasps are real
-contact grasps.
+Robot: DROID's Franka Panda with a Robotiq 2F-85 style gripper (:mod:`evaluator_client.replica.franka`), in a
+scene described by a scene file (:mod:`evaluator_client.replica.scene`). Joint position servos with velocity
+feedforward track each control step's joint target; the fingers are force-limited servos, so grasps are real
+contact grasps (nothing is welded).
 
-Action spaces (``(7,)`` float per step, DROID conventions):
+Action spaces (one step at 15 Hz, DROID's ``RobotIKSolver`` semantics; ``g`` the gripper position target in
+[0, 1], 0 open, approached at most 0.25 per step):
 
-- ``cartesian_velocity``: ``[vx, vy, vz, wx, wy, wz, g]``. The linear and angular parts are each clipped to
-  unit norm and scaled to 0.075 m and 0.15 rad per control step (DROID's ``RobotIKSolver`` limits); the
-  rotation is applied in the world frame on the left, as DROID's ``add_poses``. Both are added to the last
-  commanded pose while the hand tracks it within 2 cm / 0.1 rad, else to the measured pose (no wind-up when
-  contact holds the hand back).
-- ``cartesian_position``: ``[x, y, z, roll, pitch, yaw, g]``: an absolute TCP target (extrinsic xyz Euler),
-  approached at most by the same per-step limits.
+- ``joint_velocity`` ``(8,)``: 7 values in [-1, 1] scaled to 0.2 rad per step, then capped by the Franka's
+  velocity limits (2.175 / 2.61 rad/s, i.e. 0.145 / 0.174 rad per step, as the robot's controller does), + g.
+- ``joint_position`` ``(8,)``: 7 absolute joint targets (rad), clipped to the joint limits and approached at
+  most by the per-step velocity limit, + g.
+- ``cartesian_velocity`` ``(7,)``: ``[vx, vy, vz, wx, wy, wz, g]``; the linear and angular parts are each
+  clipped to unit norm and scaled to 0.075 m and 0.15 rad per step, the rotation applied in the base frame on
+  the left (DROID's ``add_poses``).
+- ``cartesian_position`` ``(7,)``: ``[x, y, z, roll, pitch, yaw, g]``, an absolute TCP target in the base
+  frame (extrinsic xyz Euler), approached at most by the same per-step limits.
 
-``g`` is the gripper closure target in [0, 1] (0 open, 1 closed), as with DROID's
-``gripper_action_space="position"``. Targets are clamped to the scene's workspace box.
+The Cartesian spaces go through differential IK (:mod:`evaluator_client.replica.ik`) and their targets are
+clamped to the scene's workspace box. Relative commands start from the last command while the arm tracks it
+(so velocities are exact) and from the measured state when contact holds the arm back (no wind-up).
 
-Observations follow DROID's keys. ``observation/cartesian_position`` is the TCP pose ``[x, y, z, roll,
-pitch, yaw]``; ``observation/gripper_position`` is ``1 - opening / max_opening``. Having no arm,
-``observation/joint_position`` reports the 7 coordinates of the virtual gantry that carries the hand:
-``[x, y, z, roll, pitch, yaw, opening]`` (m, rad, m) so joint-conditioned policies see a consistent signal;
-joint action spaces are not offered. ``replica/state`` holds privileged simulator state for scripted
-baselines (see :meth:`Replica.privileged_state`); evaluation code forwards it only to policies that ask.
+Observations (DROID keys): ``observation/joint_position`` (7,) rad, ``observation/cartesian_position`` (6,)
+TCP ``[x, y, z, roll, pitch, yaw]`` in the robot base frame, ``observation/gripper_position`` (1,) in [0, 1];
+``observation/exterior_image_{i}_left`` and ``observation/wrist_image_left`` uint8 (H, W, 3) at the native
+16:9 resolution (default 320 x 180: DROID's ZED frames are 1280 x 720, a quarter of that keeps three cameras
+fast while staying wider than the 224-pixel inputs DROID policies resize to), and the ``_right`` images when
+configured stereo. ``replica/state`` holds privileged simulator state for scripted baselines (see
+:meth:`Replica.privileged_state`); evaluation code forwards it only to policies that ask.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+import av  # noqa: E402
 import mujoco  # noqa: E402
 
+from evaluator_client.replica.franka import (  # noqa: E402
+    GRIPPER_STROKE_M,
+    HOME_JOINTS,
+    JOINT_LOWER,
+    JOINT_NAMES,
+    JOINT_UPPER,
+    JOINT_VELOCITY_LIMIT,
+    SERVO_KP,
+    SERVO_KV,
+)
+from evaluator_client.replica.ik import DifferentialIK  # noqa: E402
 from evaluator_client.replica.perturb import normalize_axes, sample_perturbation  # noqa: E402
-from evaluator_client.replica.scene import Scene, build_mjcf, load_scene, look_at_quat  # noqa: E402
+from evaluator_client.replica.scene import (  # noqa: E402
+    BACKDROP_GEOMS,
+    Scene,
+    build_mjcf,
+    camera_pose_world,
+    load_scene,
+    right_camera_pos,
+)
 from evaluator_client.replica.tasks import (  # noqa: E402
     TaskSpec,
     TaskState,
@@ -45,76 +71,45 @@ from evaluator_client.replica.tasks import (  # noqa: E402
     task_progress,
     task_success,
 )
+from evaluator_client.replica.transforms import (  # noqa: E402
+    axis_angle_mat,
+    euler_to_mat,
+    mat_to_euler,
+    rotvec_from_mat,
+)
 
-ACTION_SPACES = ("cartesian_velocity", "cartesian_position")
+ACTION_SPACES = ("joint_position", "joint_velocity", "cartesian_position", "cartesian_velocity")
+ACTION_DIMS = {"joint_position": 8, "joint_velocity": 8, "cartesian_position": 7, "cartesian_velocity": 7}
+MAX_JOINT_DELTA_RAD = 0.2
 MAX_LIN_DELTA_M = 0.075
 MAX_ROT_DELTA_RAD = 0.15
-IMAGE_SIZE = 224
+MAX_GRIPPER_DELTA = 0.25
+NATIVE_RESOLUTION = (320, 180)
 PARK_XY = (3.0, 3.0)
 TRACKING_TOLERANCE_M = 0.02
 TRACKING_TOLERANCE_RAD = 0.1
+JOINT_TRACKING_TOLERANCE_RAD = 0.08
+CONTROL_STAGES = 5
 
 
 class ReplicaError(RuntimeError):
     """The simulation became invalid (NaN state, bad action shape)."""
 
 
-def euler_to_mat(euler: np.ndarray) -> np.ndarray:
-    """Extrinsic xyz Euler (roll, pitch, yaw) rad -> rotation matrix (3, 3) = Rz @ Ry @ Rx."""
-    cr, sr = np.cos(euler[0]), np.sin(euler[0])
-    cp, sp = np.cos(euler[1]), np.sin(euler[1])
-    cy, sy = np.cos(euler[2]), np.sin(euler[2])
-    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
-    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
-    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
-def mat_to_euler(mat: np.ndarray) -> np.ndarray:
-    """Rotation matrix (3, 3) -> extrinsic xyz Euler (roll, pitch, yaw) rad, as scipy's ``as_euler("xyz")``."""
-    pitch = -np.arcsin(np.clip(mat[2, 0], -1.0, 1.0))
-    if abs(mat[2, 0]) < 1.0 - 1e-9:
-        roll = np.arctan2(mat[2, 1], mat[2, 2])
-        yaw = np.arctan2(mat[1, 0], mat[0, 0])
-    else:
-        roll = np.arctan2(-mat[1, 2], mat[1, 1])
-        yaw = 0.0
-    return np.array([roll, pitch, yaw])
-
-
-def _axis_angle_mat(rotvec: np.ndarray) -> np.ndarray:
-    angle = float(np.linalg.norm(rotvec))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = rotvec / angle
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * kx @ kx
-
-
-def _rotvec_from_mat(mat: np.ndarray) -> np.ndarray:
-    angle = np.arccos(np.clip((np.trace(mat) - 1) / 2, -1.0, 1.0))
-    if angle < 1e-9:
-        return np.zeros(3)
-    if np.pi - angle < 1e-6:
-        diag = np.sqrt(np.clip((np.diag(mat) + 1) / 2, 0, None))
-        axis = diag * np.sign(np.array([1.0, mat[0, 1] + 1e-12, mat[0, 2] + 1e-12]))
-        return axis / np.linalg.norm(axis) * angle
-    axis = np.array([mat[2, 1] - mat[1, 2], mat[0, 2] - mat[2, 0], mat[1, 0] - mat[0, 1]]) / (
-        2 * np.sin(angle)
-    )
-    return axis * angle
-
-
 class Replica:
-    """A seeded, perturbable MuJoCo tabletop implementing the Robot protocol.
+    """A seeded, perturbable MuJoCo replica of a DROID station implementing the Robot protocol.
 
     ``task``: a task name (``"pick_place"``, ``"push"``, ``"stack"``) or a typed instruction.
     ``seed``: the start scene (object positions and every enabled perturbation) is a pure function of it.
     ``perturb``: perturbation axes (see :mod:`evaluator_client.replica.perturb`), ``"all"`` or ``"none"``;
-    default: positions only. ``n_exterior_cameras``: 1 or 2.
+    default: positions only. ``scene``: a scene name, path or :class:`Scene`. ``n_exterior_cameras``: 1 or 2.
+    ``resolution``: native (width, height) of every camera, 16:9 by default. ``action_space``/``stereo``:
+    the initial configuration (see :meth:`configure`).
     """
 
     control_hz: float
+    timings: dict[str, float]
+    """Seconds spent since construction in differential IK, physics stepping and rendering (for profiling)."""
 
     def __init__(
         self,
@@ -125,25 +120,22 @@ class Replica:
         scene: str | Scene = "tabletop-v1",
         n_exterior_cameras: int = 1,
         action_space: str = "cartesian_velocity",
-        image_size: int = IMAGE_SIZE,
+        stereo: bool = False,
+        resolution: tuple[int, int] = NATIVE_RESOLUTION,
     ) -> None:
         self.scene = scene if isinstance(scene, Scene) else load_scene(scene)
-        if action_space not in ACTION_SPACES:
-            raise ValueError(
-                f"unsupported action space {action_space!r}; the replica offers {list(ACTION_SPACES)}"
-            )
         exterior = self.scene.exterior_cameras
         if not 1 <= n_exterior_cameras <= len(exterior):
             raise ValueError(f"n_exterior_cameras must be in 1..{len(exterior)}")
         self.task: TaskSpec = task_from_instruction(self.scene, task)
         self.axes = normalize_axes(perturb)
-        self.action_space = action_space
         self.action_spaces = list(ACTION_SPACES)
+        self.configure(action_space=action_space, stereo=stereo)
         self.control_hz = self.scene.control_hz
         self.platform = f"replica:{self.scene.name}"
         self.exterior_cameras = exterior[:n_exterior_cameras]
         self.cameras = [*self.exterior_cameras, "wrist"]
-        self.image_size = image_size
+        self.resolution = (int(resolution[0]), int(resolution[1]))
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene))
         self.data = mujoco.MjData(self.model)
         self._substeps = int(self.scene.spec["physics_substeps"])
@@ -155,29 +147,52 @@ class Replica:
             "light_diffuse": self.model.light_diffuse.copy(),
             "cam_pos": self.model.cam_pos.copy(),
             "cam_quat": self.model.cam_quat.copy(),
-            "cam_fovy": self.model.cam_fovy.copy(),
+            "cam_intrinsic": self.model.cam_intrinsic.copy(),
             "body_pos": self.model.body_pos.copy(),
             "headlight_ambient": self.model.vis.headlight.ambient.copy(),
         }
         self._ids()
-        self._renderer = mujoco.Renderer(self.model, image_size, image_size)
+        self._ik = DifferentialIK(
+            self.model, self._tcp_site, self._arm_q, self._arm_dof, JOINT_LOWER, JOINT_UPPER, self._home
+        )
+        width, height = self.resolution
+        self._renderer = mujoco.Renderer(self.model, height, width)
         for flag in (
             mujoco.mjtRndFlag.mjRND_SHADOW,
             mujoco.mjtRndFlag.mjRND_REFLECTION,
             mujoco.mjtRndFlag.mjRND_SKYBOX,
         ):
             self._renderer.scene.flags[flag] = False
+        self._backgrounds = self._load_backgrounds()
+        self.timings = {"ik": 0.0, "physics": 0.0, "rendering": 0.0}
         self.seed = int(seed)
         self.perturbation: dict[str, Any] = {}
         self._start_state: TaskState | None = None
         self._start_image: np.ndarray | None = None
         self.reset(self.seed)
 
+    def configure(self, *, action_space: str, stereo: bool = False) -> None:
+        """Set the action space ``apply`` interprets and whether ``observe`` adds ``_right`` stereo images.
+
+        Raises ValueError naming the space when the replica cannot run it.
+        """
+        if action_space not in ACTION_SPACES:
+            raise ValueError(
+                f"unsupported action space {action_space!r}; the replica offers {list(ACTION_SPACES)}"
+            )
+        self.action_space = action_space
+        self.stereo = bool(stereo)
+
     def _ids(self) -> None:
         m = self.model
         name2id = mujoco.mj_name2id
-        self._hand = name2id(m, mujoco.mjtObj.mjOBJ_BODY, "hand")
-        self._mocap = int(m.body_mocapid[name2id(m, mujoco.mjtObj.mjOBJ_BODY, "mocap")])
+        joints = [name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n) for n in JOINT_NAMES]
+        self._arm_q = np.array([m.jnt_qposadr[j] for j in joints])
+        self._arm_dof = np.array([m.jnt_dofadr[j] for j in joints])
+        self._arm_ctrl = np.array([name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, n) for n in JOINT_NAMES])
+        self._finger_ctrl = np.array(
+            [name2id(m, mujoco.mjtObj.mjOBJ_ACTUATOR, n) for n in ("finger_left", "finger_right")]
+        )
         self._fingers_q = [
             int(m.jnt_qposadr[name2id(m, mujoco.mjtObj.mjOBJ_JOINT, n)])
             for n in ("finger_left", "finger_right")
@@ -185,6 +200,7 @@ class Replica:
         self._finger_geoms = {
             name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n) for n in ("finger_left", "finger_right")
         }
+        self._tcp_site = name2id(m, mujoco.mjtObj.mjOBJ_SITE, "tcp")
         self._objects = [e["name"] for e in self.scene.spec["objects"] + self.scene.spec["distractors"]]
         self._obj_body = {n: name2id(m, mujoco.mjtObj.mjOBJ_BODY, n) for n in self._objects}
         self._obj_geom = {n: name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n) for n in self._objects}
@@ -194,12 +210,32 @@ class Replica:
         self._region_body = {
             r["name"]: name2id(m, mujoco.mjtObj.mjOBJ_BODY, r["name"]) for r in self.scene.spec["regions"]
         }
-        self._cam_id = {n: name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, n) for n in self.scene.spec["cameras"]}
+        self._cam_id = {
+            n: name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, n)
+            for base in self.scene.spec["cameras"]
+            for n in (base, f"{base}_right")
+        }
+        self._backdrop = np.array([name2id(m, mujoco.mjtObj.mjOBJ_GEOM, n) for n in BACKDROP_GEOMS])
         self._table_mat = name2id(m, mujoco.mjtObj.mjOBJ_MATERIAL, "table_mat")
-        self._max_opening = float(self.scene.spec["gripper"]["max_opening"])
+        self._base_offset = np.array([0.0, 0.0, self.scene.table_height])
+        self._home = np.asarray(self.scene.spec["robot"].get("home_joints", HOME_JOINTS), float)
+        self._step_limit = np.minimum(MAX_JOINT_DELTA_RAD, JOINT_VELOCITY_LIMIT / self.scene.control_hz)
+        self._feedforward = np.asarray(SERVO_KV) / np.asarray(SERVO_KP)
         ws = self.scene.spec["workspace"]
         self._ws_low = np.array([ws["x"][0] - 0.06, ws["y"][0] - 0.06, ws["z"][0]])
         self._ws_high = np.array([ws["x"][1] + 0.06, ws["y"][1] + 0.06, ws["z"][1]])
+
+    def _load_backgrounds(self) -> dict[str, np.ndarray]:
+        """Background photos per camera, resized to the native resolution (uint8 (H, W, 3))."""
+        from evaluator_client.episode import resize_with_pad
+
+        width, height = self.resolution
+        photos = {}
+        for name, relative in self.scene.spec.get("background", {}).items():
+            with av.open(str(self.scene.resolve(relative))) as container:
+                frame = next(container.decode(video=0)).to_ndarray(format="rgb24")
+            photos[name] = resize_with_pad(frame, height, width)
+        return photos
 
     # ----------------------------------------------------------------------------------------------- reset
 
@@ -216,14 +252,13 @@ class Replica:
         mujoco.mj_resetData(m, d)
         self.perturbation = sample_perturbation(self.scene, self.task, self.seed, self.axes)
         self._apply_perturbation()
-        grip = self.scene.spec["gripper"]
-        home_quat = np.zeros(4)
-        mujoco.mju_mat2Quat(home_quat, euler_to_mat(np.asarray(grip["home_euler"], float)).ravel())
-        d.mocap_pos[self._mocap] = grip["home"]
-        d.mocap_quat[self._mocap] = home_quat
-        d.ctrl[:] = self._max_opening / 2
-        d.qpos[self._fingers_q] = self._max_opening / 2
+        d.qpos[self._arm_q] = self._home
+        d.ctrl[self._arm_ctrl] = self._home
+        d.qpos[self._fingers_q] = GRIPPER_STROKE_M / 2
+        d.ctrl[self._finger_ctrl] = GRIPPER_STROKE_M / 2
         mujoco.mj_forward(m, d)
+        self._commanded_q = self._home.copy()
+        self._commanded_pose = self._tcp_pose_world()
         self._gripper_target = 0.0
         self._start_state = self._task_state()
         self._start_image = self.render(self.exterior_cameras[0])
@@ -262,10 +297,16 @@ class Replica:
         camera = self.perturbation.get("camera")
         if camera:
             for name, values in camera.items():
-                cam = self._cam_id[name]
-                m.cam_pos[cam] = values["pos"]
-                m.cam_quat[cam] = look_at_quat(np.asarray(values["pos"]), np.asarray(values["lookat"]))
-                m.cam_fovy[cam] = values["fovy"]
+                pos, quat = camera_pose_world(self.scene, values["extrinsics"])
+                baseline = float(self.scene.spec["cameras"][name].get("stereo_baseline", 0.12))
+                for cam_name, cam_pos in (
+                    (name, pos),
+                    (f"{name}_right", right_camera_pos(pos, quat, baseline)),
+                ):
+                    cam = self._cam_id[cam_name]
+                    m.cam_pos[cam] = cam_pos
+                    m.cam_quat[cam] = quat
+                    m.cam_intrinsic[cam, :2] = self._nominal["cam_intrinsic"][cam, :2] * values["focal_scale"]
         d.qvel[:] = 0.0
 
     def _place(self, name: str, x: float, y: float, yaw: float, park: bool = False) -> None:
@@ -277,99 +318,155 @@ class Replica:
     # ------------------------------------------------------------------------------------------- stepping
 
     def apply(self, action: np.ndarray) -> None:
-        """Execute one control step (1 / control_hz s of physics) of a ``(7,)`` action in ``self.action_space``."""
+        """Execute one control step (1 / control_hz s of physics) of ``action`` in ``self.action_space``."""
         action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (7,):
+        expected = ACTION_DIMS[self.action_space]
+        if action.shape != (expected,):
             raise ReplicaError(
-                f"the replica expects a (7,) {self.action_space} action, got shape {action.shape}"
+                f"the replica expects a ({expected},) {self.action_space} action, got shape {action.shape}"
             )
         if not np.all(np.isfinite(action)):
             raise ReplicaError("action contains NaN or inf")
-        pos, rot = self._command_base()
+        q_base = self._joint_command_base()
+        if self.action_space == "joint_velocity":
+            q_target = q_base + np.clip(action[:7], -1.0, 1.0) * MAX_JOINT_DELTA_RAD
+        elif self.action_space == "joint_position":
+            q_target = action[:7]
+        else:
+            q_target = self._cartesian_target(action[:6], q_base)
+        q_target = np.clip(q_target, JOINT_LOWER, JOINT_UPPER)
+        q_target = q_base + np.clip(q_target - q_base, -self._step_limit, self._step_limit)
+        self._gripper_target += float(
+            np.clip(
+                np.clip(action[-1], 0.0, 1.0) - self._gripper_target, -MAX_GRIPPER_DELTA, MAX_GRIPPER_DELTA
+            )
+        )
+        self._step_towards(q_target)
+
+    def _joint_command_base(self) -> np.ndarray:
+        """The joint angles a command starts from: the last command while the arm tracks it, else the
+        measured angles (contact holds the arm back, so commands must not wind up)."""
+        measured = self.data.qpos[self._arm_q]
+        if np.max(np.abs(self._commanded_q - measured)) < JOINT_TRACKING_TOLERANCE_RAD:
+            return self._commanded_q.copy()
+        return measured.copy()
+
+    def _cartesian_target(self, command: np.ndarray, q_base: np.ndarray) -> np.ndarray:
+        """Joint angles (7,) for a Cartesian velocity or position command (6,) (base frame), via IK."""
+        pos, rot = self._cartesian_command_base()
         if self.action_space == "cartesian_velocity":
-            lin = np.clip(action[:3], -1, 1)
-            ang = np.clip(action[3:6], -1, 1)
+            lin = np.clip(command[:3], -1, 1)
+            ang = np.clip(command[3:6], -1, 1)
             lin = lin / max(1.0, float(np.linalg.norm(lin)))
             ang = ang / max(1.0, float(np.linalg.norm(ang)))
             target_pos = pos + lin * MAX_LIN_DELTA_M
-            target_rot = _axis_angle_mat(ang * MAX_ROT_DELTA_RAD) @ rot
+            target_rot = axis_angle_mat(ang * MAX_ROT_DELTA_RAD) @ rot
         else:
-            delta = action[:3] - pos
+            delta = (command[:3] - self._base_offset) - pos
             delta *= min(1.0, MAX_LIN_DELTA_M / max(float(np.linalg.norm(delta)), 1e-12))
             target_pos = pos + delta
-            rotvec = _rotvec_from_mat(euler_to_mat(action[3:6]) @ rot.T)
+            rotvec = rotvec_from_mat(euler_to_mat(command[3:6]) @ rot.T)
             rotvec *= min(1.0, MAX_ROT_DELTA_RAD / max(float(np.linalg.norm(rotvec)), 1e-12))
-            target_rot = _axis_angle_mat(rotvec) @ rot
+            target_rot = axis_angle_mat(rotvec) @ rot
         target_pos = np.clip(target_pos, self._ws_low, self._ws_high)
-        self._gripper_target = float(np.clip(action[6], 0.0, 1.0))
-        self.data.ctrl[:] = (1.0 - self._gripper_target) * self._max_opening / 2
-        quat = np.zeros(4)
-        mujoco.mju_mat2Quat(quat, target_rot.ravel())
-        self._step_towards(target_pos, quat)
+        self._commanded_pose = (target_pos, target_rot)
+        started = time.perf_counter()
+        solution = self._ik.solve(q_base, target_pos, target_rot)
+        self.timings["ik"] += time.perf_counter() - started
+        return solution
 
-    def _command_base(self) -> tuple[np.ndarray, np.ndarray]:
-        """The pose a relative command starts from: the last commanded pose while the hand tracks it (so
-        velocities are exact), the measured pose when contact holds the hand back (so commands cannot wind up)."""
-        pos, rot = self._tcp_pose()
-        commanded = self.data.mocap_pos[self._mocap].copy()
-        commanded_rot = np.zeros(9)
-        mujoco.mju_quat2Mat(commanded_rot, self.data.mocap_quat[self._mocap])
-        commanded_rot = commanded_rot.reshape(3, 3)
+    def _cartesian_command_base(self) -> tuple[np.ndarray, np.ndarray]:
+        """The TCP pose (world) a Cartesian command starts from: the last commanded pose while the TCP tracks
+        it, the measured pose otherwise."""
+        pos, rot = self._tcp_pose_world()
+        commanded, commanded_rot = self._commanded_pose
         lag = float(np.linalg.norm(commanded - pos))
-        twist = float(np.linalg.norm(_rotvec_from_mat(commanded_rot @ rot.T)))
+        twist = float(np.linalg.norm(rotvec_from_mat(commanded_rot @ rot.T)))
         if lag < TRACKING_TOLERANCE_M and twist < TRACKING_TOLERANCE_RAD:
-            return commanded, commanded_rot
+            return commanded.copy(), commanded_rot.copy()
         return pos, rot
 
-    def _step_towards(self, target_pos: np.ndarray, target_quat: np.ndarray) -> None:
-        """Move the mocap body to the target in a few interpolated stages, then integrate the physics."""
+    def _step_towards(self, q_target: np.ndarray) -> None:
+        """Ramp the joint servos to ``q_target`` over the control period (velocity feedforward), then settle."""
+        started = time.perf_counter()
         m, d = self.model, self.data
-        start_pos = d.mocap_pos[self._mocap].copy()
-        start_quat = d.mocap_quat[self._mocap].copy()
-        if np.dot(start_quat, target_quat) < 0:
-            target_quat = -target_quat
-        stages = 4
-        per_stage = self._substeps // stages
-        for k in range(1, stages + 1):
-            frac = k / stages
-            d.mocap_pos[self._mocap] = start_pos + frac * (target_pos - start_pos)
-            quat = start_quat + frac * (target_quat - start_quat)
-            d.mocap_quat[self._mocap] = quat / np.linalg.norm(quat)
-            mujoco.mj_step(m, d, nstep=per_stage if k < stages else self._substeps - per_stage * (stages - 1))
+        start = self._commanded_q
+        velocity = (q_target - start) * self.control_hz
+        finger = (1.0 - self._gripper_target) * GRIPPER_STROKE_M / 2
+        d.ctrl[self._finger_ctrl] = finger
+        # Velocity feedforward cancels the servo's damping while moving: force = kp (q_des - q) + kv (v - qdot).
+        lead = self._feedforward * velocity
+        per_stage = self._substeps // CONTROL_STAGES
+        for k in range(1, CONTROL_STAGES + 1):
+            waypoint = start + (k / CONTROL_STAGES) * (q_target - start)
+            d.ctrl[self._arm_ctrl] = np.clip(waypoint + lead, JOINT_LOWER, JOINT_UPPER)
+            steps = per_stage if k < CONTROL_STAGES else self._substeps - per_stage * (CONTROL_STAGES - 1)
+            mujoco.mj_step(m, d, nstep=steps)
+        self._commanded_q = q_target.copy()
+        if self.action_space.startswith("joint"):
+            self._commanded_pose = self._ik.site_pose(q_target)
+        self.timings["physics"] += time.perf_counter() - started
         if not np.all(np.isfinite(d.qpos)):
             raise ReplicaError("simulation diverged (non-finite state)")
 
     # ------------------------------------------------------------------------------------------- observing
 
     def render(self, camera: str) -> np.ndarray:
-        """An RGB image (image_size, image_size, 3) uint8 from ``camera``."""
-        self._renderer.update_scene(self.data, camera=camera)
-        return self._renderer.render()
+        """An RGB image (height, width, 3) uint8 from ``camera`` (a scene camera or ``<camera>_right``),
+        with the scene's background photo composited behind the station when it has one for ``camera``."""
+        started = time.perf_counter()
+        try:
+            return self._render(camera)
+        finally:
+            self.timings["rendering"] += time.perf_counter() - started
 
-    def _tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.data.xpos[self._hand].copy(), self.data.xmat[self._hand].reshape(3, 3).copy()
+    def _render(self, camera: str) -> np.ndarray:
+        self._renderer.update_scene(self.data, camera=camera)
+        image = self._renderer.render()
+        photo = self._backgrounds.get(camera.removesuffix("_right"))
+        if photo is None:
+            return image
+        self._renderer.enable_segmentation_rendering()
+        try:
+            segments = self._renderer.render()
+        finally:
+            self._renderer.disable_segmentation_rendering()
+        geom = segments[..., 0]
+        backdrop = (geom < 0) | np.isin(geom, self._backdrop)
+        image[backdrop] = photo[backdrop]
+        return image
+
+    def _tcp_pose_world(self) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            self.data.site_xpos[self._tcp_site].copy(),
+            self.data.site_xmat[self._tcp_site].reshape(3, 3).copy(),
+        )
 
     def _opening(self) -> float:
         return float(self.data.qpos[self._fingers_q].sum())
 
     def observe(self) -> dict[str, Any]:
         """DROID-keyed observation plus ``replica/state`` (privileged, for scripted baselines only)."""
-        obs = self.proprioception()
+        obs: dict[str, Any] = self.proprioception()
         for i, name in enumerate(self.exterior_cameras, start=1):
             obs[f"observation/exterior_image_{i}_left"] = self.render(name)
+            if self.stereo:
+                obs[f"observation/exterior_image_{i}_right"] = self.render(f"{name}_right")
         obs["observation/wrist_image_left"] = self.render("wrist")
+        if self.stereo:
+            obs["observation/wrist_image_right"] = self.render("wrist_right")
         obs["replica/state"] = self.privileged_state()
         return obs
 
     def proprioception(self) -> dict[str, np.ndarray]:
-        """The non-image DROID observation keys (float64 arrays)."""
-        pos, rot = self._tcp_pose()
-        cartesian = np.concatenate([pos, mat_to_euler(rot)])
+        """The non-image DROID observation keys (float64 arrays), poses in the robot base frame."""
+        pos, rot = self._tcp_pose_world()
+        cartesian = np.concatenate([pos + self._base_offset, mat_to_euler(rot)])
         opening = self._opening()
         return {
-            "observation/joint_position": np.concatenate([cartesian, [opening]]),
+            "observation/joint_position": self.data.qpos[self._arm_q].copy(),
             "observation/cartesian_position": cartesian,
-            "observation/gripper_position": np.array([min(max(1.0 - opening / self._max_opening, 0.0), 1.0)]),
+            "observation/gripper_position": np.array([min(max(1.0 - opening / GRIPPER_STROKE_M, 0.0), 1.0)]),
         }
 
     def camera_frames(self) -> dict[str, np.ndarray]:
@@ -416,7 +513,7 @@ class Replica:
             object_pos=self._object_pos(self.task.object),
             object_half=np.asarray(self.scene.object_spec(self.task.object)["half_size"], float),
             target_pos=self._target_pos(),
-            tcp_pos=self._tcp_pose()[0],
+            tcp_pos=self._tcp_pose_world()[0],
             grasped=self._touching_fingers(self.task.object) == 2,
             target_ok=target_ok,
         )
@@ -424,7 +521,8 @@ class Replica:
     def privileged_state(self) -> dict[str, Any]:
         """Simulator truth for scripted baselines (never for learned policies).
 
-        ``task`` (str: pick_place | push | stack), ``object_pos`` (3,) m, ``object_yaw`` (1,) rad,
+        Positions in the robot base frame (as ``observation/cartesian_position``). ``table_z`` (1,) m: the table
+        surface height; ``task`` (str: pick_place | push | stack), ``object_pos`` (3,) m, ``object_yaw`` (1,) rad,
         ``object_half_size`` (3,) m, ``target_pos`` (3,) m (region centre on the table, or the base block centre),
         ``target_kind`` (str: bowl | pad | block), ``target_radius`` (1,) m (inner usable radius or half size),
         ``decoy_target_pos`` (3,) m (a plausible wrong target: another region, or the third block for stack; for
@@ -439,13 +537,14 @@ class Replica:
             radius = float(region["radius"] if kind == "bowl" else min(region["half_size"]))
         return {
             "task": self.task.kind,
-            "object_pos": state.object_pos,
+            "table_z": np.array([self.scene.table_height]),
+            "object_pos": state.object_pos + self._base_offset,
             "object_yaw": np.array([self._object_yaw(self.task.object)]),
             "object_half_size": state.object_half,
-            "target_pos": state.target_pos,
+            "target_pos": state.target_pos + self._base_offset,
             "target_kind": kind,
             "target_radius": np.array([radius]),
-            "decoy_target_pos": self._decoy_target_pos(),
+            "decoy_target_pos": self._decoy_target_pos() + self._base_offset,
             "grasped": np.array([state.grasped]),
         }
 
@@ -483,6 +582,8 @@ class Replica:
             "perturb_axes": list(self.axes),
             "perturbation": self.perturbation,
             "action_space": self.action_space,
+            "stereo": self.stereo,
+            "resolution": list(self.resolution),
             "control_hz": self.control_hz,
             "cameras": list(self.cameras),
         }

@@ -11,7 +11,8 @@ Axes:
 - ``colours``: object shade (brightness within its named colour, so instructions stay true), table tint and
   texture repeat.
 - ``lighting``: light directions, intensities and the ambient level.
-- ``camera``: exterior camera position, look-at point and field of view.
+- ``camera``: exterior camera extrinsics (position and orientation, DROID's ``[x, y, z, roll, pitch, yaw]``)
+  and focal length (a scale on fx, fy), the stereo pair moving as one rig.
 - ``distractors``: 0..max extra objects from the scene's distractor pool at free positions.
 """
 
@@ -107,13 +108,16 @@ def sample_perturbation(scene: Scene, task: TaskSpec, seed: int, axes: tuple[str
         cam = ranges["camera"]
         cameras = {}
         for name in scene.exterior_cameras:
-            nominal = spec["cameras"][name]
+            nominal = np.asarray(spec["cameras"][name]["extrinsics"], float)
+            shift = np.concatenate(
+                [
+                    gen.uniform(-cam["position"], cam["position"], 3),
+                    gen.uniform(-cam["rotation"], cam["rotation"], 3),
+                ]
+            )
             cameras[name] = {
-                "pos": _round(np.asarray(nominal["pos"]) + gen.uniform(-cam["position"], cam["position"], 3)),
-                "lookat": _round(
-                    np.asarray(nominal["lookat"]) + gen.uniform(-cam["lookat"], cam["lookat"], 3)
-                ),
-                "fovy": round(float(nominal["fovy"] + gen.uniform(-cam["fovy"], cam["fovy"])), 3),
+                "extrinsics": _round(nominal + shift),
+                "focal_scale": round(float(1.0 + gen.uniform(-cam["focal"], cam["focal"])), 4),
             }
         values["camera"] = cameras
     return values

@@ -1,12 +1,25 @@
-"""Versioned scene files and their translation to MuJoCo MJCF.
+"""Versioned scene files (a lab's station described as data) and their translation to MuJoCo MJCF.
 
-A scene file (``evaluator_client/scenes/<name>.json``) describes the table, the task objects, the target
-regions, the distractor pool, cameras, lights, task definitions and perturbation ranges. World frame: the
-robot base at the origin, +x away from the robot, +z up, the table surface at z = 0. Units: metres, radians.
+A scene file (``evaluator_client/scenes/<name>.json``, or any path) describes one station: the table, the task
+objects (primitives or the lab's own OBJ/STL meshes), target regions, a distractor pool, cameras in DROID's
+calibration conventions, lights, an optional photo background, task definitions and perturbation ranges.
 
-The gripper is a free-floating parallel-jaw hand welded to a mocap body (no arm): much faster than an
-articulated arm and exact in Cartesian space. Its frame is the tool centre point (TCP) with +z along the
-approach direction, as on a Franka hand, so the nominal top-down pose is Euler xyz ``(pi, 0, 0)``.
+Frames and units: metres, radians, RGBA in [0, 1]. Every pose in the file is in the **robot base frame** (the
+Franka's link 0: +x forward, +z up), as DROID's calibration reports them. ``table.height`` is the table
+surface's z in that frame; object and region poses are ``(x, y, yaw)`` / ``(x, y)`` on the table surface;
+``workspace.z`` is TCP height above the surface. Inside MuJoCo the world origin sits on the table surface
+below the base (world = base frame shifted down by ``table.height``), so task scoring works in table heights.
+
+Cameras (``cameras.<name>``): ``extrinsics`` ``[x, y, z, roll, pitch, yaw]``: the camera's pose in the base
+frame, axes in OpenCV's convention (x right, y down, z forward), Euler extrinsic xyz: exactly the 6-vector
+DROID's calibration stores. The wrist camera's extrinsics are in the TCP frame (``observation/
+cartesian_position``'s frame) instead. ``intrinsics`` ``{fx, fy, cx, cy}`` in pixels at ``resolution``
+``[width, height]`` (the ZED's native 1280 x 720 in DROID). ``stereo_baseline`` (m): the right imager's offset
+along the camera's +x (ZED 2: 0.12, ZED Mini: 0.063). Exterior cameras are named ``exterior_*``.
+
+``background`` (optional): ``{camera name: image path}``, PNG or JPEG relative to the scene file, a photo of
+the station taken from that camera; it is composited behind the robot, table and objects wherever the
+rendered pixel shows no geometry or the backdrop (segmentation-mask compositing).
 """
 
 from __future__ import annotations
@@ -19,14 +32,16 @@ from typing import Any
 
 import numpy as np
 
-SCENES_DIR = Path(__file__).resolve().parent.parent / "scenes"
+from evaluator_client.replica.franka import TCP_FROM_FLANGE, franka_actuators_xml, franka_xml
+from evaluator_client.replica.transforms import camera_mat_from_opencv, euler_to_mat, mat_to_quat
 
-FINGER_HALF_THICKNESS = 0.006
-FINGER_HALF_WIDTH = 0.011
-FINGER_HALF_LENGTH = 0.0325
-FINGER_CENTRE_Z = -0.0275
-PALM_CENTRE_Z = -0.075
+SCENES_DIR = Path(__file__).resolve().parent.parent / "scenes"
 BOWL_SEGMENTS = 16
+SHAPES = ("box", "cylinder", "sphere", "mesh")
+MESH_SUFFIXES = (".obj", ".stl")
+BACKDROP_GEOMS = ("floor",)
+SENSOR_PIXEL_M = 2e-6
+MAX_MESH_BYTES = 8_000_000
 
 
 class SceneError(ValueError):
@@ -35,12 +50,14 @@ class SceneError(ValueError):
 
 @dataclass(frozen=True)
 class Scene:
-    """A parsed scene file. ``spec`` is the JSON content; ``sha256`` identifies the exact file version."""
+    """A parsed scene file. ``spec`` is the JSON content (mesh objects gain a derived ``half_size``);
+    ``sha256`` identifies the exact file version; ``root`` is the folder relative paths resolve against."""
 
     name: str
     version: int
     spec: dict[str, Any]
     sha256: str
+    root: Path
 
     def object_spec(self, name: str) -> dict[str, Any]:
         for entry in self.spec["objects"] + self.spec["distractors"]:
@@ -62,9 +79,23 @@ class Scene:
     def exterior_cameras(self) -> list[str]:
         return sorted(name for name in self.spec["cameras"] if name.startswith("exterior_"))
 
+    @property
+    def table_height(self) -> float:
+        """The table surface's z in the robot base frame (m)."""
+        return float(self.spec["table"].get("height", 0.0))
+
+    def resolve(self, relative: str) -> Path:
+        """A path from the scene file, relative to the scene file's folder; refuses to leave that folder."""
+        path = (self.root / relative).resolve()
+        if self.root.resolve() not in path.parents:
+            raise SceneError(f"scene {self.name!r}: {relative!r} points outside the scene's folder")
+        if not path.is_file():
+            raise SceneError(f"scene {self.name!r}: file {relative!r} not found next to the scene file")
+        return path
+
 
 def load_scene(name_or_path: str | Path = "tabletop-v1") -> Scene:
-    """Load a scene by name (a file in ``evaluator_client/scenes``) or by path."""
+    """Load a scene by name (a file in ``evaluator_client/scenes``) or by path, and validate it."""
     path = Path(name_or_path)
     if path.suffix != ".json":
         path = SCENES_DIR / f"{name_or_path}.json"
@@ -76,70 +107,160 @@ def load_scene(name_or_path: str | Path = "tabletop-v1") -> Scene:
         spec = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SceneError(f"scene file {str(path)!r} is not valid JSON: {exc}") from exc
-    for key in ("name", "version", "table", "objects", "regions", "cameras", "tasks", "perturbations"):
+    for key in (
+        "name",
+        "version",
+        "robot",
+        "table",
+        "workspace",
+        "objects",
+        "regions",
+        "cameras",
+        "lights",
+        "tasks",
+        "perturbations",
+    ):
         if key not in spec:
             raise SceneError(f"scene file {str(path)!r} lacks the key {key!r}")
-    return Scene(
-        name=spec["name"], version=int(spec["version"]), spec=spec, sha256=hashlib.sha256(raw).hexdigest()
+    spec.setdefault("distractors", [])
+    spec.setdefault("headlight", {"ambient": [0.3, 0.3, 0.3], "diffuse": [0.3, 0.3, 0.3]})
+    spec.setdefault("control_hz", 15)
+    spec.setdefault("physics_substeps", 20)
+    scene = Scene(
+        name=spec["name"],
+        version=int(spec["version"]),
+        spec=spec,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        root=path.resolve().parent,
     )
+    _validate(scene)
+    return scene
 
 
-def look_at_quat(pos: np.ndarray, lookat: np.ndarray) -> np.ndarray:
-    """Quaternion (w, x, y, z) of a MuJoCo camera at ``pos`` looking at ``lookat`` with world +z up.
+def _validate(scene: Scene) -> None:
+    spec = scene.spec
+    if "wrist" not in spec["cameras"] or not scene.exterior_cameras:
+        raise SceneError(f"scene {scene.name!r}: cameras need a 'wrist' and at least one 'exterior_*' camera")
+    for name, cam in spec["cameras"].items():
+        for key in ("extrinsics", "intrinsics", "resolution"):
+            if key not in cam:
+                raise SceneError(f"scene {scene.name!r}: camera {name!r} lacks {key!r}")
+        if len(cam["extrinsics"]) != 6:
+            raise SceneError(
+                f"scene {scene.name!r}: camera {name!r} extrinsics must be [x, y, z, roll, pitch, yaw]"
+            )
+        missing = {"fx", "fy", "cx", "cy"} - set(cam["intrinsics"])
+        if missing:
+            raise SceneError(f"scene {scene.name!r}: camera {name!r} intrinsics lack {sorted(missing)}")
+    for entry in spec["objects"] + spec["distractors"]:
+        if entry.get("shape") not in SHAPES:
+            raise SceneError(
+                f"scene {scene.name!r}: object {entry.get('name')!r} has shape {entry.get('shape')!r}; "
+                f"choose from {list(SHAPES)}"
+            )
+        if entry["shape"] == "mesh":
+            entry["half_size"] = list(_mesh_half_size(scene, entry))
+    for name in spec.get("background", {}):
+        if name not in spec["cameras"]:
+            raise SceneError(f"scene {scene.name!r}: background for unknown camera {name!r}")
+        scene.resolve(spec["background"][name])
 
-    MuJoCo cameras look along their local -z with +y up in the image.
-    """
-    forward = np.asarray(lookat, float) - np.asarray(pos, float)
-    forward /= np.linalg.norm(forward)
-    up = np.array([0.0, 0.0, 1.0]) if abs(forward[2]) < 0.99 else np.array([1.0, 0.0, 0.0])
-    right = np.cross(forward, up)
-    right /= np.linalg.norm(right)
-    true_up = np.cross(right, forward)
-    return _mat_to_quat(np.column_stack([right, true_up, -forward]))
 
-
-def _mat_to_quat(mat: np.ndarray) -> np.ndarray:
-    """Rotation matrix (3, 3) -> unit quaternion (w, x, y, z)."""
-    trace = np.trace(mat)
-    if trace > 0:
-        s = 2.0 * np.sqrt(trace + 1.0)
-        quat = [
-            0.25 * s,
-            (mat[2, 1] - mat[1, 2]) / s,
-            (mat[0, 2] - mat[2, 0]) / s,
-            (mat[1, 0] - mat[0, 1]) / s,
+def _mesh_vertices(path: Path) -> np.ndarray:
+    """Vertices (N, 3) of an OBJ (``v x y z`` lines) or STL (binary or ASCII) file."""
+    if path.stat().st_size > MAX_MESH_BYTES:
+        raise SceneError(f"mesh {path.name!r} is larger than {MAX_MESH_BYTES} bytes")
+    data = path.read_bytes()
+    if path.suffix.lower() == ".obj":
+        rows = [
+            line.split()[1:4]
+            for line in data.decode("utf-8", "replace").splitlines()
+            if line.startswith("v ")
         ]
-    else:
-        i = int(np.argmax(np.diag(mat)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * np.sqrt(1.0 + mat[i, i] - mat[j, j] - mat[k, k])
-        quat = [0.0, 0.0, 0.0, 0.0]
-        quat[0] = (mat[k, j] - mat[j, k]) / s
-        quat[1 + i] = 0.25 * s
-        quat[1 + j] = (mat[j, i] + mat[i, j]) / s
-        quat[1 + k] = (mat[k, i] + mat[i, k]) / s
-    q = np.asarray(quat, float)
-    return q / np.linalg.norm(q)
+        return np.asarray(rows, dtype=float)
+    if data[:5] == b"solid" and b"facet" in data[:512]:
+        rows = [
+            line.split()[1:4] for line in data.decode("ascii", "replace").splitlines() if "vertex" in line
+        ]
+        return np.asarray(rows, dtype=float)
+    count = int(np.frombuffer(data[80:84], dtype="<u4")[0])
+    records = np.frombuffer(
+        data[84 : 84 + 50 * count], dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+    )
+    return records["v"].reshape(-1, 3).astype(float)
+
+
+def _mesh_half_size(scene: Scene, entry: dict[str, Any]) -> np.ndarray:
+    """Half extents (3,) m of a mesh object's bounding box after ``scale``; the mesh must be centred on its
+    bounding box (so the body origin is the object's centre, as for primitives)."""
+    path = scene.resolve(entry["mesh"])
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise SceneError(f"scene {scene.name!r}: mesh {entry['mesh']!r} must be one of {list(MESH_SUFFIXES)}")
+    vertices = _mesh_vertices(path) * np.asarray(entry.get("scale", [1.0, 1.0, 1.0]), float)
+    if vertices.size == 0:
+        raise SceneError(f"scene {scene.name!r}: mesh {entry['mesh']!r} has no vertices")
+    low, high = vertices.min(axis=0), vertices.max(axis=0)
+    if np.any(np.abs(low + high) / 2 > 0.002):
+        raise SceneError(
+            f"scene {scene.name!r}: mesh {entry['mesh']!r} must be centred on its bounding box "
+            f"(its centre is at {np.round((low + high) / 2, 4).tolist()} m)"
+        )
+    return np.round((high - low) / 2, 5)
 
 
 def _fmt(values: Any) -> str:
     return " ".join(f"{float(v):.6g}" for v in np.ravel(values))
 
 
+def camera_pose_world(scene: Scene, extrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An exterior camera's DROID extrinsics (base frame, OpenCV axes) -> MuJoCo world position (3,) and
+    camera orientation quaternion (w, x, y, z) (MuJoCo camera axes)."""
+    extrinsics = np.asarray(extrinsics, float)
+    pos = extrinsics[:3] - np.array([0.0, 0.0, scene.table_height])
+    return pos, mat_to_quat(camera_mat_from_opencv(euler_to_mat(extrinsics[3:])))
+
+
+def right_camera_pos(pos: np.ndarray, quat: np.ndarray, baseline: float) -> np.ndarray:
+    """The right imager's position: ``baseline`` m along the left camera's +x (image right)."""
+    w, x, y, z = quat
+    right_axis = np.array([1 - 2 * (y * y + z * z), 2 * (x * y + w * z), 2 * (x * z - w * y)])
+    return np.asarray(pos, float) + baseline * right_axis
+
+
+def camera_intrinsics_xml(cam: dict[str, Any]) -> str:
+    """MJCF attributes for a pinhole camera with DROID/OpenCV intrinsics at ``cam['resolution']``.
+
+    MuJoCo takes the principal point as an offset from the sensor centre, with the opposite sign to OpenCV's
+    ``(cx - width / 2, cy - height / 2)`` on both axes (checked by projecting known points in the tests).
+    """
+    width, height = (int(v) for v in cam["resolution"])
+    k = cam["intrinsics"]
+    offset_x = width / 2 - float(k["cx"])
+    offset_y = height / 2 - float(k["cy"])
+    return (
+        f'resolution="{width} {height}" sensorsize="{width * SENSOR_PIXEL_M:.6g} {height * SENSOR_PIXEL_M:.6g}" '
+        f'focalpixel="{float(k["fx"]):.6g} {float(k["fy"]):.6g}" principalpixel="{offset_x:.6g} {offset_y:.6g}"'
+    )
+
+
 def _object_geom(entry: dict[str, Any], name: str) -> str:
     half = np.asarray(entry["half_size"], float)
     shape = entry["shape"]
+    physics = 'friction="1.2 0.01 0.001" condim="4" solref="0.005 1"'
+    if shape == "mesh":
+        return (
+            f'<geom name="{name}" type="mesh" mesh="{name}_mesh" rgba="{_fmt(entry["rgba"])}" '
+            f'mass="{entry["mass"]}" {physics}/>'
+        )
     if shape == "box":
         size = _fmt(half)
     elif shape == "cylinder":
         size = _fmt([half[0], half[2]])
-    elif shape == "sphere":
-        size = _fmt([half[0]])
     else:
-        raise SceneError(f"object {entry['name']!r} has unsupported shape {shape!r}")
+        size = _fmt([half[0]])
     return (
-        f'<geom name="{name}" type="{shape}" size="{size}" rgba="{_fmt(entry["rgba"])}" mass="{entry["mass"]}"'
-        ' friction="1.2 0.01 0.001" condim="4" solref="0.005 1"/>'
+        f'<geom name="{name}" type="{shape}" size="{size}" rgba="{_fmt(entry["rgba"])}" mass="{entry["mass"]}" '
+        f"{physics}/>"
     )
 
 
@@ -147,18 +268,25 @@ def build_mjcf(scene: Scene) -> str:
     """The MJCF model of ``scene`` at its nominal (unperturbed) configuration."""
     spec = scene.spec
     table = spec["table"]
-    grip = spec["gripper"]
+    robot = spec["robot"]
     substeps = int(spec["physics_substeps"])
     timestep = 1.0 / (scene.control_hz * substeps)
     cx, cy = table["center"]
     hx, hy = table["half_size"]
     thickness = table["thickness"]
     tex = table["texture"]
+    base_world = np.array([0.0, 0.0, -scene.table_height])
 
+    meshes: list[str] = []
     bodies: list[str] = []
     for entry in spec["objects"] + spec["distractors"]:
         x, y, yaw = entry.get("pose", [5.0, 5.0, 0.0])
         z = entry["half_size"][2]
+        if entry["shape"] == "mesh":
+            meshes.append(
+                f'<mesh name="{entry["name"]}_mesh" file="{scene.resolve(entry["mesh"])}" '
+                f'scale="{_fmt(entry.get("scale", [1, 1, 1]))}"/>'
+            )
         bodies.append(
             f'<body name="{entry["name"]}" pos="{_fmt([x, y, z])}" euler="0 0 {yaw:.6g}">'
             f'<freejoint name="{entry["name"]}"/>{_object_geom(entry, entry["name"])}</body>'
@@ -179,35 +307,29 @@ def build_mjcf(scene: Scene) -> str:
     cameras: list[str] = []
     for name in scene.exterior_cameras:
         cam = spec["cameras"][name]
-        quat = look_at_quat(np.asarray(cam["pos"]), np.asarray(cam["lookat"]))
-        cameras.append(
-            f'<camera name="{name}" pos="{_fmt(cam["pos"])}" quat="{_fmt(quat)}" fovy="{cam["fovy"]}"/>'
-        )
-    wrist = spec["cameras"]["wrist"]
-    wrist_quat = _wrist_quat(
-        np.asarray(wrist["pos_in_hand"], float), np.asarray(wrist["lookat_in_hand"], float)
-    )
+        pos, quat = camera_pose_world(scene, cam["extrinsics"])
+        intrinsics = camera_intrinsics_xml(cam)
+        cameras.append(f'<camera name="{name}" pos="{_fmt(pos)}" quat="{_fmt(quat)}" {intrinsics}/>')
+        right = right_camera_pos(pos, quat, float(cam.get("stereo_baseline", 0.12)))
+        cameras.append(f'<camera name="{name}_right" pos="{_fmt(right)}" quat="{_fmt(quat)}" {intrinsics}/>')
+    wrist_xml = _wrist_cameras(spec["cameras"]["wrist"])
 
     lights = "".join(
-        f'<light name="light_{i}" pos="{_fmt(light["pos"])}" dir="{_fmt(light["dir"])}" '
-        f'diffuse="{_fmt(light["diffuse"])}" castshadow="false"/>'
+        f'<light name="light_{i}" pos="{_fmt(np.asarray(light["pos"]) - [0, 0, scene.table_height])}" '
+        f'dir="{_fmt(light["dir"])}" diffuse="{_fmt(light["diffuse"])}" castshadow="false"/>'
         for i, light in enumerate(spec["lights"])
     )
-    home_quat = _euler_xyz_to_quat(np.asarray(grip["home_euler"], float))
-    home = _fmt(grip["home"])
-    max_half_open = grip["max_opening"] / 2.0
-    force = grip["finger_force"]
-    finger_common = (
-        f'type="box" size="{_fmt([FINGER_HALF_WIDTH, FINGER_HALF_THICKNESS, FINGER_HALF_LENGTH])}" '
-        f'rgba="0.25 0.25 0.27 1" friction="1.5 0.02 0.002" condim="4" mass="0.03"'
-    )
+    force = float(robot.get("finger_force", 40.0))
     headlight = spec["headlight"]
+    floor_z = -scene.table_height - 0.8
     return f"""<mujoco model="{scene.name}">
   <compiler angle="radian" autolimits="true"/>
+  <statistic extent="2" center="0.4 0 0.2"/>
   <option timestep="{timestep:.8g}" cone="elliptic" impratio="10" integrator="implicitfast"/>
   <visual>
     <quality shadowsize="0" offsamples="0"/>
-    <global offwidth="640" offheight="480"/>
+    <global offwidth="1280" offheight="720"/>
+    <map znear="0.005" zfar="40"/>
     <headlight ambient="{_fmt(headlight["ambient"])}" diffuse="{_fmt(headlight["diffuse"])}" specular="0 0 0"/>
   </visual>
   <asset>
@@ -215,49 +337,41 @@ def build_mjcf(scene: Scene) -> str:
              rgb1="{_fmt(tex["rgb1"])}" rgb2="{_fmt(tex["rgb2"])}"/>
     <material name="table_mat" texture="table_tex" texrepeat="{_fmt(tex["repeat"])}" rgba="{_fmt(table["rgba"])}"
               reflectance="0"/>
+    {"".join(meshes)}
   </asset>
   <worldbody>
-    <geom name="floor" type="box" size="6 6 0.05" pos="0 0 -0.8" rgba="0.35 0.35 0.38 1"/>
+    <geom name="floor" type="box" size="6 6 0.05" pos="0 0 {floor_z - 0.05:.6g}" rgba="0.35 0.35 0.38 1"/>
     <geom name="table" type="box" size="{_fmt([hx, hy, thickness / 2])}" pos="{_fmt([cx, cy, -thickness / 2])}"
           material="table_mat" friction="0.6 0.01 0.001"/>
-    <geom name="table_leg" type="box" size="{_fmt([hx * 0.9, hy * 0.9, 0.35])}" pos="{_fmt([cx, cy, -0.4])}"
-          rgba="0.3 0.3 0.3 1" contype="0" conaffinity="0"/>
+    <geom name="table_leg" type="box" size="{_fmt([hx * 0.9, hy * 0.9, (0.8 - thickness) / 2])}"
+          pos="{_fmt([cx, cy, -thickness - (0.8 - thickness) / 2])}" rgba="0.3 0.3 0.3 1" contype="0" conaffinity="0"/>
     {lights}
     {"".join(cameras)}
     {"".join(bodies)}
-    <body name="mocap" mocap="true" pos="{home}" quat="{_fmt(home_quat)}"/>
-    <body name="hand" pos="{home}" quat="{_fmt(home_quat)}" gravcomp="1">
-      <freejoint name="hand"/>
-      <geom name="palm" type="box" size="0.028 0.06 0.015" pos="0 0 {PALM_CENTRE_Z}" rgba="{_fmt(grip["rgba"])}"
-            mass="0.4"/>
-      <geom name="flange" type="cylinder" size="0.035 0.02" pos="0 0 -0.11" rgba="0.2 0.2 0.22 1" mass="0.2"/>
-      <camera name="wrist" pos="{_fmt(wrist["pos_in_hand"])}" quat="{_fmt(wrist_quat)}" fovy="{wrist["fovy"]}"/>
-      <body name="finger_left" gravcomp="1">
-        <joint name="finger_left" type="slide" axis="0 1 0" range="0 {max_half_open:.6g}" damping="5" armature="0.01"/>
-        <geom name="finger_left" pos="0 {FINGER_HALF_THICKNESS} {FINGER_CENTRE_Z}" {finger_common}/>
-      </body>
-      <body name="finger_right" gravcomp="1">
-        <joint name="finger_right" type="slide" axis="0 -1 0" range="0 {max_half_open:.6g}" damping="5"
-               armature="0.01"/>
-        <geom name="finger_right" pos="0 {-FINGER_HALF_THICKNESS} {FINGER_CENTRE_Z}" {finger_common}/>
-      </body>
-    </body>
+    {franka_xml(base_pos=base_world, finger_force=force, wrist_camera=wrist_xml)}
   </worldbody>
-  <equality>
-    <weld body1="mocap" body2="hand" solref="0.01 1"/>
-  </equality>
   <contact>
     <exclude body1="hand" body2="finger_left"/>
     <exclude body1="hand" body2="finger_right"/>
   </contact>
   <actuator>
-    <position name="finger_left" joint="finger_left" kp="400" ctrlrange="0 {max_half_open:.6g}"
-              forcerange="{-force} {force}"/>
-    <position name="finger_right" joint="finger_right" kp="400" ctrlrange="0 {max_half_open:.6g}"
-              forcerange="{-force} {force}"/>
+    {franka_actuators_xml(force)}
   </actuator>
 </mujoco>
 """
+
+
+def _wrist_cameras(cam: dict[str, Any]) -> str:
+    """The wrist camera (left and right imagers) in the hand frame, from extrinsics in the TCP frame."""
+    extrinsics = np.asarray(cam["extrinsics"], float)
+    pos = extrinsics[:3] + np.array([0.0, 0.0, TCP_FROM_FLANGE])
+    quat = mat_to_quat(camera_mat_from_opencv(euler_to_mat(extrinsics[3:])))
+    intrinsics = camera_intrinsics_xml(cam)
+    right = right_camera_pos(pos, quat, float(cam.get("stereo_baseline", 0.063)))
+    return (
+        f'<camera name="wrist" pos="{_fmt(pos)}" quat="{_fmt(quat)}" {intrinsics}/>'
+        f'<camera name="wrist_right" pos="{_fmt(right)}" quat="{_fmt(quat)}" {intrinsics}/>'
+    )
 
 
 def _bowl_geoms(region: dict[str, Any]) -> str:
@@ -278,30 +392,3 @@ def _bowl_geoms(region: dict[str, Any]) -> str:
             f'pos="{_fmt(pos)}" euler="0 0 {angle:.6g}" rgba="{rgba}"/>'
         )
     return "".join(parts)
-
-
-def _euler_xyz_to_quat(euler: np.ndarray) -> np.ndarray:
-    """Extrinsic xyz Euler angles (rad), as DROID reports them, -> quaternion (w, x, y, z)."""
-    roll, pitch, yaw = euler
-    cr, sr = np.cos(roll / 2), np.sin(roll / 2)
-    cp, sp = np.cos(pitch / 2), np.sin(pitch / 2)
-    cy, sy = np.cos(yaw / 2), np.sin(yaw / 2)
-    return np.array(
-        [
-            cr * cp * cy + sr * sp * sy,
-            sr * cp * cy - cr * sp * sy,
-            cr * sp * cy + sr * cp * sy,
-            cr * cp * sy - sr * sp * cy,
-        ]
-    )
-
-
-def _wrist_quat(pos: np.ndarray, lookat: np.ndarray) -> np.ndarray:
-    """Wrist camera orientation in the hand frame: looking at ``lookat`` with image-up along hand +x."""
-    forward = lookat - pos
-    forward /= np.linalg.norm(forward)
-    up_hint = np.array([1.0, 0.0, 0.0])
-    right = np.cross(forward, up_hint)
-    right /= np.linalg.norm(right)
-    true_up = np.cross(right, forward)
-    return _mat_to_quat(np.column_stack([right, true_up, -forward]))

@@ -70,7 +70,7 @@ def test_policy_server_dies_mid_episode(network):
         dying.handle = handle
         network.register("dying", handle.url)
         network.configure()
-        assert network.eval(*RUN) == 0
+        assert network.eval(*RUN) == 1  # its only session aborted
     session = EvaluationSession.objects.get()
     assert session.state == "aborted"
     dying_slot = "policy_a" if session.policy_a.slug == "dying" else "policy_b"
@@ -170,3 +170,17 @@ def test_flush_marks_a_verdictless_session_abandoned_once_the_server_closed_it(n
     assert network.eval("flush") == 0
     assert f"abandoned {session['id']}" in capsys.readouterr().out
     assert network.eval("flush") == 0  # nothing left to do
+
+
+def test_a_lab_runs_sessions_in_its_own_station_scene(network):
+    """``configure --scene FILE``: the robot is the replica of that scene file (platform replica:<its name>)."""
+    from pathlib import Path
+
+    from arena.models import Robot
+
+    scene_file = Path(__file__).resolve().parents[2] / "evaluator_client" / "scenes" / "workbench-v1.json"
+    network.configure(None, "--scene", str(scene_file))
+    assert Robot.objects.get(name="replica-1").platform == "replica:workbench-v1"
+    assert network.eval(*RUN) == 0
+    session = EvaluationSession.objects.get()
+    assert session.state == "submitted" and "workbench-v1" in session.scene_notes

@@ -1,16 +1,27 @@
-"""An emulation of RoboArena's policy server dialect, written from its documented behaviour.
+"""An emulation of RoboArena's policy server template (``roboarena/policy_server.py``), from its documented
+behaviour, and a policy of the kind people serve with it.
 
-Its metadata frame is exactly the policy's config dict; every request must carry ``endpoint`` (a request
-without it fails with a traceback text frame and close 1011); ``reset`` gets the rest of the request as
-``reset_info`` and is answered with the text frame ``"reset successful"``; there is no ``server_timing``.
+The server: its metadata frame is exactly ``dataclasses.asdict(PolicyServerConfig)``; every request must carry
+``endpoint`` (a request without it fails: the traceback goes out as a text frame, then close 1011 with the
+template's reason); ``reset`` hands the rest of the request to ``policy.reset`` and is answered with the text
+frame ``"reset successful"``; ``infer`` answers the policy's reply packed as is (no ``server_timing``).
+
+:class:`ConfigPolicy` reads exactly what its config asks for, the way a RoboArena policy indexes its
+observation: a missing key (``session_id``, a ``_right`` frame, a camera) fails the request with a traceback,
+as it would on RoboArena's server. It checks that frames have the configured size (16:9 native frames when
+``image_resolution`` is None) and answers well-formed chunks in its action space from the proprioception.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import threading
 import traceback
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
@@ -19,29 +30,48 @@ from policy_server._serving import ServerHandle, health_response, serve_in_threa
 from policy_server.base import BasePolicy
 from policy_server.wire import packb, unpackb
 
+CLOSE_REASON = "Internal server error. Traceback included in previous frame."
+
+
+@dataclasses.dataclass
+class PolicyServerConfig:
+    """RoboArena's server config: its fields and defaults."""
+
+    image_resolution: tuple[int, int] | None = (224, 224)
+    needs_wrist_camera: bool = True
+    n_external_cameras: int = 1
+    needs_stereo_camera: bool = False
+    needs_session_id: bool = False
+    action_space: str = "joint_position"
+
 
 @contextlib.contextmanager
-def serve_roboarena_in_thread(policy: BasePolicy) -> Iterator[ServerHandle]:
+def serve_roboarena_in_thread(
+    policy: BasePolicy, config: PolicyServerConfig | None = None
+) -> Iterator[ServerHandle]:
+    """Serve ``policy`` as RoboArena's template does. The metadata frame is ``asdict(config)``, or the policy's
+    own metadata when no config is given (for tests of frames RoboArena's dataclass cannot produce)."""
+    metadata = dataclasses.asdict(config) if config is not None else policy.metadata
+
     async def handle(ws: ServerConnection) -> None:
-        await ws.send(packb(policy.metadata))
-        try:
-            while True:
+        await ws.send(packb(metadata))
+        while True:
+            try:
                 request = unpackb(await ws.recv())
-                try:
-                    endpoint = request.pop("endpoint")
-                    if endpoint == "infer":
-                        await ws.send(packb(policy.infer(request)))
-                    elif endpoint == "reset":
-                        policy.reset(request)
-                        await ws.send("reset successful")
-                    else:
-                        raise ValueError(f"unknown endpoint {endpoint}")
-                except Exception:
-                    await ws.send(traceback.format_exc())
-                    await ws.close(CloseCode.INTERNAL_ERROR, "Internal server error")
-                    return
-        except ConnectionClosed:
-            return
+                endpoint = request["endpoint"]
+                del request["endpoint"]
+                if endpoint == "reset":
+                    policy.reset(request)
+                    reply: str | bytes = "reset successful"
+                else:
+                    reply = packb(policy.infer(request))
+                await ws.send(reply)
+            except ConnectionClosed:
+                return
+            except Exception:
+                await ws.send(traceback.format_exc())
+                await ws.close(CloseCode.INTERNAL_ERROR, CLOSE_REASON)
+                return
 
     async def start() -> Server:
         return await serve(
@@ -50,3 +80,79 @@ def serve_roboarena_in_thread(policy: BasePolicy) -> Iterator[ServerHandle]:
 
     with serve_in_thread(start, host="127.0.0.1") as handle_:
         yield handle_
+
+
+class ConfigPolicy(BasePolicy):
+    """A RoboArena policy for ``config``: checks its observation, answers ``(horizon, D)`` chunks.
+
+    Actions, from the proprioception of the observation: ``joint_position`` targets a small step from the
+    current joints, ``joint_velocity`` a small normalised velocity, ``cartesian_position`` a pose a few
+    millimetres along +x per row, ``cartesian_velocity`` a slow +x motion; the gripper stays open. Records
+    ``frame_shapes`` (key -> shape of the last frame seen), ``session_ids`` (of observations) and ``resets``
+    (every ``reset_info``).
+    """
+
+    def __init__(self, config: PolicyServerConfig, *, horizon: int = 8) -> None:
+        self.config = config
+        self.horizon = horizon
+        self.frame_shapes: dict[str, tuple[int, ...]] = {}
+        self.session_ids: list[str] = []
+        self.resets: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.config)
+
+    def _image_keys(self) -> list[str]:
+        cameras = [f"exterior_image_{i}" for i in range(1, self.config.n_external_cameras + 1)]
+        if self.config.needs_wrist_camera:
+            cameras.append("wrist_image")
+        sides = ("left", "right") if self.config.needs_stereo_camera else ("left",)
+        return [f"observation/{camera}_{side}" for camera in cameras for side in sides]
+
+    def _check_frame(self, key: str, image: np.ndarray) -> None:
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"{key}: expected uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        height, width = image.shape[:2]
+        if self.config.image_resolution is not None:
+            if (height, width) != tuple(self.config.image_resolution):
+                raise ValueError(f"{key}: expected {self.config.image_resolution}, got {(height, width)}")
+        elif abs(width * 9 - height * 16) > 16:
+            raise ValueError(f"{key}: a native frame is 16:9, got {width} x {height}")
+
+    def infer(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
+        joints = np.asarray(obs["observation/joint_position"], dtype=np.float64)
+        pose = np.asarray(obs["observation/cartesian_position"], dtype=np.float64)
+        gripper = np.asarray(obs["observation/gripper_position"], dtype=np.float64)
+        if joints.shape != (7,) or pose.shape != (6,) or gripper.shape != (1,):
+            raise ValueError(f"bad proprioception shapes {joints.shape} {pose.shape} {gripper.shape}")
+        if not isinstance(obs["prompt"], str):
+            raise ValueError("prompt must be a string")
+        with self._lock:
+            for key in self._image_keys():
+                self._check_frame(key, obs[key])
+                self.frame_shapes[key] = obs[key].shape
+            if self.config.needs_session_id:
+                session_id = obs["session_id"]
+                if not isinstance(session_id, str):
+                    raise ValueError(f"session_id must be a string, got {session_id!r}")
+                self.session_ids.append(session_id)
+        steps = np.arange(1, self.horizon + 1)[:, None]
+        space = self.config.action_space
+        if space == "joint_position":
+            arm = joints + 0.02 * steps * np.array([1, -1, 1, -1, 1, -1, 1])
+        elif space == "joint_velocity":
+            arm = np.tile(0.3 * np.array([1, -1, 1, -1, 1, -1, 1]), (self.horizon, 1))
+        elif space == "cartesian_position":
+            arm = np.tile(pose, (self.horizon, 1)) + 0.003 * steps * np.array([1, 0, 0, 0, 0, 0])
+        else:
+            arm = np.tile([0.2, 0.0, 0.0, 0.0, 0.0, 0.0], (self.horizon, 1))
+        return {"actions": np.hstack([arm, np.zeros((self.horizon, 1))]).astype(np.float32)}
+
+    def reset(self, reset_info: dict[str, Any] | None = None) -> None:
+        info = dict(reset_info or {})
+        if self.config.needs_session_id and not isinstance(info["session_id"], str):
+            raise ValueError(f"reset_info's session_id must be a string, got {info['session_id']!r}")
+        with self._lock:
+            self.resets.append(info)

@@ -9,11 +9,12 @@ from evaluator_client.episode import (
     PolicyFailure,
     RequirementsError,
     RobotFailure,
+    configure_robot,
     filter_observation,
     resize_with_pad,
     run_episode,
 )
-from evaluator_client.replica import Replica
+from evaluator_client.replica import NATIVE_RESOLUTION, Replica
 from policy_server.base import BasePolicy
 from policy_server.baselines import make_baseline
 
@@ -52,8 +53,9 @@ def robot():
 
 
 def test_max_steps_and_replan_steps(robot):
-    robot.reset(2)
     policy = Recording(make_baseline("expert"))
+    robot.configure(action_space=policy.metadata["action_space"])
+    robot.reset(2)
     result = run_episode(
         robot,
         policy,
@@ -70,8 +72,9 @@ def test_max_steps_and_replan_steps(robot):
 
 
 def test_short_chunks_are_requeried_when_used_up(robot):
-    robot.reset(2)
     policy = Recording(make_baseline("expert"), horizon=3)
+    robot.configure(action_space=policy.metadata["action_space"])
+    robot.reset(2)
     run_episode(robot, policy, prompt="x", requirements=policy.metadata, max_steps=12, replan_steps=8)
     assert len(policy.sent) == 4
 
@@ -85,11 +88,13 @@ def test_operator_stop(robot):
         return calls["n"] > 7
 
     policy = make_baseline("expert")
+    robot.configure(action_space=policy.metadata["action_space"])
     result = run_episode(robot, policy, prompt="x", requirements=policy.metadata, max_steps=100, stop=stop)
     assert result.steps == 7 and result.stop_reason == "operator"
 
 
 def test_only_requested_keys_are_sent(robot):
+    robot.configure(action_space="cartesian_velocity")
     robot.reset(2)
     requirements = {
         "image_resolution": [180, 320],
@@ -126,14 +131,64 @@ def test_resize_with_pad_keeps_aspect_ratio():
     assert (out[:, :, 0] == 255).sum() == 112 * 224
 
 
+class CartesianOnly(Replica):
+    """A robot that declares fewer spaces than DROID has (as the gripper-only replica once did)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.action_spaces = ["cartesian_velocity", "cartesian_position"]
+
+    def configure(self, *, action_space: str, stereo: bool = False) -> None:
+        if action_space not in self.action_spaces:
+            raise ValueError(f"unsupported action space {action_space!r}")
+        super().configure(action_space=action_space, stereo=stereo)
+
+
 def test_requirements_the_robot_cannot_meet():
     one_camera = Replica("push", seed=0)
     with pytest.raises(RequirementsError, match="2 exterior cameras"):
+        configure_robot(one_camera, {"n_external_cameras": 2})
+    with pytest.raises(RequirementsError, match="2 exterior cameras"):
         run_episode(one_camera, make_baseline("expert"), prompt="x", requirements={"n_external_cameras": 2})
-    with pytest.raises(RequirementsError, match="joint_velocity"):
-        run_episode(
-            one_camera, make_baseline("expert"), prompt="x", requirements={"action_space": "joint_velocity"}
-        )
+    cartesian = CartesianOnly("push", seed=0)
+    with pytest.raises(RequirementsError, match="'joint_velocity' actions; this robot runs only cartesian"):
+        configure_robot(cartesian, {"action_space": "joint_velocity"})
+
+
+def test_the_robot_is_set_up_per_policy(robot):
+    """A robot that offers the policy's space runs it once configured; unconfigured, the runner says so."""
+    joint = {"action_space": "joint_velocity", "needs_stereo_camera": True, "image_resolution": None}
+    hold = Recording(make_baseline("random"), metadata=joint)
+    configure_robot(robot, {"action_space": "cartesian_velocity"})
+    with pytest.raises(RequirementsError, match="call configure_robot"):
+        run_episode(robot, hold, prompt="x", requirements=joint, max_steps=1)
+
+    class Still(BasePolicy):
+        def infer(self, obs):
+            return {"actions": np.zeros((10, 8))}
+
+    configure_robot(robot, joint)
+    robot.reset(2)
+    assert robot.action_space == "joint_velocity" and robot.stereo
+    result = run_episode(robot, Still(), prompt="x", requirements=joint, max_steps=3)
+    assert result.steps == 3 and result.failure is None
+    configure_robot(robot, {"action_space": "cartesian_velocity"})
+    assert robot.action_space == "cartesian_velocity" and not robot.stereo
+
+
+def test_native_and_stereo_frames_are_sent_as_asked(robot):
+    configure_robot(robot, {"action_space": "cartesian_velocity", "needs_stereo_camera": True})
+    robot.reset(2)
+    obs = robot.observe()
+    stereo_native = {"needs_stereo_camera": True, "image_resolution": None, "n_external_cameras": 2}
+    sent = filter_observation(obs, stereo_native, "p")
+    native = (NATIVE_RESOLUTION[1], NATIVE_RESOLUTION[0], 3)
+    for camera in ("exterior_image_1", "exterior_image_2", "wrist_image"):
+        assert sent[f"observation/{camera}_left"].shape == sent[f"observation/{camera}_right"].shape == native
+    square = filter_observation(obs, {"needs_stereo_camera": True, "image_resolution": [224, 224]}, "p")
+    assert square["observation/wrist_image_right"].shape == (224, 224, 3)
+    assert not any(k.endswith("_right") for k in filter_observation(obs, {"image_resolution": None}, "p"))
+    configure_robot(robot, {"action_space": "cartesian_velocity"})
 
 
 class Crashing(BasePolicy):
@@ -156,9 +211,11 @@ class Crashing(BasePolicy):
     ],
 )
 def test_policy_failures_blame_the_policy(robot, answer, message):
+    cartesian = {"action_space": "cartesian_velocity"}
+    configure_robot(robot, cartesian)
     robot.reset(2)
     with pytest.raises(PolicyFailure, match=message) as info:
-        run_episode(robot, Crashing(answer), prompt="x", max_steps=5)
+        run_episode(robot, Crashing(answer), prompt="x", requirements=cartesian, max_steps=5)
     assert info.value.party == "policy"
     assert info.value.result.failure == "policy" and info.value.result.stop_reason == "policy_error"
 
@@ -173,8 +230,8 @@ class FaultyReplica(Replica):
 
 
 def test_robot_failures_blame_the_robot():
-    faulty = FaultyReplica("pick_place", seed=0)
     policy = make_baseline("expert")
+    faulty = FaultyReplica("pick_place", seed=0, action_space=policy.metadata["action_space"])
     with pytest.raises(RobotFailure, match="joint limit") as info:
         run_episode(faulty, policy, prompt="x", requirements=policy.metadata, max_steps=50)
     assert info.value.party == "robot"
@@ -182,8 +239,8 @@ def test_robot_failures_blame_the_robot():
 
 
 def test_stop_when_success_is_held():
-    replica = Replica("push", seed=1)
     policy = make_baseline("expert")
+    replica = Replica("push", seed=1, action_space=policy.metadata["action_space"])
     result = run_episode(replica, policy, prompt="x", requirements=policy.metadata, stop_on_success_steps=5)
     assert result.stop_reason == "success" and result.success
     assert result.steps < 400 and result.progress == 100

@@ -12,10 +12,10 @@ from policy_server.baselines import BASELINES, TRUE_ORDER, MissingReplicaStateEr
 
 @pytest.mark.parametrize("task", TASK_KINDS)
 def test_expert_progress_rises_to_success(task):
-    robot = Replica(task, seed=3)
+    policy = make_baseline("expert")
+    robot = Replica(task, seed=3, action_space=policy.metadata["action_space"])
     assert robot.progress() < 5 and not robot.success()
     history = []
-    policy = make_baseline("expert")
     result = run_episode(
         robot,
         policy,
@@ -49,13 +49,17 @@ def test_success_needs_the_object_released_at_the_goal():
 
 
 def test_baseline_metadata_follows_roboarena_config():
+    spaces = set()
     for name in BASELINES:
         meta = make_baseline(name).metadata
         assert meta["image_resolution"] == [224, 224]
         assert meta["n_external_cameras"] == 1 and meta["needs_wrist_camera"] is True
         assert meta["needs_stereo_camera"] is False and meta["needs_session_id"] is False
-        assert meta["action_space"] == "cartesian_velocity" and meta["action_dim"] == 7
+        assert meta["action_dim"] == (8 if meta["action_space"].startswith("joint") else 7)
         assert meta["action_horizon"] >= 8
+        spaces.add(meta["action_space"])
+    # The ladder drives the arm in every DROID action space.
+    assert spaces == {"joint_velocity", "joint_position", "cartesian_velocity", "cartesian_position"}
     assert set(TRUE_ORDER) == set(BASELINES)
     with pytest.raises(KeyError, match="unknown baseline"):
         make_baseline("oracle")

@@ -44,13 +44,18 @@ def test_is_a_robot_with_droid_observation_keys():
         "observation/exterior_image_2_left",
         "observation/wrist_image_left",
     ):
-        assert obs[key].shape == (224, 224, 3) and obs[key].dtype == np.uint8
+        assert obs[key].shape == (180, 320, 3) and obs[key].dtype == np.uint8
     assert obs["observation/joint_position"].shape == (7,)
     assert obs["observation/cartesian_position"].shape == (6,)
     assert obs["observation/gripper_position"].shape == (1,)
     assert robot.platform == "replica:tabletop-v1" and robot.control_hz == 15
     assert robot.cameras == ["exterior_1", "exterior_2", "wrist"]
-    assert "cartesian_velocity" in robot.action_spaces
+    assert set(robot.action_spaces) == {
+        "joint_position",
+        "joint_velocity",
+        "cartesian_position",
+        "cartesian_velocity",
+    }
     robot.close()
 
 
@@ -141,13 +146,16 @@ def test_cartesian_position_reaches_an_absolute_target():
     assert pose[5] == pytest.approx(0.3, abs=0.02)
 
 
-def test_gripper_closes_and_opens():
+def test_gripper_closes_and_opens_at_most_a_quarter_per_step():
     robot = Replica("pick_place", seed=0, perturb="none")
-    robot.apply(np.array([0, 0, 0, 0, 0, 0, 1.0]))
-    robot.apply(np.array([0, 0, 0, 0, 0, 0, 1.0]))
+    close, release = np.array([0, 0, 0, 0, 0, 0, 1.0]), np.zeros(7)
+    robot.apply(close)
+    assert 0.15 < robot.proprioception()["observation/gripper_position"][0] <= 0.26
+    for _ in range(4):
+        robot.apply(close)
     assert robot.proprioception()["observation/gripper_position"][0] > 0.95
-    robot.apply(np.array([0, 0, 0, 0, 0, 0, 0.0]))
-    robot.apply(np.array([0, 0, 0, 0, 0, 0, 0.0]))
+    for _ in range(5):
+        robot.apply(release)
     assert robot.proprioception()["observation/gripper_position"][0] < 0.05
 
 
@@ -157,5 +165,5 @@ def test_bad_actions_are_refused():
         robot.apply(np.zeros(8))
     with pytest.raises(ReplicaError, match="NaN"):
         robot.apply(np.full(7, np.nan))
-    with pytest.raises(ValueError, match="unsupported action space"):
-        Replica("pick_place", action_space="joint_velocity")
+    with pytest.raises(ValueError, match="unsupported action space 'joint_torque'"):
+        Replica("pick_place", action_space="joint_torque")

@@ -19,8 +19,8 @@ def test_subsampling_keeps_two_of_three_steps(tmp_path):
 
 
 def test_episode_videos_decode_as_h264(tmp_path):
-    robot = Replica("pick_place", seed=0)
     policy = make_baseline("expert")
+    robot = Replica("pick_place", seed=0, action_space=policy.metadata["action_space"])
     recorder = VideoRecorder(tmp_path, "episode_a", robot.cameras, source_hz=robot.control_hz)
     run_episode(robot, policy, prompt="x", requirements=policy.metadata, max_steps=45, recorder=recorder)
     files = recorder.close()
@@ -33,7 +33,7 @@ def test_episode_videos_decode_as_h264(tmp_path):
             stream = container.streams.video[0]
             assert stream.codec_context.name == "h264"
             assert stream.codec_context.pix_fmt == "yuv420p"
-            assert (stream.codec_context.width, stream.codec_context.height) == (224, 224)
+            assert (stream.codec_context.width, stream.codec_context.height) == (320, 180)
             assert float(stream.average_rate) == pytest.approx(10.0)
             decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
         assert len(decoded) == 30

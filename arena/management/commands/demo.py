@@ -140,8 +140,6 @@ class Command(BaseCommand):
                         "replica-1",
                         "--platform",
                         "replica:tabletop-v1",
-                        "--action-space",
-                        "cartesian_velocity",
                     ]
                 )
             if code != 0:

@@ -1,0 +1,137 @@
+"""The config matrix: a policy served in RoboArena's template dialect, with each ``PolicyServerConfig`` people
+use, is registered through the API, passes its health check, and is evaluated end to end in a replica session
+through the relay: the robot is set up per slot for that policy, the preference is stored and the reveal names
+it. The policy (``ConfigPolicy``) fails the request on anything its config asks for and did not get.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import pytest
+
+from arena.models import Episode, EvaluationSession, Policy, Preference
+from evaluator_client.replica import NATIVE_RESOLUTION
+from tests.policy_server.roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
+
+MAX_STEPS = 10
+RUN = (
+    "run",
+    "--robot",
+    "replica",
+    "--judge",
+    "auto",
+    "--max-steps",
+    str(MAX_STEPS),
+    "--quiet",
+    "--seed",
+    "5",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    config: PolicyServerConfig
+    horizon: int = 8
+
+
+MATRIX = {
+    "joint_position": Case(PolicyServerConfig()),  # RoboArena's default config
+    "joint_velocity": Case(
+        PolicyServerConfig(action_space="joint_velocity"), horizon=10
+    ),  # pi0-DROID's chunks
+    "cartesian_position": Case(PolicyServerConfig(action_space="cartesian_position")),
+    "cartesian_velocity": Case(PolicyServerConfig(action_space="cartesian_velocity")),
+    "native_frames": Case(PolicyServerConfig(image_resolution=None)),
+    "session_id": Case(PolicyServerConfig(needs_session_id=True)),
+    "stereo": Case(PolicyServerConfig(needs_stereo_camera=True, n_external_cameras=2)),
+}
+# The opponent runs in another space than most cases, so the robot is set up anew between the two slots.
+PARTNER = PolicyServerConfig(action_space="cartesian_velocity", image_resolution=(180, 320))
+
+
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_roboarena_config_is_evaluated_end_to_end(arena, name):
+    case = MATRIX[name]
+    policy = ConfigPolicy(case.config, horizon=case.horizon)
+    partner = ConfigPolicy(PARTNER)
+    slug = f"cfg-{name.replace('_', '-')}"
+    with (
+        serve_roboarena_in_thread(policy, case.config) as server,
+        serve_roboarena_in_thread(partner, PARTNER) as partner_server,
+    ):
+        arena.register(slug, server.url)
+        arena.register("partner", partner_server.url)
+        checked = len(policy.session_ids)  # the health check's dry run sent one
+        arena.configure(None, "--exterior-cameras", "2", "--stereo")
+        assert arena.eval(*RUN) == 0
+
+    session = EvaluationSession.objects.get()
+    assert session.state == "submitted", session.abort_reason
+    assert Preference.objects.filter(session=session).exists()
+    slot = "A" if session.policy_a.slug == slug else "B"
+    episode = Episode.objects.get(session=session, slot=slot)
+    assert (episode.steps, episode.failure_reason) == (MAX_STEPS, "")
+    reveal = arena.lab_get(f"/sessions/{session.id}/")["reveal"]
+    assert reveal[slot]["slug"] == slug
+
+    episode_id = f"{session.id}-{slot}"
+    assert policy.resets == [{"session_id": episode_id}]
+    n_inferences = -(-MAX_STEPS // case.horizon)
+    if case.config.needs_session_id:
+        assert policy.session_ids[checked:] == [episode_id] * n_inferences
+    frame = policy.frame_shapes["observation/exterior_image_1_left"]
+    if case.config.image_resolution is None:
+        assert frame == (NATIVE_RESOLUTION[1], NATIVE_RESOLUTION[0], 3)  # the replica's native 16:9 frame
+    else:
+        assert frame == (*case.config.image_resolution, 3)
+    assert ("observation/exterior_image_2_right" in policy.frame_shapes) == case.config.needs_stereo_camera
+
+
+def test_a_policy_whose_chunks_do_not_fit_its_space_never_enters_the_pool(arena):
+    """A Cartesian policy answering (N, 8) used to pass its check, then abort every session it was given."""
+    config = PolicyServerConfig(action_space="cartesian_velocity")
+    misfit = ConfigPolicy(PolicyServerConfig(action_space="joint_velocity"))  # answers (8, 8)
+    with serve_roboarena_in_thread(misfit, config) as server:
+        shown = arena.register("misfit", server.url, active=False)
+    assert shown["status"] == "pending"
+    policy = Policy.objects.get(slug="misfit")
+    assert policy.last_check_error.startswith("bad_action: ")
+    assert "'cartesian_velocity'" in policy.last_check_error and "(8, 8)" in policy.last_check_error
+
+
+def test_an_openpi_droid_checkpoint_server_is_evaluated_end_to_end(arena, openpi_droid_server):
+    """openpi's reference server with empty metadata, answering (10, 8): taken as joint velocity (the DROID
+    default) and run in the replica; an openpi server passes every key to its policy, so none is added."""
+    partner = ConfigPolicy(PARTNER)
+    with serve_roboarena_in_thread(partner, PARTNER) as partner_server:
+        shown = arena.register("openpi-droid", openpi_droid_server)
+        arena.register("partner", partner_server.url)
+        arena.configure()
+        assert arena.eval(*RUN) == 0
+    assert shown["requirements"]["action_space"] == "joint_velocity"
+    session = EvaluationSession.objects.get()
+    assert session.state == "submitted", session.abort_reason
+    slot = "A" if session.policy_a.slug == "openpi-droid" else "B"
+    assert Episode.objects.get(session=session, slot=slot).steps == MAX_STEPS
+    assert arena.lab_get(f"/sessions/{session.id}/")["reveal"][slot]["slug"] == "openpi-droid"
+
+
+def test_a_robot_is_assigned_policies_in_every_space_it_declares_and_no_other(arena):
+    """Declaring several spaces used to run only the alphabetically first (the other policy aborted, the robot
+    blamed); the server matches on all of them and the client runs each."""
+    configs = {
+        "pol-jp": PolicyServerConfig(action_space="joint_position"),
+        "pol-cv": PolicyServerConfig(action_space="cartesian_velocity"),
+        "pol-jv": PolicyServerConfig(action_space="joint_velocity"),
+    }
+    with contextlib.ExitStack() as stack:
+        for slug, config in configs.items():
+            server = stack.enter_context(serve_roboarena_in_thread(ConfigPolicy(config), config))
+            arena.register(slug, server.url)
+        arena.configure(None, "--action-space", "joint_position", "--action-space", "cartesian_velocity")
+        assert arena.eval(*RUN) == 0
+    session = EvaluationSession.objects.get()
+    assert session.state == "submitted", session.abort_reason
+    assert {session.policy_a.slug, session.policy_b.slug} == {"pol-jp", "pol-cv"}

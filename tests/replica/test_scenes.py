@@ -1,0 +1,140 @@
+"""Scene files describe a lab's own station: DROID calibration conventions, meshes, backgrounds, validation."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from evaluator_client.episode import run_episode
+from evaluator_client.replica import Replica, SceneError, load_scene
+from evaluator_client.replica.scene import SCENES_DIR
+from evaluator_client.replica.transforms import euler_to_mat
+from policy_server.baselines import make_baseline
+
+
+def _segment_centroid(robot: Replica, camera: str, geom: int) -> np.ndarray:
+    renderer = robot._renderer
+    renderer.update_scene(robot.data, camera=camera)
+    renderer.enable_segmentation_rendering()
+    segments = renderer.render()
+    renderer.disable_segmentation_rendering()
+    ys, xs = np.nonzero(segments[..., 0] == geom)
+    return np.array([xs.mean() + 0.5, ys.mean() + 0.5])
+
+
+@pytest.mark.parametrize("name", ["tabletop-v1", "workbench-v1"])
+def test_cameras_follow_droid_extrinsics_and_intrinsics(name):
+    """An object's centre projects where OpenCV's pinhole model puts it with the file's calibration."""
+    scene = load_scene(name)
+    camera = scene.spec["cameras"]["exterior_1"]
+    # An off-centre principal point and unequal focal lengths, so a sign or axis mix-up shows.
+    camera["intrinsics"] = {"fx": 610.0, "fy": 570.0, "cx": 700.0, "cy": 320.0}
+    robot = Replica("pick_place", seed=0, perturb="none", scene=scene, resolution=(640, 360))
+    scale = 640 / camera["resolution"][0]
+    extrinsics = np.asarray(camera["extrinsics"], float)
+    to_camera = euler_to_mat(extrinsics[3:]).T
+    k = camera["intrinsics"]
+    for entry in scene.spec["objects"]:
+        centre = robot.data.xpos[robot._obj_body[entry["name"]]] + [0.0, 0.0, scene.table_height]
+        x, y, z = to_camera @ (centre - extrinsics[:3])
+        expected = np.array([k["fx"] * x / z + k["cx"], k["fy"] * y / z + k["cy"]]) * scale
+        rendered = _segment_centroid(robot, "exterior_1", robot._obj_geom[entry["name"]])
+        assert np.allclose(rendered, expected, atol=1.5), entry["name"]
+    robot.close()
+
+
+def test_the_second_scene_loads_with_its_mesh_and_table_height():
+    scene = load_scene("workbench-v1")
+    assert scene.table_height == pytest.approx(-0.02)
+    hex_block = scene.object_spec("hex_block")
+    assert hex_block["shape"] == "mesh"
+    assert hex_block["half_size"] == pytest.approx([0.027, 0.02338, 0.025])
+    robot = Replica("pick_place", seed=0, perturb="none", scene=scene)
+    assert robot.task.instruction == "put the green hex block on the blue tray"
+    start = robot.privileged_state()["object_pos"].copy()
+    # The mesh rests on the table, whose surface is 2 cm below the robot base (base-frame z = -0.02 + 0.025).
+    assert start[2] == pytest.approx(-0.02 + 0.025, abs=1e-6)
+    for _ in range(15):
+        robot.apply(np.zeros(7))
+    assert np.allclose(robot.privileged_state()["object_pos"], start, atol=0.002)
+    robot.close()
+
+
+def test_the_expert_picks_the_mesh_object_in_the_second_scene():
+    policy = make_baseline("expert")
+    robot = Replica("pick_place", seed=1, scene="workbench-v1", action_space=policy.metadata["action_space"])
+    result = run_episode(
+        robot,
+        policy,
+        prompt=robot.task.instruction,
+        requirements=policy.metadata,
+        max_steps=250,
+        stop_on_success_steps=5,
+    )
+    assert result.success and result.progress == 100
+    robot.close()
+
+
+def test_the_background_photo_is_composited_behind_the_station_only():
+    with_photo = Replica("push", seed=0, perturb="none", scene="workbench-v1")
+    scene = load_scene("workbench-v1")
+    del scene.spec["background"]
+    plain = Replica("push", seed=0, perturb="none", scene=scene)
+    composited = with_photo.render("exterior_1")
+    rendered = plain.render("exterior_1")
+    photo = with_photo._backgrounds["exterior_1"]
+    changed = np.any(composited != rendered, axis=-1)
+    assert 0.2 < changed.mean() < 0.9
+    # Every changed pixel is the photo's; the robot, table and objects are untouched.
+    assert np.array_equal(composited[changed], photo[changed])
+    # The wrist camera has no photo in this scene and is rendered as is.
+    assert np.array_equal(with_photo.render("wrist"), plain.render("wrist"))
+    with_photo.close()
+    plain.close()
+
+
+def _scene_copy(tmp_path, edit) -> str:
+    folder = tmp_path / "station"
+    shutil.copytree(SCENES_DIR, folder)
+    spec = json.loads((folder / "workbench-v1.json").read_text())
+    edit(spec, folder)
+    path = folder / "my-station.json"
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def test_a_lab_scene_file_is_loaded_by_path(tmp_path):
+    def edit(spec, folder):
+        spec["name"] = "my-station"
+        spec["objects"][0]["scale"] = [1.2, 1.2, 1.0]
+
+    scene = load_scene(_scene_copy(tmp_path, edit))
+    assert scene.name == "my-station"
+    assert scene.object_spec("hex_block")["half_size"] == pytest.approx([0.0324, 0.02806, 0.025], abs=1e-5)
+    Replica("pick_place", scene=scene).close()
+
+
+def _offset_mesh(spec, folder):
+    (folder / "meshes" / "offset.obj").write_text("v 0 0 0\nv 0.1 0.1 0.1\nv 0.1 0 0\nf 1 2 3\n")
+    spec["objects"][0]["mesh"] = "meshes/offset.obj"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda spec, folder: spec["objects"][0].update(mesh="../../etc/passwd.obj"),
+            "outside the scene's folder",
+        ),
+        (lambda spec, folder: spec["objects"][0].update(mesh="meshes/missing.obj"), "not found"),
+        (lambda spec, folder: spec["objects"][0].update(shape="cone"), "shape 'cone'"),
+        (lambda spec, folder: spec["cameras"]["exterior_1"].pop("intrinsics"), "lacks 'intrinsics'"),
+        (lambda spec, folder: spec["cameras"]["exterior_1"]["intrinsics"].pop("cy"), "lack \\['cy'\\]"),
+        (lambda spec, folder: spec["background"].update(exterior_9="backgrounds/x.png"), "unknown camera"),
+        (_offset_mesh, "centred on its bounding box"),
+    ],
+)
+def test_malformed_scene_files_are_refused_with_the_field_named(tmp_path, edit, message):
+    with pytest.raises(SceneError, match=message):
+        load_scene(_scene_copy(tmp_path, edit))
