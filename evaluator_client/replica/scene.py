@@ -327,7 +327,7 @@ def build_mjcf(scene: Scene) -> str:
   <statistic extent="2" center="0.4 0 0.2"/>
   <option timestep="{timestep:.8g}" cone="elliptic" impratio="10" integrator="implicitfast"/>
   <visual>
-    <quality shadowsize="0" offsamples="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="14" numstacks="7" numquads="1"/>
     <global offwidth="1280" offheight="720"/>
     <map znear="0.005" zfar="40"/>
     <headlight ambient="{_fmt(headlight["ambient"])}" diffuse="{_fmt(headlight["diffuse"])}" specular="0 0 0"/>
