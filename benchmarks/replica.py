@@ -7,9 +7,10 @@ at 10 fps; automatic judging), prints time per phase (physics, IK, rendering, po
 10 s target beside the previous replica's figures, then rendering frames per second, then a table of mean
 progress and success per baseline over seeded episodes of every task. ``--quick`` shortens all three.
 
-The previous figures (:data:`PREVIOUS_SESSION`) were measured on this project's 2-core machine with the
-gripper-only replica (free-floating hand on a mocap body, square 224 x 224 frames, same session otherwise,
-two exterior cameras) from the code before the Franka replica landed.
+The previous figures (:data:`PREVIOUS_SESSION`) are the gripper-only replica (a free-floating hand on a mocap
+body, square 224 x 224 frames; commit 3a8b89b) running the same session with two exterior cameras, measured on
+this project's 2-core machine interleaved with the Franka runs (the median of three; the machine is shared, so
+totals vary by about 20% between runs).
 """
 
 from __future__ import annotations

@@ -1,19 +1,22 @@
 """DROID's robot in MJCF: a 7-DoF Franka Emika Panda with a Robotiq 2F-85 style parallel gripper.
 
-Why a model written from published figures instead of shipped meshes: the kinematics are exact by
-construction (every body is placed from Franka's modified Denavit-Hartenberg table, so forward kinematics
-match the published parameters to floating-point precision), the model loads offline in milliseconds with no
-extra dependency, and capsule/box primitives render several times faster than the full meshes (measured with
-mujoco 4.0.0: robosuite's full Panda meshes render at 16-22 fps at 224^2; primitives keep a session with three
-cameras well inside its 10 s budget). The cost is visual: links are white capsules, not Franka's castings; a
-policy trained on real images sees a simplified arm either way (no shipped mesh set is photo-real).
+Why a model written from published figures instead of shipped assets (options measured with mujoco 4.0.0):
+robosuite 1.5.2 ships Panda and Robotiq 2F-85 meshes but is a 150 MB wheel with heavy dependencies, its
+Robotiq needs an XML fix, and full meshes render at 16-22 fps at 224^2; gymnasium-robotics 1.4.2 and pybullet's
+URDF ship the Panda with Franka's own hand, not DROID's Robotiq; mujoco-menagerie and robot-descriptions
+download at run time, which this project does not allow. Written from the figures, every body is placed from
+Franka's modified Denavit-Hartenberg table, so forward kinematics match the published parameters to
+floating-point precision (tested); the model loads offline in milliseconds with no extra dependency; and
+capsule/box primitives render fast enough for three 16:9 cameras inside a 10 s session. The cost is visual:
+links are white and grey capsules, not Franka's castings (no shipped mesh set is photo-real either).
 
 Published figures used (Franka Control Interface documentation, "Robot and interface specifications"):
 
 - Modified DH (Craig): ``a`` = [0, 0, 0, 0.0825, -0.0825, 0, 0.088] m, ``d`` = [0.333, 0, 0.316, 0, 0.384, 0, 0]
   m, ``alpha`` = [0, -pi/2, pi/2, pi/2, -pi/2, pi/2, pi/2] rad; flange ``d`` = 0.107 m.
 - Joint limits (rad): :data:`JOINT_LOWER`, :data:`JOINT_UPPER`; velocity limits (rad/s): :data:`JOINT_VELOCITY_LIMIT`;
-  torque limits (N m): :data:`JOINT_TORQUE_LIMIT`; link masses (kg): :data:`LINK_MASS`.
+  torque limits (N m): :data:`JOINT_TORQUE_LIMIT`; link masses (kg, the identified values of Gaz et al. 2019,
+  "Dynamic identification of the Franka Emika Panda robot"): :data:`LINK_MASS`.
 - DROID's reset posture ``[0, -pi/5, 0, -4pi/5, 0, 3pi/5, 0]`` (:data:`HOME_JOINTS`).
 
 The gripper follows the Robotiq 2F-85's figures: 85 mm stroke (two fingers, 42.5 mm each), 20-235 N grip
@@ -91,7 +94,7 @@ def _link_geoms(index: int, rgba: str) -> str:
     return "".join(parts)
 
 
-def _gripper_xml(finger_force: float, wrist_camera: str) -> str:
+def _gripper_xml(wrist_camera: str) -> str:
     """The Robotiq 2F-85 style hand, in the flange frame (z out of the flange)."""
     half_open = GRIPPER_STROKE_M / 2
     pad_z = FINGER_TIP_FROM_FLANGE - PAD_HALF[2]
@@ -123,14 +126,14 @@ def _gripper_xml(finger_force: float, wrist_camera: str) -> str:
     )
 
 
-def franka_xml(*, base_pos: np.ndarray, finger_force: float, wrist_camera: str) -> str:
+def franka_xml(*, base_pos: np.ndarray, wrist_camera: str) -> str:
     """The arm and gripper as one ``<body>`` tree rooted at ``base_pos`` (3,) m in the world frame.
 
     ``wrist_camera``: ``<camera .../>`` elements placed in the hand (flange) frame.
     """
     white = "0.93 0.93 0.95 1"
     grey = "0.25 0.25 0.27 1"
-    xml = _gripper_xml(finger_force, wrist_camera)
+    xml = _gripper_xml(wrist_camera)
     for index in range(7, 0, -1):
         pos, quat = dh_offset(index - 1)
         low, high = JOINT_LOWER[index - 1], JOINT_UPPER[index - 1]

@@ -29,6 +29,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
@@ -284,7 +285,7 @@ def build_mjcf(scene: Scene) -> str:
         z = entry["half_size"][2]
         if entry["shape"] == "mesh":
             meshes.append(
-                f'<mesh name="{entry["name"]}_mesh" file="{scene.resolve(entry["mesh"])}" '
+                f'<mesh name="{entry["name"]}_mesh" file={quoteattr(str(scene.resolve(entry["mesh"])))} '
                 f'scale="{_fmt(entry.get("scale", [1, 1, 1]))}"/>'
             )
         bodies.append(
@@ -327,7 +328,7 @@ def build_mjcf(scene: Scene) -> str:
   <statistic extent="2" center="0.4 0 0.2"/>
   <option timestep="{timestep:.8g}" cone="elliptic" impratio="10" integrator="implicitfast"/>
   <visual>
-    <quality shadowsize="0" offsamples="0"/>
+    <quality shadowsize="0" offsamples="0" numslices="14" numstacks="7" numquads="1"/>
     <global offwidth="1280" offheight="720"/>
     <map znear="0.005" zfar="40"/>
     <headlight ambient="{_fmt(headlight["ambient"])}" diffuse="{_fmt(headlight["diffuse"])}" specular="0 0 0"/>
@@ -348,7 +349,7 @@ def build_mjcf(scene: Scene) -> str:
     {lights}
     {"".join(cameras)}
     {"".join(bodies)}
-    {franka_xml(base_pos=base_world, finger_force=force, wrist_camera=wrist_xml)}
+    {franka_xml(base_pos=base_world, wrist_camera=wrist_xml)}
   </worldbody>
   <contact>
     <exclude body1="hand" body2="finger_left"/>

@@ -206,6 +206,13 @@ def test_stereo_frames_differ_by_a_horizontal_disparity(robot):
     # The right imager sits 12 cm to the camera's right: the block shifts left, on the same rows.
     assert right[0] < left[0] - 5 and abs(right[1] - left[1]) < 1.5
     robot.configure(action_space="cartesian_velocity", stereo=False)
+    # A perturbed camera moves as one stereo rig: still a purely horizontal disparity.
+    moved = Replica("pick_place", seed=4, perturb=["camera"], stereo=True)
+    obs = moved.observe()
+    left = _red_centroid(obs["observation/exterior_image_1_left"])
+    right = _red_centroid(obs["observation/exterior_image_1_right"])
+    assert right[0] < left[0] - 5 and abs(right[1] - left[1]) < 1.5
+    moved.close()
 
 
 def test_configure_sets_the_space_and_refuses_an_unknown_one(robot):

@@ -138,3 +138,23 @@ def _offset_mesh(spec, folder):
 def test_malformed_scene_files_are_refused_with_the_field_named(tmp_path, edit, message):
     with pytest.raises(SceneError, match=message):
         load_scene(_scene_copy(tmp_path, edit))
+
+
+@pytest.mark.parametrize("axis", ["positions", "colours", "lighting", "camera", "distractors"])
+def test_every_perturbation_axis_works_on_the_second_scene(axis):
+    nominal = Replica("pick_place", seed=21, perturb="none", scene="workbench-v1")
+    perturbed = Replica("pick_place", seed=21, perturb=[axis], scene="workbench-v1")
+    seed = 21
+    while axis == "distractors" and not perturbed.perturbation["distractors"]:
+        seed += 1
+        perturbed.reset(seed)
+    assert perturbed.perturbation[axis]
+    json.dumps(perturbed.scene_notes())
+    if axis == "positions":
+        assert perturbed.progress() < 5 and not perturbed.success()
+    differs = [
+        not np.array_equal(nominal.render(cam), perturbed.render(cam)) for cam in ("exterior_1", "wrist")
+    ]
+    assert any(differs)
+    nominal.close()
+    perturbed.close()
