@@ -16,6 +16,8 @@ numpy, msgpack and websockets are used; nothing here imports Django.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,8 +29,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
-from policy_server import wire
-from policy_server.server import PROTOCOL_KEY
+from policy_server import netguard, wire
+from policy_server.server import NONCE_KEY, PROTOCOL_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +52,35 @@ class PolicyClientError(Exception):
 
 
 class PolicyUnavailable(PolicyClientError):
-    """The server cannot be reached, refused the handshake, or went away mid-episode."""
+    """The server cannot be reached, refused the handshake, or went away mid-episode.
+
+    ``reason`` classifies the failure without any text the peer sent: ``"unreachable"``, ``"refused"``
+    (TCP connection refused), ``"tls_error"``, ``"not_websocket"`` (an HTTP answer that is no websocket
+    handshake; ``status`` holds its code), ``"redirect_refused"`` (a 3xx: never followed),
+    ``"unauthorized"`` or ``"address_not_allowed"`` (the endpoint guard refused the address; see
+    :mod:`policy_server.netguard`).
+    """
+
+    def __init__(self, message: str, *, reason: str = "unreachable", status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
 
 
 class PolicyUnauthorized(PolicyUnavailable):
     """The handshake was refused with HTTP 401 or 403 (wrong API key, bad or expired relay token)."""
 
     def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, reason="unauthorized", status=status)
+
+
+class AddressNotAllowed(PolicyUnavailable):
+    """The endpoint guard refused to connect: ``address_class`` is the refused class (``"loopback"``,
+    ``"metadata"``, ...) or ``"unresolvable"``."""
+
+    def __init__(self, message: str, *, address_class: str) -> None:
+        super().__init__(message, reason="address_not_allowed")
+        self.address_class = address_class
 
 
 class PolicyTimeout(PolicyClientError):
@@ -82,10 +104,14 @@ class BadAction(PolicyClientError):
 
 
 def detect_dialect(metadata: Mapping[str, Any]) -> str:
-    """``"arena"``, ``"roboarena"`` or ``"openpi"`` from the server's metadata frame."""
+    """``"arena"``, ``"roboarena"`` or ``"openpi"`` from the server's metadata frame.
+
+    An ``arena_nonce`` key (the proof of endpoint ownership an owner adds to any server's metadata) does not
+    count: RoboArena's exact config plus a nonce is still RoboArena's dialect.
+    """
     if PROTOCOL_KEY in metadata:
         return "arena"
-    if set(metadata) == ROBOARENA_METADATA_KEYS:
+    if set(metadata) - {NONCE_KEY} == ROBOARENA_METADATA_KEYS:
         return "roboarena"
     return "openpi"
 
@@ -144,6 +170,11 @@ class PolicyClient:
     connection breaks while waiting raises and is not resent. ``action_dim`` (optional) is the expected
     ``D`` of the ``(H, D)`` actions. ``headers`` are extra HTTP handshake headers (e.g. a relay's
     ``Authorization: Bearer <token>``).
+
+    ``endpoint_allow`` (address classes, see :func:`policy_server.netguard.parse_allow`) makes every connect
+    go through the endpoint guard: the host is resolved once, every address checked, and the websocket opened
+    on a socket connected to a checked address (redirects are then refused, never followed). The arena's
+    health checker sets it; an evaluator talking to the relay leaves it None.
     """
 
     def __init__(
@@ -158,8 +189,10 @@ class PolicyClient:
         retry_delay_s: float = 0.5,
         action_dim: int | None = None,
         max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        endpoint_allow: frozenset[str] | None = None,
     ) -> None:
         self.url = url
+        self._endpoint_allow = endpoint_allow
         self._headers = dict(headers or {})
         if api_key:
             if any(name.lower() == "authorization" for name in self._headers):
@@ -192,7 +225,7 @@ class PolicyClient:
                 time.sleep(self.retry_delay_s * 2 ** (attempt - 1))
             try:
                 ws, self.metadata = self._open()
-            except PolicyUnauthorized:
+            except (PolicyUnauthorized, AddressNotAllowed):
                 raise
             except (PolicyUnavailable, PolicyTimeout) as exc:
                 last_error = exc
@@ -201,13 +234,29 @@ class PolicyClient:
             self._ws = ws
             self.dialect = detect_dialect(self.metadata)
             return ws
-        failure = PolicyTimeout if isinstance(last_error, PolicyTimeout) else PolicyUnavailable
-        raise failure(f"cannot connect after {self.retries + 1} attempt(s): {last_error}") from last_error
+        message = f"cannot connect after {self.retries + 1} attempt(s): {last_error}"
+        if isinstance(last_error, PolicyUnavailable):
+            raise PolicyUnavailable(
+                message, reason=last_error.reason, status=last_error.status
+            ) from last_error
+        raise PolicyTimeout(message) from last_error
+
+    def _guarded_socket(self) -> socket.socket | None:
+        """A socket connected to a checked address, or None when no guard is asked for. (Given a socket,
+        websockets uses no proxy from the environment, which could otherwise send the connection elsewhere.)"""
+        if self._endpoint_allow is None:
+            return None
+        try:
+            return netguard.open_socket(self.url, allow=self._endpoint_allow, timeout=self.connect_timeout)
+        except netguard.EndpointNotAllowed as exc:
+            raise AddressNotAllowed(str(exc), address_class=exc.reason) from exc
 
     def _open(self) -> tuple[ClientConnection, dict[str, Any]]:
         try:
+            sock = self._guarded_socket()
             ws = connect(
                 self.url,
+                sock=sock,
                 additional_headers=self._headers,
                 open_timeout=self.connect_timeout,
                 close_timeout=2.0,
@@ -221,10 +270,19 @@ class PolicyClient:
                 raise PolicyUnauthorized(
                     f"handshake refused with HTTP {status}: {reason}", status=status
                 ) from exc
-            raise PolicyUnavailable(f"handshake refused with HTTP {status}: {reason}") from exc
+            kind = "redirect_refused" if 300 <= status < 400 else "not_websocket"
+            raise PolicyUnavailable(
+                f"handshake refused with HTTP {status}: {reason}", reason=kind, status=status
+            ) from exc
         except TimeoutError as exc:
             raise PolicyTimeout(f"no handshake within {self.connect_timeout} s") from exc
-        except (OSError, InvalidHandshake) as exc:
+        except ConnectionRefusedError as exc:
+            raise PolicyUnavailable(f"cannot connect: {exc}", reason="refused") from exc
+        except ssl.SSLError as exc:
+            raise PolicyUnavailable(f"TLS handshake failed: {exc}", reason="tls_error") from exc
+        except InvalidHandshake as exc:
+            raise PolicyUnavailable(f"not a websocket handshake: {exc}", reason="not_websocket") from exc
+        except OSError as exc:
             raise PolicyUnavailable(f"cannot connect: {exc}") from exc
         try:
             frame = ws.recv(timeout=self.connect_timeout)
