@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
-from arena.models import ACTION_SPACES, EvaluationSession, Policy, Preference
+from arena.models import ACTION_SPACES, EvaluationSession, Policy, PolicyCheck, Preference
 from arena.services.policies import ENDPOINT_RE, SLUG_RE
 
 SLOT_CHOICES = ["A", "B"]
@@ -130,6 +131,12 @@ class PolicyPublicOut(serializers.ModelSerializer):
 
 
 class PolicyOwnerOut(PolicyPublicOut):
+    """What the policy's owners see: the public fields plus endpoint, exact health and abort statistics."""
+
+    aborts_blamed = serializers.SerializerMethodField(
+        help_text="Sessions aborted by a lab that named this policy at fault (they never count as failed checks)."
+    )
+
     class Meta(PolicyPublicOut.Meta):
         fields = PolicyPublicOut.Meta.fields + [
             "endpoint_url",
@@ -140,13 +147,27 @@ class PolicyOwnerOut(PolicyPublicOut):
             "last_check_error",
             "last_check_latency_ms",
             "consecutive_failures",
+            "aborts_blamed",
+            "endpoint_proven_at",
             "retired_at",
         ]
 
+    def get_aborts_blamed(self, policy: Policy) -> int:
+        fault = EvaluationSession.Fault
+        return EvaluationSession.objects.filter(
+            Q(policy_a=policy, abort_fault=fault.POLICY_A) | Q(policy_b=policy, abort_fault=fault.POLICY_B)
+        ).count()
+
 
 class PolicyCheckOut(serializers.Serializer):
+    """One health check as its owner sees it: exact time, a classified error code and a fixed sentence."""
+
     at = serializers.DateTimeField()
     ok = serializers.BooleanField()
+    trigger = serializers.ChoiceField(
+        choices=PolicyCheck.Trigger.choices,
+        help_text="arena: the arena's own check (counts toward failing); abort: a re-check after an abort.",
+    )
     error_code = serializers.CharField()
     message = serializers.CharField()
     latency_ms = serializers.FloatField(allow_null=True)
