@@ -28,8 +28,8 @@ REFIT_LOCK_SECONDS = 600
 REFIT_LOCK_KEY = zlib.crc32(REFIT_LOCK.encode()) & 0x7FFFFFFF
 
 
-def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA) -> None:
-    policy_check_record(
+def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA) -> Policy:
+    return policy_check_record(
         policy=policy,
         ok=result.ok,
         error_code=result.error or "",
@@ -42,6 +42,7 @@ def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA)
 
 @shared_task(name="arena.tasks.policy_check_one")
 def policy_check_one(policy_id: int) -> bool:
+    """Check one policy now and store the result; returns whether the stored check passed."""
     from policy_server.check import policy_check
 
     policy = Policy.objects.filter(pk=policy_id).exclude(status=Policy.Status.RETIRED).first()
@@ -53,8 +54,7 @@ def policy_check_one(policy_id: int) -> bool:
         api_key=policy.endpoint_api_key or None,
         endpoint_allow=endpoint_allow(),
     )
-    _record(policy, result)
-    return result.ok
+    return bool(_record(policy, result).last_check_ok)
 
 
 @shared_task(name="arena.tasks.policy_check_all")
