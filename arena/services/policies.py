@@ -32,7 +32,14 @@ from policy_server.server import NONCE_KEY
 
 # Both are also the OpenAPI patterns of the fields (ECMA dialect): ASCII classes only, matched with fullmatch.
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,78}[a-z0-9]$")
-ENDPOINT_RE = re.compile(r"^wss?://[A-Za-z0-9._\-\[\]:]+(:[0-9]{1,5})?(/[!-~]*)?$")
+# An endpoint: ws(s)://, a host name (dot-separated labels) or a bracketed IPv6 literal, a port in 1-65535 and
+# a path of printable ASCII. The address guard (policy_server.netguard) checks the rest.
+ENDPOINT_RE = re.compile(
+    r"^wss?://"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)*\.?)"
+    r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    r"(?:/[!-~]*)?$"
+)
 EDITABLE_FIELDS = (
     "name",
     "description",
@@ -51,8 +58,8 @@ def endpoint_allow() -> frozenset[str]:
 
 
 def check_endpoint_url(url: str) -> netguard.Endpoint:
-    """Refuse a malformed endpoint (``invalid_endpoint``) or one whose host is, or now resolves to, an address
-    this arena does not connect to (``endpoint_not_allowed``). Only the resolver is asked: nothing is sent to
+    """Refuse a malformed endpoint (400 ``invalid_endpoint``) or one whose host is, or now resolves to, an
+    address this arena does not connect to (403 ``endpoint_not_allowed``). Only the resolver is asked: nothing is sent to
     the address. A name that does not resolve yet passes; every connect checks again."""
     if not ENDPOINT_RE.fullmatch(url or ""):
         raise InvalidInput(
@@ -63,11 +70,9 @@ def check_endpoint_url(url: str) -> netguard.Endpoint:
     try:
         return netguard.check_endpoint(url, allow=endpoint_allow())
     except netguard.EndpointNotAllowed as exc:
-        if exc.reason == "malformed":
-            raise InvalidInput(
-                "invalid_endpoint", f"The endpoint is not usable: {exc}.", field="endpoint_url"
-            ) from exc
-        raise InvalidInput(
+        # 403: the request is well-formed (the schema's pattern holds); the address guard refuses it (a
+        # forbidden address class, or a form the pattern cannot express, such as a bad IPv6 literal).
+        raise PermissionDenied(
             "endpoint_not_allowed",
             f"Refused: {exc}. Register an address that the arena can reach over the internet.",
             field="endpoint_url",
@@ -144,7 +149,10 @@ def _demote_unproven_rivals(*, policy: Policy, endpoint: netguard.Endpoint) -> N
 
 def _endpoint_claimed_elsewhere(policy: Policy) -> bool:
     """Whether another organization proved control of ``policy``'s endpoint while ``policy`` did not."""
-    if policy.endpoint_proven_at is not None:
+    proven_elsewhere = Policy.objects.filter(endpoint_proven_at__isnull=False).exclude(
+        organization_id=policy.organization_id
+    )
+    if policy.endpoint_proven_at is not None or not proven_elsewhere.exists():  # the common case: one query
         return False
     try:
         endpoint = netguard.parse_endpoint(policy.endpoint_url)
@@ -219,7 +227,9 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
         raise Conflict("policy_retired", "A retired policy cannot be changed.")
     endpoint = None
     proven_at = None
-    if "endpoint_url" in changes and changes["endpoint_url"] != policy.endpoint_url:
+    if "endpoint_url" in changes:
+        # Also for an unchanged URL: that is how an owner whose endpoint another organization proved to
+        # control gets the nonce (409) and, once the server serves it, proves control in turn.
         endpoint = check_endpoint_url(changes["endpoint_url"])
         proven_at = check_endpoint_claim(
             organization=policy.organization,
@@ -232,9 +242,10 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
         endpoint_changed = any(
             k in changes and changes[k] != getattr(policy, k) for k in ("endpoint_url", "endpoint_api_key")
         )
+        url_changed = changes.get("endpoint_url", policy.endpoint_url) != policy.endpoint_url
         for field, value in changes.items():
             setattr(policy, field, value)
-        if endpoint is not None:  # a proof holds for the endpoint it was made on only
+        if url_changed or proven_at is not None:  # a proof holds for the endpoint it was made on only
             policy.endpoint_proven_at = proven_at
         if endpoint_changed:
             policy.status = Policy.Status.PENDING
@@ -242,7 +253,7 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
         policy.save()
         if endpoint is not None and proven_at is not None:
             _demote_unproven_rivals(policy=policy, endpoint=endpoint)
-        if endpoint_changed:
+        if endpoint_changed or proven_at is not None:
             _schedule_check(policy)
     return policy
 

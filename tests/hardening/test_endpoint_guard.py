@@ -88,7 +88,7 @@ def test_ssrf_registrations_and_edits_are_refused_without_any_traffic(
             for k, url in enumerate(urls):
                 response = _register(owner, f"ssrf-{k}", url)
                 body = response.json()
-                assert response.status_code == 400, (url, body)
+                assert response.status_code == 403, (url, body)
                 assert (body["error"]["code"], body["error"]["field"]) == (
                     "endpoint_not_allowed",
                     "endpoint_url",
@@ -96,7 +96,7 @@ def test_ssrf_registrations_and_edits_are_refused_without_any_traffic(
             register_policy(owner, "honest", endpoint_url="ws://policy.acme.example:8000")
             for url in urls[:8]:
                 edit = owner.patch("/api/v1/policies/honest/", {"endpoint_url": url})
-                assert edit.status_code == 400 and edit.json()["error"]["code"] == "endpoint_not_allowed"
+                assert edit.status_code == 403 and edit.json()["error"]["code"] == "endpoint_not_allowed"
         assert not Policy.objects.filter(slug__startswith="ssrf-").exists()
         assert Policy.objects.get(slug="honest").endpoint_url == "ws://policy.acme.example:8000"
         assert (v4.connections, v6.connections) == (0, 0)
@@ -227,3 +227,7 @@ def test_another_organizations_endpoint_needs_proof_of_control(owner, outsider):
         assert policy_check_one(Policy.objects.get(slug="acme-original").pk) is False
         original = Policy.objects.get(slug="acme-original")
         assert original.status == "pending" and original.last_check_error.startswith("endpoint_claimed")
+        # Acme learns its own nonce by sending its endpoint again; it cannot prove control of this server.
+        again = owner.patch("/api/v1/policies/acme-original/", {"endpoint_url": proving.url})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "endpoint_taken"
+        assert nonce not in again.json()["error"]["message"]
