@@ -54,7 +54,7 @@ CHECK_MESSAGES = {
     "refused": "the endpoint's host refused the TCP connection: nothing listens on that port",
     "timeout": "no answer from the endpoint within {timeout} s ({stage})",
     "tls_error": "the TLS handshake with the endpoint failed (certificate or protocol)",
-    "not_websocket": "the endpoint answered HTTP {status_class} instead of a websocket handshake",
+    "not_websocket": "the endpoint answered {answer} instead of a websocket handshake",
     "redirect_refused": "the endpoint answered with a redirect; the arena never follows redirects, "
     "register the final address",
     "unauthorized": "the endpoint refused the arena's credentials: check the endpoint API key",
@@ -237,15 +237,12 @@ def _failure(error: str, found: Mapping[str, Any] | None = None, **fields: Any) 
 
 def _connect_failure(exc: PolicyUnavailable) -> CheckResult:
     if isinstance(exc, AddressNotAllowed):
-        detail = (
-            "the endpoint's host name does not resolve"
-            if exc.address_class == "unresolvable"
-            else netguard.refusal_sentence(exc.address_class)
-        )
-        return _failure("address_not_allowed", detail=detail)
+        if exc.address_class == "unresolvable":
+            return _failure("unreachable")
+        return _failure("address_not_allowed", detail=netguard.refusal_sentence(exc.address_class))
     if exc.reason == "not_websocket":
-        status_class = f"{exc.status // 100}xx" if exc.status else "text that is not HTTP"
-        return _failure("not_websocket", status_class=status_class)
+        answer = f"HTTP {exc.status // 100}xx" if exc.status else "something that is not HTTP"
+        return _failure("not_websocket", answer=answer)
     if exc.reason in CHECK_MESSAGES:
         return _failure(exc.reason)
     return _failure("unreachable")

@@ -168,7 +168,7 @@ def test_a_check_never_echoes_the_body_of_an_http_reply(owner, status):
     seen = " ".join([policy.last_check_error, *(c["message"] for c in checks)])
     assert SECRET_BODY not in seen and "stand-in-secret" not in seen and "AKIA" not in seen
     assert checks[0]["error_code"] == "not_websocket"
-    assert checks[0]["message"] == CHECK_MESSAGES["not_websocket"].format(status_class=f"{status[0]}xx")
+    assert checks[0]["message"] == CHECK_MESSAGES["not_websocket"].format(answer=f"HTTP {status[0]}xx")
 
 
 def test_error_text_does_not_tell_closed_ports_apart(owner):
