@@ -32,6 +32,7 @@ or run as an HTTP proxy (smokescreen); neither fits a websocket connect. Only th
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import os
 import re
@@ -266,13 +267,33 @@ def _checked(endpoint: Endpoint, infos: list[tuple], allow: frozenset[str]) -> l
     return [(family, sockaddr) for family, _address, sockaddr in resolved]
 
 
-def check_endpoint(url: str, *, allow: frozenset[str], resolve: bool = True) -> Endpoint:
+RESOLVE_TIMEOUT_S = 5.0
+"""Default bound on one name resolution at registration (seconds): a hostile name server cannot hold a
+request longer."""
+# The C resolver takes no per-call timeout, so lookups run on a few threads and callers stop waiting.
+_resolver_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="netguard-dns")
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[tuple]:
+    """``getaddrinfo`` for a TCP connection, given up after ``timeout`` seconds (raises socket.gaierror)."""
+    lookup = _resolver_pool.submit(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        return lookup.result(timeout=timeout)
+    except concurrent.futures.TimeoutError as exc:
+        lookup.cancel()
+        raise socket.gaierror(socket.EAI_AGAIN, f"no answer from the resolver within {timeout} s") from exc
+
+
+def check_endpoint(
+    url: str, *, allow: frozenset[str], resolve: bool = True, timeout: float | None = None
+) -> Endpoint:
     """Validate ``url`` without sending anything to its host; returns the parsed endpoint.
 
     The host name's own class (``localhost``, ``metadata.google.internal``, ``*.internal``) is checked
     first, then, if ``resolve``, every address it resolves to now. A name that does not resolve (yet) passes
-    here: DNS may not be set up at registration time, and every connect checks again
-    (:func:`open_socket`). Raises :class:`EndpointNotAllowed`.
+    here (as does one whose resolution takes over ``timeout`` seconds, default :data:`RESOLVE_TIMEOUT_S`):
+    DNS may not be set up at registration
+    time, and every connect checks again (:func:`open_socket`). Raises :class:`EndpointNotAllowed`.
     """
     endpoint = parse_endpoint(url)
     implied = name_class(endpoint.host)
@@ -280,7 +301,7 @@ def check_endpoint(url: str, *, allow: frozenset[str], resolve: bool = True) -> 
         _check_classes([implied], allow)
     if resolve:
         try:
-            infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+            infos = _resolve(endpoint.host, endpoint.port, RESOLVE_TIMEOUT_S if timeout is None else timeout)
         except (socket.gaierror, UnicodeError):
             return endpoint
         _checked(endpoint, infos, allow)
@@ -293,14 +314,14 @@ def _resolution_failed() -> EndpointNotAllowed:
 
 def open_socket(url: str, *, allow: frozenset[str], timeout: float) -> socket.socket:
     """Resolve ``url``'s host once, check every address, and return a blocking TCP socket connected to the
-    first checked address that answers within ``timeout`` seconds (per address).
+    first checked address that answers within ``timeout`` seconds (the resolution and each address).
 
     Pass the socket to ``websockets.sync.client.connect(url, sock=...)``. Raises
     :class:`EndpointNotAllowed` (refused or unresolvable), or OSError / TimeoutError from the connect.
     """
     endpoint = check_endpoint(url, allow=allow, resolve=False)
     try:
-        infos = socket.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
+        infos = _resolve(endpoint.host, endpoint.port, timeout)
     except (socket.gaierror, UnicodeError) as exc:
         raise _resolution_failed() from exc
     last_error: OSError | None = None
@@ -327,8 +348,10 @@ async def open_socket_async(url: str, *, allow: frozenset[str], timeout: float) 
     endpoint = check_endpoint(url, allow=allow, resolve=False)
     loop = asyncio.get_running_loop()
     try:
-        infos = await loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM), timeout
+        )
+    except (socket.gaierror, UnicodeError, TimeoutError) as exc:
         raise _resolution_failed() from exc
     last_error: OSError | None = None
     for family, sockaddr in _checked(endpoint, infos, allow):

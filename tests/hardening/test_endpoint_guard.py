@@ -12,12 +12,14 @@ organization needs proof of control (a nonce in its metadata).
 from __future__ import annotations
 
 import socket
+import threading
 
 import numpy as np
 import pytest
 
 from arena.models import Policy, PolicyCheck
 from arena.tasks import policy_check_one
+from policy_server import netguard
 from policy_server.base import BasePolicy
 from policy_server.check import CHECK_MESSAGES
 from policy_server.client import PolicyClient, PolicyUnavailable
@@ -155,6 +157,28 @@ def test_dns_rebinding_between_registration_and_connect_does_not_pass(
         answers[:] = ["127.0.0.1", "169.254.169.254"]
         Policy.objects.filter(slug="rebinder").update(endpoint_url=f"ws://policy.rebind.test:{server.port}")
         assert policy_check_one(Policy.objects.get(slug="rebinder").pk) is True
+
+
+def test_a_resolver_that_never_answers_holds_neither_registration_nor_check(settings, owner, monkeypatch):
+    """A hostile name server (here: a resolver that never returns) cannot pin a web request or a check."""
+    real_getaddrinfo = socket.getaddrinfo
+    stuck = threading.Event()
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "policy.tarpit.test":
+            stuck.wait(timeout=600)  # longer than the suite's per-test timeout: a hang fails the test
+            raise socket.gaierror(socket.EAI_AGAIN, "gave up")
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setattr(netguard, "RESOLVE_TIMEOUT_S", 0.5)
+    settings.ARENA_CHECK_TIMEOUT_SECONDS = 1
+    try:
+        register_policy(owner, "tarpit", endpoint_url="ws://policy.tarpit.test:8000")
+        assert policy_check_one(Policy.objects.get(slug="tarpit").pk) is False
+        assert Policy.objects.get(slug="tarpit").last_check_error.startswith("unreachable")
+    finally:
+        stuck.set()
 
 
 @pytest.mark.parametrize("status", ["200 OK", "404 Not Found", "500 Internal Server Error"])
