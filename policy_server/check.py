@@ -4,6 +4,10 @@ This is the pre-registration and liveness probe: it tells whether a policy can b
 needs from a robot rig (:func:`requirements_from_metadata`), and how long one inference takes. Many
 servers are checked in parallel by :func:`check_many`, so a slow or dead policy costs its own timeout,
 not everyone's.
+
+The endpoint is untrusted: every check connects through the address guard (:mod:`policy_server.netguard`)
+and follows no redirect, and a failure is reported as a classified reason with a fixed sentence
+(:data:`CHECK_MESSAGES`), never with anything the peer sent.
 """
 
 from __future__ import annotations
