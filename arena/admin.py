@@ -28,6 +28,7 @@ class LabAdmin(admin.ModelAdmin):
         "integrity_flagged",
         "integrity_note",
         "votes_excluded",
+        "policy_aborts",
         "created_at",
     ]
     list_filter = ["integrity_flagged", "votes_excluded"]
@@ -35,6 +36,13 @@ class LabAdmin(admin.ModelAdmin):
     filter_horizontal = ["members"]
     inlines = [RobotInline]
     actions = ["exclude_votes", "include_votes"]
+
+    @admin.display(description="aborts blaming a policy")
+    def policy_aborts(self, lab) -> int:
+        """Sessions this lab aborted naming a policy at fault: for the integrity review (aborts never count
+        against a policy; a lab that blames often while the policies' own checks pass deserves a look)."""
+        faults = (models.EvaluationSession.Fault.POLICY_A, models.EvaluationSession.Fault.POLICY_B)
+        return lab.sessions.filter(abort_fault__in=faults).count()
 
     @admin.action(description="Exclude the selected labs' votes from the ranking (refits)")
     def exclude_votes(self, request, queryset):
@@ -57,7 +65,7 @@ class PolicyCheckInline(admin.TabularInline):
     model = models.PolicyCheck
     extra = 0
     can_delete = False
-    readonly_fields = ["at", "ok", "error_code", "message", "latency_ms"]
+    readonly_fields = ["at", "trigger", "ok", "error_code", "message", "latency_ms"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).order_by("-at")
@@ -83,6 +91,8 @@ class PolicyAdmin(admin.ModelAdmin):
         "last_check_error",
         "last_check_latency_ms",
         "consecutive_failures",
+        "recheck_due_at",
+        "endpoint_proven_at",
         "created_at",
     ]
     inlines = [PolicyCheckInline]
@@ -102,7 +112,7 @@ class VideoInline(admin.TabularInline):
 @admin.register(models.EvaluationSession)
 class EvaluationSessionAdmin(admin.ModelAdmin):
     list_display = ["id", "lab", "robot", "policy_a", "policy_b", "state", "created_at", "lease_expires_at"]
-    list_filter = ["state", "lab", "task_category"]
+    list_filter = ["state", "abort_fault", "lab", "task_category"]
     search_fields = ["id", "task"]
     date_hierarchy = "created_at"
     inlines = [EpisodeInline, VideoInline]

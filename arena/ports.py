@@ -51,7 +51,9 @@ def free_port(host: str = HOST, *, avoid: Collection[int] = ()) -> int:
             except OSError:
                 continue
             return port
-    raise OSError(f"no free port found on {host} in {candidates.start}-{candidates.stop - 1} after {ATTEMPTS} attempts")
+    raise OSError(
+        f"no free port found on {host} in {candidates.start}-{candidates.stop - 1} after {ATTEMPTS} attempts"
+    )
 
 
 def _configured_range() -> range | None:

@@ -17,6 +17,8 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 
+from policy_server import netguard as _endpoint_guard
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("ARENA_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -165,6 +167,23 @@ ARENA_PROVISIONAL_MIN_COMPARISONS = env_int("ARENA_PROVISIONAL_MIN_COMPARISONS",
 ARENA_LAB_MAX_SHARE = float(env_str("ARENA_LAB_MAX_SHARE", "0.5"))
 ARENA_RELAY_URL = env_str("ARENA_RELAY_URL", "ws://127.0.0.1:8765").rstrip("/")
 ARENA_RELAY_SECRET = env_str("ARENA_RELAY_SECRET") or _embedded_secret("relay_secret")
+
+# --- Policy endpoints and health checks (issue 13: SSRF guard, abort re-checks, coarse public times) -------
+# Address classes policy endpoints may have besides public ones: "public" (the default), "private" (RFC 1918,
+# 100.64/10, fc00::/7), "loopback", or a comma list ("private,loopback") for self-hosted deployments and the
+# demo. Link-local and cloud-metadata addresses are refused whatever this says (see policy_server.netguard).
+# The relay reads the same variable.
+ARENA_ENDPOINT_ALLOW = env_str("ARENA_ENDPOINT_ALLOW", "public")
+_endpoint_guard.parse_allow(ARENA_ENDPOINT_ALLOW)  # a typo fails at startup, not at the first registration
+# An abort blaming a policy queues one re-check, due after a uniform random delay in this range (seconds).
+ARENA_ABORT_RECHECK_MIN_SECONDS = env_int("ARENA_ABORT_RECHECK_MIN_SECONDS", 60)
+ARENA_ABORT_RECHECK_MAX_SECONDS = env_int("ARENA_ABORT_RECHECK_MAX_SECONDS", 600)
+CELERY_BEAT_SCHEDULE["policy-abort-rechecks"] = {
+    "task": "arena.tasks.policy_recheck_due",
+    "schedule": timedelta(minutes=1),
+}
+# Public pages show check times rounded down to this many minutes (owners see exact times of their own).
+ARENA_PUBLIC_CHECK_ROUNDING_MINUTES = env_int("ARENA_PUBLIC_CHECK_ROUNDING_MINUTES", 10)
 
 # --- REST API -----------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

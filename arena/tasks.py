@@ -6,6 +6,7 @@ import logging
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import partial
 
 from celery import shared_task
@@ -13,8 +14,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 
-from arena.models import Policy
-from arena.services.policies import policy_check_record
+from arena.models import Policy, PolicyCheck
+from arena.services.policies import endpoint_allow, policy_check_record, policy_recheck_claim_due
 from arena.services.ranking import ranking_snapshot_create
 from arena.services.sessions import session_expire_overdue
 
@@ -27,19 +28,21 @@ REFIT_LOCK_SECONDS = 600
 REFIT_LOCK_KEY = zlib.crc32(REFIT_LOCK.encode()) & 0x7FFFFFFF
 
 
-def _record(policy: Policy, result) -> None:
-    policy_check_record(
+def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA) -> Policy:
+    return policy_check_record(
         policy=policy,
         ok=result.ok,
         error_code=result.error or "",
         message=result.message or "",
         latency_ms=result.latency_ms,
         requirements=result.requirements if result.ok else None,
+        trigger=trigger,
     )
 
 
 @shared_task(name="arena.tasks.policy_check_one")
 def policy_check_one(policy_id: int) -> bool:
+    """Check one policy now and store the result; returns whether the stored check passed."""
     from policy_server.check import policy_check
 
     policy = Policy.objects.filter(pk=policy_id).exclude(status=Policy.Status.RETIRED).first()
@@ -49,26 +52,40 @@ def policy_check_one(policy_id: int) -> bool:
         policy.endpoint_url,
         timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS,
         api_key=policy.endpoint_api_key or None,
+        endpoint_allow=endpoint_allow(),
     )
-    _record(policy, result)
-    return result.ok
+    return bool(_record(policy, result).last_check_ok)
 
 
 @shared_task(name="arena.tasks.policy_check_all")
 def policy_check_all() -> int:
     """Check every non-retired policy, many in parallel, and store each result."""
+    policies = list(Policy.objects.exclude(status=Policy.Status.RETIRED).order_by("pk"))
+    return _check_and_record(policies, trigger=PolicyCheck.Trigger.ARENA)
+
+
+@shared_task(name="arena.tasks.policy_recheck_due")
+def policy_recheck_due(now: str | None = None) -> int:
+    """Run the abort re-checks that are due (at ``now``, an ISO 8601 time, default the current time); returns
+    how many ran. Scheduled every minute by beat; the results are recorded as ``trigger="abort"``."""
+    due_ids = policy_recheck_claim_due(now=datetime.fromisoformat(now) if now else None)
+    policies = list(Policy.objects.filter(pk__in=due_ids).order_by("pk"))
+    return _check_and_record(policies, trigger=PolicyCheck.Trigger.ABORT)
+
+
+def _check_and_record(policies: list[Policy], *, trigger: str) -> int:
     from policy_server.check import check_many
 
-    policies = list(Policy.objects.exclude(status=Policy.Status.RETIRED).order_by("pk"))
     if not policies:
         return 0
     results = check_many(
         [p.endpoint_url for p in policies],
         api_keys=[p.endpoint_api_key or None for p in policies],
         timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS,
+        endpoint_allow=endpoint_allow(),
     )
     for policy, result in zip(policies, results, strict=True):
-        _record(policy, result)
+        _record(policy, result, trigger=trigger)
     return len(policies)
 
 

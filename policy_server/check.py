@@ -4,6 +4,10 @@ This is the pre-registration and liveness probe: it tells whether a policy can b
 needs from a robot rig (:func:`requirements_from_metadata`), and how long one inference takes. Many
 servers are checked in parallel by :func:`check_many`, so a slow or dead policy costs its own timeout,
 not everyone's.
+
+The endpoint is untrusted: every check connects through the address guard (:mod:`policy_server.netguard`)
+and follows no redirect, and a failure is reported as a classified reason with a fixed sentence
+(:data:`CHECK_MESSAGES`), never with anything the peer sent.
 """
 
 from __future__ import annotations
@@ -17,17 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from policy_server import wire
+from policy_server import netguard, wire
 from policy_server.client import (
+    AddressNotAllowed,
     BadAction,
     PolicyClient,
+    PolicyClientError,
     PolicyError,
     PolicyProtocolError,
     PolicyTimeout,
-    PolicyUnauthorized,
     PolicyUnavailable,
 )
-from policy_server.server import PROTOCOL_KEY
+from policy_server.server import NONCE_KEY, PROTOCOL_KEY
 
 ACTION_SPACES = ("joint_position", "joint_velocity", "cartesian_position", "cartesian_velocity")
 ACTION_DIMS = {"joint_position": 8, "joint_velocity": 8, "cartesian_position": 7, "cartesian_velocity": 7}
@@ -46,16 +51,42 @@ DRY_RUN_PROMPT = "pick up the red block and put it in the bowl"
 
 
 class MetadataError(ValueError):
-    """A policy's metadata declares a requirement that makes no sense."""
+    """A policy's metadata declares a requirement that makes no sense; ``key`` names it."""
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+# The one sentence per failure an owner sees. Nothing a peer sent (a response body, a traceback, an exception's
+# text) ever goes into a check message: a check of someone else's server must not read it out, and the
+# difference between error texts must not turn the checker into a scanner.
+CHECK_MESSAGES = {
+    "address_not_allowed": "{detail}",
+    "unreachable": "cannot connect to the endpoint: the host name does not resolve, or no route leads to it",
+    "refused": "the endpoint's host refused the TCP connection: nothing listens on that port",
+    "timeout": "no answer from the endpoint within {timeout} s ({stage})",
+    "tls_error": "the TLS handshake with the endpoint failed (certificate or protocol)",
+    "not_websocket": "the endpoint answered {answer} instead of a websocket handshake",
+    "redirect_refused": "the endpoint answered with a redirect; the arena never follows redirects, "
+    "register the final address",
+    "unauthorized": "the endpoint refused the arena's credentials: check the endpoint API key",
+    "bad_metadata": "the metadata frame is not a valid policy metadata map{detail}",
+    "protocol_error": "the endpoint broke the wire protocol (an undecodable or malformed frame)",
+    "policy_error": "the policy failed on {stage} (your server's log has the details)",
+    "bad_action": "the dry-run reply's actions are {detail}",
+}
+CHECK_ERRORS = tuple(CHECK_MESSAGES)
 
 
 @dataclass(frozen=True)
 class CheckResult:
     """Outcome of :func:`policy_check`.
 
-    ``error`` is ``None`` when ``ok``, else one of ``"unreachable"``, ``"unauthorized"``, ``"timeout"``,
-    ``"bad_metadata"``, ``"protocol_error"``, ``"policy_error"``, ``"bad_action"``; ``message`` is a
-    sentence for people. ``latency_ms`` is the dry-run round trip. ``requirements`` is the normalised
+    ``error`` is ``None`` when ``ok``, else one of :data:`CHECK_ERRORS` (``"address_not_allowed"``,
+    ``"unreachable"``, ``"refused"``, ``"timeout"``, ``"tls_error"``, ``"not_websocket"``,
+    ``"redirect_refused"``, ``"unauthorized"``, ``"bad_metadata"``, ``"protocol_error"``, ``"policy_error"``,
+    ``"bad_action"``); ``message`` is that error's fixed sentence for people. ``latency_ms`` is the dry-run round trip. ``requirements`` is the normalised
     form of the metadata (see :func:`requirements_from_metadata`) with ``action_dim`` and
     ``action_horizon`` taken from the dry run.
     """
@@ -94,7 +125,7 @@ def _bool(metadata: Mapping[str, Any], key: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool | np.bool_):
-        raise MetadataError(f"{key} must be true or false, got {value!r}")
+        raise MetadataError(f"{key} must be true or false, got {value!r}", key=key)
     return bool(value)
 
 
@@ -103,7 +134,7 @@ def _positive_int(metadata: Mapping[str, Any], key: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise MetadataError(f"{key} must be a positive integer, got {value!r}")
+        raise MetadataError(f"{key} must be a positive integer, got {value!r}", key=key)
     return int(value)
 
 
@@ -120,7 +151,7 @@ def requirements_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
     """
     platform = metadata.get("platform")
     if platform is not None and not isinstance(platform, str):
-        raise MetadataError(f"platform must be a string, got {platform!r}")
+        raise MetadataError(f"platform must be a string, got {platform!r}", key="platform")
     resolution = metadata.get("image_resolution", DEFAULT_IMAGE_RESOLUTION)
     if resolution is not None and (
         not isinstance(resolution, list | tuple | np.ndarray)
@@ -129,14 +160,20 @@ def requirements_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
         or not all(1 <= n <= MAX_IMAGE_SIDE for n in resolution)
     ):
         raise MetadataError(
-            f"image_resolution must be [H, W] in 1..{MAX_IMAGE_SIDE} pixels or null, got {resolution!r}"
+            f"image_resolution must be [H, W] in 1..{MAX_IMAGE_SIDE} pixels or null, got {resolution!r}",
+            key="image_resolution",
         )
     cameras = metadata.get("n_external_cameras", 1)
     if isinstance(cameras, bool) or not isinstance(cameras, int | np.integer) or not 0 <= cameras <= 2:
-        raise MetadataError(f"n_external_cameras must be 0, 1 or 2, got {cameras!r}")
+        raise MetadataError(
+            f"n_external_cameras must be 0, 1 or 2, got {cameras!r}", key="n_external_cameras"
+        )
     action_space = metadata.get("action_space", DEFAULT_ACTION_SPACE)
     if action_space not in ACTION_SPACES:
-        raise MetadataError(f"action_space must be one of {', '.join(ACTION_SPACES)}, got {action_space!r}")
+        raise MetadataError(
+            f"action_space must be one of {', '.join(ACTION_SPACES)}, got {action_space!r}",
+            key="action_space",
+        )
     requirements = {
         "platform": platform,
         "image_resolution": None if resolution is None else [int(resolution[0]), int(resolution[1])],
@@ -150,7 +187,10 @@ def requirements_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
         "needs_replica_state": _bool(metadata, "needs_replica_state", False),
     }
     if requirements["action_dim"] is not None and requirements["action_dim"] < MIN_ACTION_DIM:
-        raise MetadataError(f"action_dim must be at least {MIN_ACTION_DIM}, got {requirements['action_dim']}")
+        raise MetadataError(
+            f"action_dim must be at least {MIN_ACTION_DIM}, got {requirements['action_dim']}",
+            key="action_dim",
+        )
     return requirements
 
 
@@ -204,8 +244,22 @@ def dummy_replica_state(rng: np.random.Generator) -> dict[str, Any]:
     }
 
 
-def _failure(error: str, message: str, **found: Any) -> CheckResult:
-    return CheckResult(ok=False, error=error, message=message, **found)
+def _failure(error: str, found: Mapping[str, Any] | None = None, **fields: Any) -> CheckResult:
+    """A failed check with the fixed sentence of ``error`` (``fields`` fill its placeholders)."""
+    return CheckResult(ok=False, error=error, message=CHECK_MESSAGES[error].format(**fields), **(found or {}))
+
+
+def _connect_failure(exc: PolicyUnavailable) -> CheckResult:
+    if isinstance(exc, AddressNotAllowed):
+        if exc.address_class == "unresolvable":
+            return _failure("unreachable")
+        return _failure("address_not_allowed", detail=netguard.refusal_sentence(exc.address_class))
+    if exc.reason == "not_websocket":
+        answer = f"HTTP {exc.status // 100}xx" if exc.status else "something that is not HTTP"
+        return _failure("not_websocket", answer=answer)
+    if exc.reason in CHECK_MESSAGES:
+        return _failure(exc.reason)
+    return _failure("unreachable")
 
 
 def policy_check(
@@ -214,54 +268,67 @@ def policy_check(
     timeout: float = 8.0,
     api_key: str | None = None,
     headers: Mapping[str, str] | None = None,
+    endpoint_allow: frozenset[str] | None = None,
 ) -> CheckResult:
-    """Check one policy server within about ``timeout`` seconds in total. Never raises for a bad policy."""
+    """Check one policy server within about ``timeout`` seconds in total. Never raises for a bad policy.
+
+    The connection goes through the endpoint guard with ``endpoint_allow`` (address classes, see
+    :mod:`policy_server.netguard`; default ``$ARENA_ENDPOINT_ALLOW``, else public only): a refused address
+    gets ``address_not_allowed`` without any packet sent to it. A failure's ``message`` is the fixed sentence of its ``error`` (:data:`CHECK_MESSAGES`), never text
+    the peer sent.
+    """
     deadline = time.monotonic() + timeout
     try:
         client = PolicyClient(
-            url, api_key=api_key, headers=headers, connect_timeout=timeout, request_timeout=timeout, retries=0
+            url,
+            api_key=api_key,
+            headers=headers,
+            connect_timeout=timeout,
+            request_timeout=timeout,
+            retries=0,
+            endpoint_allow=netguard.allow_from_env() if endpoint_allow is None else endpoint_allow,
         )
-    except PolicyUnauthorized as exc:
-        return _failure("unauthorized", f"the server refused our credentials: {exc}")
-    except PolicyTimeout as exc:
-        return _failure("timeout", f"no handshake or metadata within {timeout} s: {exc}")
     except PolicyUnavailable as exc:
-        return _failure("unreachable", f"cannot connect: {exc}")
-    except PolicyError as exc:
-        return _failure("policy_error", f"the server failed on connect: {exc}")
-    except PolicyProtocolError as exc:
-        return _failure("bad_metadata", str(exc))
+        return _connect_failure(exc)
+    except PolicyTimeout:
+        return _failure("timeout", timeout=timeout, stage="handshake or metadata")
+    except PolicyError:
+        return _failure("policy_error", stage="connect")
+    except PolicyProtocolError:
+        return _failure("bad_metadata", detail="")
     with client:
         metadata = {k: v for k, v in client.metadata.items() if k != PROTOCOL_KEY}
         found: dict[str, Any] = {"metadata": metadata, "dialect": client.dialect}
         try:
             requirements = requirements_from_metadata(metadata)
         except MetadataError as exc:
-            return _failure("bad_metadata", str(exc), **found)
+            return _failure(
+                "bad_metadata", found, detail=f": {exc.key} has a value of the wrong type or range"
+            )
         found["requirements"] = requirements
         client.request_timeout = max(deadline - time.monotonic(), 0.1)
         client.action_dim = requirements["action_dim"]
         try:
             result = client.infer(dummy_observation(requirements))
         except PolicyTimeout:
-            return _failure("timeout", f"no answer to a dry-run inference within {timeout} s", **found)
-        except PolicyError as exc:
-            return _failure("policy_error", f"the policy failed on a dry-run observation: {exc}", **found)
-        except BadAction as exc:
-            return _failure("bad_action", str(exc), **found)
-        except (PolicyProtocolError, wire.WireError) as exc:
-            return _failure("protocol_error", str(exc), **found)
-        except PolicyUnavailable as exc:
-            return _failure("unreachable", f"connection lost during the dry run: {exc}", **found)
+            return _failure("timeout", found, timeout=timeout, stage="dry-run inference")
+        except PolicyError:
+            return _failure("policy_error", found, stage="a dry-run observation")
+        except BadAction:
+            detail = "missing, not a finite numeric (H, D) array, or of another action dim than declared"
+            return _failure("bad_action", found, detail=detail)
+        except (PolicyProtocolError, wire.WireError):
+            return _failure("protocol_error", found)
+        except PolicyUnavailable:
+            return _failure("unreachable", found)
     horizon, dim = result["actions"].shape
     mismatch = action_space_mismatch(metadata, requirements["action_space"], result["actions"].shape)
     if mismatch:
-        return _failure("bad_action", f"the dry-run reply's actions are {mismatch}", **found)
+        return _failure("bad_action", found, detail=mismatch)
     declared_horizon = requirements["action_horizon"]
     if declared_horizon is not None and horizon != declared_horizon:
-        return _failure(
-            "bad_action", f"actions have horizon {horizon}, metadata declares {declared_horizon}", **found
-        )
+        detail = f"of horizon {horizon}, the metadata declares {declared_horizon}"
+        return _failure("bad_action", found, detail=detail)
     found["requirements"] = {**requirements, "action_dim": int(dim), "action_horizon": int(horizon)}
     latency_ms = client.latencies_ms[-1]
     return CheckResult(
@@ -292,16 +359,43 @@ def action_space_mismatch(
     return f"{tuple(int(n) for n in shape)}, but the policy {declared}, whose actions are (H, {expected})"
 
 
+def served_nonce(
+    url: str,
+    *,
+    api_key: str | None = None,
+    timeout: float = 8.0,
+    endpoint_allow: frozenset[str] | None = None,
+) -> str | None:
+    """The ``arena_nonce`` string in the endpoint's metadata frame, or None (no such key, not a string, or the
+    endpoint cannot be read). Connects through the address guard like :func:`policy_check`; only the metadata
+    frame is read."""
+    try:
+        with PolicyClient(
+            url,
+            api_key=api_key,
+            connect_timeout=timeout,
+            request_timeout=timeout,
+            retries=0,
+            endpoint_allow=netguard.allow_from_env() if endpoint_allow is None else endpoint_allow,
+        ) as client:
+            value = client.metadata.get(NONCE_KEY)
+    except PolicyClientError:
+        return None
+    return value if isinstance(value, str) else None
+
+
 def check_many(
     urls: Sequence[str],
     *,
     concurrency: int = 16,
     timeout: float = 8.0,
     api_keys: Sequence[str | None] | None = None,
+    endpoint_allow: frozenset[str] | None = None,
 ) -> list[CheckResult]:
     """:func:`policy_check` every URL, ``concurrency`` at a time; results in the order of ``urls``.
 
-    ``api_keys``, if given, holds one key (or None) per URL. The whole call takes about
+    ``api_keys``, if given, holds one key (or None) per URL; ``endpoint_allow`` applies to all. The whole call
+    takes about
     ``ceil(len(urls) / concurrency) * timeout`` seconds at worst.
     """
     keys = list(api_keys) if api_keys is not None else [None] * len(urls)
@@ -312,4 +406,12 @@ def check_many(
     with ThreadPoolExecutor(
         max_workers=max(1, min(concurrency, len(urls))), thread_name_prefix="check"
     ) as pool:
-        return list(pool.map(lambda url, key: policy_check(url, timeout=timeout, api_key=key), urls, keys))
+        return list(
+            pool.map(
+                lambda url, key: policy_check(
+                    url, timeout=timeout, api_key=key, endpoint_allow=endpoint_allow
+                ),
+                urls,
+                keys,
+            )
+        )

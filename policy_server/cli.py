@@ -1,8 +1,8 @@
 """``arena-policy``: serve a policy, or check a running policy server.
 
-    arena-policy serve my_module:make_policy --host 0.0.0.0 --port 8000 [--api-key KEY]
+    arena-policy serve my_module:make_policy --host 0.0.0.0 --port 8000 [--api-key KEY] [--arena-nonce N]
     arena-policy serve --baseline NAME --port 8000
-    arena-policy check ws://host:8000 [--api-key KEY] [--timeout 8]
+    arena-policy check ws://host:8000 [--api-key KEY] [--timeout 8] [--allow public,private,loopback]
 
 ``module:factory`` names either a :class:`~policy_server.base.BasePolicy` instance or a callable that takes no
 arguments and returns one; the current directory is importable, as with ``python -m``.
@@ -64,7 +64,9 @@ def _serve(args: argparse.Namespace) -> int:
     if (args.target is None) == (args.baseline is None):
         raise TargetError("give either module:factory or --baseline NAME")
     policy = load_baseline(args.baseline) if args.baseline else load_policy(args.target)
-    server = PolicyServer(policy, host=args.host, port=args.port, api_key=args.api_key)
+    server = PolicyServer(
+        policy, host=args.host, port=args.port, api_key=args.api_key, arena_nonce=args.arena_nonce
+    )
     print(
         f"arena-policy serving {args.baseline or args.target} on ws://{args.host}:{args.port}",
         file=sys.stderr,
@@ -75,9 +77,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from policy_server import netguard
     from policy_server.check import policy_check
 
-    result = policy_check(args.url, timeout=args.timeout, api_key=args.api_key)
+    try:
+        allow = netguard.parse_allow(args.allow)
+    except ValueError as exc:
+        raise TargetError(str(exc)) from exc
+    result = policy_check(args.url, timeout=args.timeout, api_key=args.api_key, endpoint_allow=allow)
     print(json.dumps(result.to_dict(), indent=2))
     return 0 if result.ok else 1
 
@@ -93,11 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--api-key", help="require this key from clients (Authorization: Api-Key or ?api_key=)"
     )
+    serve.add_argument(
+        "--arena-nonce",
+        help="registration nonce the arena issued, sent in the metadata to prove you control this endpoint",
+    )
     serve.set_defaults(run=_serve)
     check = commands.add_parser("check", help="dry-run check of a running policy server")
     check.add_argument("url", help="ws://host:port of the policy server")
     check.add_argument("--api-key")
     check.add_argument("--timeout", type=float, default=8.0, help="seconds in total")
+    check.add_argument(
+        "--allow",
+        default="public,private,loopback",
+        help="address classes the check may connect to (default: all routable ones, for your own servers)",
+    )
     check.set_defaults(run=_check)
     return parser
 

@@ -22,6 +22,8 @@ numpy, msgpack and websockets are used; nothing here imports Django.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,8 +35,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
 
-from policy_server import wire
-from policy_server.server import PROTOCOL_KEY
+from policy_server import netguard, wire
+from policy_server.server import NONCE_KEY, PROTOCOL_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +61,35 @@ class PolicyClientError(Exception):
 
 
 class PolicyUnavailable(PolicyClientError):
-    """The server cannot be reached, refused the handshake, or went away mid-episode."""
+    """The server cannot be reached, refused the handshake, or went away mid-episode.
+
+    ``reason`` classifies the failure without any text the peer sent: ``"unreachable"``, ``"refused"``
+    (TCP connection refused), ``"tls_error"``, ``"not_websocket"`` (an HTTP answer that is no websocket
+    handshake; ``status`` holds its code), ``"redirect_refused"`` (a 3xx: never followed),
+    ``"unauthorized"`` or ``"address_not_allowed"`` (the endpoint guard refused the address; see
+    :mod:`policy_server.netguard`).
+    """
+
+    def __init__(self, message: str, *, reason: str = "unreachable", status: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
 
 
 class PolicyUnauthorized(PolicyUnavailable):
     """The handshake was refused with HTTP 401 or 403 (wrong API key, bad or expired relay token)."""
 
     def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, reason="unauthorized", status=status)
+
+
+class AddressNotAllowed(PolicyUnavailable):
+    """The endpoint guard refused to connect: ``address_class`` is the refused class (``"loopback"``,
+    ``"metadata"``, ...) or ``"unresolvable"``."""
+
+    def __init__(self, message: str, *, address_class: str) -> None:
+        super().__init__(message, reason="address_not_allowed")
+        self.address_class = address_class
 
 
 class PolicyTimeout(PolicyClientError):
@@ -96,11 +118,12 @@ def detect_dialect(metadata: Mapping[str, Any]) -> str:
     RoboArena's server sends ``dataclasses.asdict(PolicyServerConfig)``: every config key and nothing else.
     A frame holding only config keys, with all but :data:`ROBOARENA_OPTIONAL_KEYS`, is taken for RoboArena's;
     anything else without our protocol marker (empty metadata, a model name, a relay's openpi marker) for
-    openpi's.
+    openpi's. An ``arena_nonce`` key (the proof of endpoint ownership an owner adds to any server's metadata)
+    does not count: RoboArena's exact config plus a nonce is still RoboArena's dialect.
     """
     if PROTOCOL_KEY in metadata:
         return "arena"
-    keys = set(metadata)
+    keys = set(metadata) - {NONCE_KEY}
     if keys <= ROBOARENA_METADATA_KEYS and ROBOARENA_METADATA_KEYS - ROBOARENA_OPTIONAL_KEYS <= keys:
         return "roboarena"
     return "openpi"
@@ -160,6 +183,11 @@ class PolicyClient:
     connection breaks while waiting raises and is not resent. ``action_dim`` (optional) is the expected
     ``D`` of the ``(H, D)`` actions. ``headers`` are extra HTTP handshake headers (e.g. a relay's
     ``Authorization: Bearer <token>``).
+
+    ``endpoint_allow`` (address classes, see :func:`policy_server.netguard.parse_allow`) makes every connect
+    go through the endpoint guard: the host is resolved once, every address checked, and the websocket opened
+    on a socket connected to a checked address (redirects are then refused, never followed). The arena's
+    health checker sets it; an evaluator talking to the relay leaves it None.
     """
 
     def __init__(
@@ -175,9 +203,11 @@ class PolicyClient:
         retry_delay_s: float = 0.5,
         action_dim: int | None = None,
         max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        endpoint_allow: frozenset[str] | None = None,
     ) -> None:
         self.url = url
         self.session_id = session_id
+        self._endpoint_allow = endpoint_allow
         self._headers = dict(headers or {})
         if api_key:
             if any(name.lower() == "authorization" for name in self._headers):
@@ -210,7 +240,7 @@ class PolicyClient:
                 time.sleep(self.retry_delay_s * 2 ** (attempt - 1))
             try:
                 ws, self.metadata = self._open()
-            except PolicyUnauthorized:
+            except (PolicyUnauthorized, AddressNotAllowed):
                 raise
             except (PolicyUnavailable, PolicyTimeout) as exc:
                 last_error = exc
@@ -219,13 +249,29 @@ class PolicyClient:
             self._ws = ws
             self.dialect = detect_dialect(self.metadata)
             return ws
-        failure = PolicyTimeout if isinstance(last_error, PolicyTimeout) else PolicyUnavailable
-        raise failure(f"cannot connect after {self.retries + 1} attempt(s): {last_error}") from last_error
+        message = f"cannot connect after {self.retries + 1} attempt(s): {last_error}"
+        if isinstance(last_error, PolicyUnavailable):
+            raise PolicyUnavailable(
+                message, reason=last_error.reason, status=last_error.status
+            ) from last_error
+        raise PolicyTimeout(message) from last_error
+
+    def _guarded_socket(self) -> socket.socket | None:
+        """A socket connected to a checked address, or None when no guard is asked for. (Given a socket,
+        websockets uses no proxy from the environment, which could otherwise send the connection elsewhere.)"""
+        if self._endpoint_allow is None:
+            return None
+        try:
+            return netguard.open_socket(self.url, allow=self._endpoint_allow, timeout=self.connect_timeout)
+        except netguard.EndpointNotAllowed as exc:
+            raise AddressNotAllowed(str(exc), address_class=exc.reason) from exc
 
     def _open(self) -> tuple[ClientConnection, dict[str, Any]]:
         try:
+            sock = self._guarded_socket()
             ws = connect(
                 self.url,
+                sock=sock,
                 additional_headers=self._headers,
                 open_timeout=self.connect_timeout,
                 close_timeout=2.0,
@@ -239,10 +285,19 @@ class PolicyClient:
                 raise PolicyUnauthorized(
                     f"handshake refused with HTTP {status}: {reason}", status=status
                 ) from exc
-            raise PolicyUnavailable(f"handshake refused with HTTP {status}: {reason}") from exc
+            kind = "redirect_refused" if 300 <= status < 400 else "not_websocket"
+            raise PolicyUnavailable(
+                f"handshake refused with HTTP {status}: {reason}", reason=kind, status=status
+            ) from exc
         except TimeoutError as exc:
             raise PolicyTimeout(f"no handshake within {self.connect_timeout} s") from exc
-        except (OSError, InvalidHandshake) as exc:
+        except ConnectionRefusedError as exc:
+            raise PolicyUnavailable(f"cannot connect: {exc}", reason="refused") from exc
+        except ssl.SSLError as exc:
+            raise PolicyUnavailable(f"TLS handshake failed: {exc}", reason="tls_error") from exc
+        except InvalidHandshake as exc:
+            raise PolicyUnavailable(f"not a websocket handshake: {exc}", reason="not_websocket") from exc
+        except OSError as exc:
             raise PolicyUnavailable(f"cannot connect: {exc}") from exc
         try:
             frame = ws.recv(timeout=self.connect_timeout)

@@ -7,7 +7,9 @@ endpoint named inside the token and forwards frames both ways unchanged: binary 
 closing code and reason (so a policy's traceback text frame and its 1011 reach the evaluator). Neither
 side learns the other's address: the evaluator sees only the relay, the policy server sees only the
 relay's connection, with none of the evaluator's headers. If the policy server cannot be reached, or
-drops without a closing handshake, the evaluator's websocket is closed with 1014 (bad gateway).
+drops without a closing handshake, the evaluator's websocket is closed with 1014 (bad gateway). The relay
+connects only to addresses the endpoint guard allows (:mod:`policy_server.netguard`; ``--endpoint-allow`` or
+``$ARENA_ENDPOINT_ALLOW``, default public addresses only) and never follows a redirect.
 
 The relay keeps no state beyond open connections: run as many copies as needed behind any load balancer, all
 configured with the same secret. ``GET /healthz`` answers 200.
@@ -33,7 +35,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from policy_server import wire
+from policy_server import netguard, wire
 from policy_server._serving import ServerHandle, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
 from policy_server.check import ACTION_SPACES
@@ -71,9 +73,14 @@ class Relay:
         port: int = 8765,
         upstream_timeout: float = 10.0,
         max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        endpoint_allow: str | None = None,
     ) -> None:
         derive_key(secret)  # fail at startup, not at the first evaluator, if the secret is unusable
         self._secret = secret
+        # Address classes the relay may connect to (see policy_server.netguard); default $ARENA_ENDPOINT_ALLOW.
+        self._endpoint_allow = (
+            netguard.allow_from_env() if endpoint_allow is None else netguard.parse_allow(endpoint_allow)
+        )
         self.host = host
         self.port = port
         self._upstream_timeout = upstream_timeout
@@ -119,14 +126,21 @@ class Relay:
         claims = self._claims(downstream.request)
         headers = {"Authorization": f"Api-Key {claims.api_key}"} if claims.api_key else None
         try:
+            # A socket to a checked address: no second DNS lookup, no redirect followed (websockets cannot reuse
+            # a given socket for one).
+            sock = await netguard.open_socket_async(
+                claims.endpoint, allow=self._endpoint_allow, timeout=self._upstream_timeout
+            )
             upstream = await connect(
                 claims.endpoint,
+                sock=sock,
                 additional_headers=headers,
                 open_timeout=self._upstream_timeout,
                 compression=None,
                 max_size=self._max_size,
             )
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        # ValueError: the endpoint guard refused the address (EndpointNotAllowed), or a redirect was refused.
+        except (OSError, TimeoutError, InvalidHandshake, ValueError) as exc:
             logger.warning("session %s slot %s: policy unreachable: %s", claims.session_id, claims.slot, exc)
             await downstream.close(BAD_GATEWAY, "policy unavailable")
             return
@@ -215,10 +229,17 @@ async def _splice(downstream: ServerConnection, upstream: ClientConnection) -> N
 
 @contextlib.contextmanager
 def serve_relay_in_thread(
-    secret: bytes | str, host: str = "127.0.0.1", port: int = 0, *, upstream_timeout: float = 10.0
+    secret: bytes | str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    upstream_timeout: float = 10.0,
+    endpoint_allow: str | None = None,
 ) -> Iterator[ServerHandle]:
     """Run a relay in a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``."""
-    relay = Relay(secret, host=host, port=port, upstream_timeout=upstream_timeout)
+    relay = Relay(
+        secret, host=host, port=port, upstream_timeout=upstream_timeout, endpoint_allow=endpoint_allow
+    )
     with _serve_in_thread(relay.start, host=host) as handle:
         yield handle
 
@@ -243,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--secret-file", type=Path, help=f"file holding the shared secret (else ${SECRET_ENV})"
     )
     parser.add_argument("--upstream-timeout", type=float, default=10.0, help="seconds to reach a policy")
+    parser.add_argument(
+        "--endpoint-allow",
+        help=f"address classes policies may have besides public: private, loopback (else ${netguard.ALLOW_ENV})",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -251,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             upstream_timeout=args.upstream_timeout,
+            endpoint_allow=args.endpoint_allow,
         )
     except ValueError as exc:
         raise SystemExit(f"arena-relay: {exc}") from exc

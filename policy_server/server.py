@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 PROTOCOL_KEY = "arena_protocol"
 """Metadata key by which clients recognise this server (the "arena" dialect)."""
 PROTOCOL_VERSION = 1
+NONCE_KEY = "arena_nonce"
+"""Metadata key holding the registration nonce an arena issues to prove who controls an endpoint (any
+server can carry it; ours adds it with ``--arena-nonce``)."""
 
 
 class RequestError(ValueError):
@@ -69,8 +72,10 @@ class PolicyServer:
         port: int = 8000,
         api_key: str | None = None,
         max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        arena_nonce: str | None = None,
     ) -> None:
         self.policy = policy
+        self._arena_nonce = arena_nonce or None
         self.host = host
         self.port = port
         self._api_key = api_key or None
@@ -102,7 +107,8 @@ class PolicyServer:
         return None
 
     def _metadata_frame(self) -> bytes:
-        return wire.packb({**self.policy.metadata, PROTOCOL_KEY: PROTOCOL_VERSION})
+        nonce = {NONCE_KEY: self._arena_nonce} if self._arena_nonce else {}
+        return wire.packb({**self.policy.metadata, **nonce, PROTOCOL_KEY: PROTOCOL_VERSION})
 
     async def _handle(self, ws: ServerConnection) -> None:
         logger.info("client %s connected", ws.remote_address)
@@ -156,11 +162,15 @@ def serve_in_thread(
     api_key: str | None = None,
     *,
     max_size: int | None = wire.DEFAULT_MAX_SIZE,
+    arena_nonce: str | None = None,
 ) -> Iterator[ServerHandle]:
     """Serve ``policy`` from a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``.
 
-    ``port=0`` binds a free port chosen by the OS. The server stops when the block exits.
+    ``port=0`` binds a free port chosen by the OS. The server stops when the block exits. ``arena_nonce``
+    goes into the metadata frame (see ``NONCE_KEY``).
     """
-    server = PolicyServer(policy, host=host, port=port, api_key=api_key, max_size=max_size)
+    server = PolicyServer(
+        policy, host=host, port=port, api_key=api_key, max_size=max_size, arena_nonce=arena_nonce
+    )
     with _serve_in_thread(server.start, host=host) as handle:
         yield handle

@@ -13,6 +13,13 @@ from urllib.parse import urlparse
 
 import pytest
 
+# The suite's policy servers listen on loopback, so its arena and relays may connect there. The production
+# default is public addresses only (see policy_server.netguard); tests of the guard set "public" themselves.
+# Relays built in the tests and the worker processes they start read the environment; the Django settings of
+# this process were read before this file, hence the fixture below.
+TEST_ENDPOINT_ALLOW = "private,loopback"
+os.environ.setdefault("ARENA_ENDPOINT_ALLOW", TEST_ENDPOINT_ALLOW)
+
 REQUIRE_SERVICES = os.environ.get("ARENA_REQUIRE_SERVICES") == "1"
 
 
@@ -67,3 +74,9 @@ def _fresh_cache():
 
     cache.clear()
     yield
+
+
+@pytest.fixture(autouse=True)
+def _loopback_endpoints_allowed(settings):
+    """Policy endpoints on loopback and private addresses are allowed in tests (see TEST_ENDPOINT_ALLOW)."""
+    settings.ARENA_ENDPOINT_ALLOW = TEST_ENDPOINT_ALLOW

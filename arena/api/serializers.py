@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from django.db.models import Q
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
-from arena.models import ACTION_SPACES, EvaluationSession, Policy, Preference
+from arena.models import ACTION_SPACES, EvaluationSession, Policy, PolicyCheck, Preference
 from arena.services.policies import ENDPOINT_RE, SLUG_RE
 
 SLOT_CHOICES = ["A", "B"]
@@ -143,9 +144,13 @@ class PolicyPublicOut(serializers.ModelSerializer):
 
 
 class PolicyOwnerOut(PolicyPublicOut):
-    """A policy as its owners see it: exact requirements, endpoint and health."""
+    """What the policy's owners see: the public fields plus exact requirements, endpoint, exact health and
+    abort statistics."""
 
     requirements = serializers.SerializerMethodField()
+    aborts_blamed = serializers.SerializerMethodField(
+        help_text="Sessions aborted by a lab that named this policy at fault (they never count as failed checks)."
+    )
 
     class Meta(PolicyPublicOut.Meta):
         fields = PolicyPublicOut.Meta.fields + [
@@ -157,6 +162,8 @@ class PolicyOwnerOut(PolicyPublicOut):
             "last_check_error",
             "last_check_latency_ms",
             "consecutive_failures",
+            "aborts_blamed",
+            "endpoint_proven_at",
             "retired_at",
         ]
 
@@ -164,10 +171,22 @@ class PolicyOwnerOut(PolicyPublicOut):
     def get_requirements(self, policy: Policy) -> dict:
         return RequirementsOut(policy.requirements()).data
 
+    def get_aborts_blamed(self, policy: Policy) -> int:
+        fault = EvaluationSession.Fault
+        return EvaluationSession.objects.filter(
+            Q(policy_a=policy, abort_fault=fault.POLICY_A) | Q(policy_b=policy, abort_fault=fault.POLICY_B)
+        ).count()
+
 
 class PolicyCheckOut(serializers.Serializer):
+    """One health check as its owner sees it: exact time, a classified error code and a fixed sentence."""
+
     at = serializers.DateTimeField()
     ok = serializers.BooleanField()
+    trigger = serializers.ChoiceField(
+        choices=PolicyCheck.Trigger.choices,
+        help_text="arena: the arena's own check (counts toward failing); abort: a re-check after an abort.",
+    )
     error_code = serializers.CharField()
     message = serializers.CharField()
     latency_ms = serializers.FloatField(allow_null=True)

@@ -51,7 +51,20 @@ class Policy(models.Model):
     last_check_ok = models.BooleanField(null=True, blank=True)
     last_check_error = models.CharField(max_length=300, blank=True)
     last_check_latency_ms = models.FloatField(null=True, blank=True)
-    consecutive_failures = models.PositiveSmallIntegerField(default=0)
+    consecutive_failures = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="Failed checks in a row; only the arena's own checks count, never abort re-checks.",
+    )
+    recheck_due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the re-check an abort asked for runs (jittered, one at a time).",
+    )
+    endpoint_proven_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the endpoint echoed this organization's registration nonce (needed for a shared endpoint).",
+    )
     created_at = models.DateTimeField(default=timezone.now)
     retired_at = models.DateTimeField(null=True, blank=True)
 
@@ -84,7 +97,12 @@ class Policy(models.Model):
 class PolicyCheck(models.Model):
     """One health check: connect, read metadata, dry-run infer."""
 
+    class Trigger(models.TextChoices):
+        ARENA = "arena", "the arena's own check (schedule, registration, owner)"
+        ABORT = "abort", "a re-check after an abort blamed the policy"
+
     policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="checks")
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.ARENA)
     at = models.DateTimeField(default=timezone.now, db_index=True)
     ok = models.BooleanField()
     error_code = models.CharField(max_length=60, blank=True)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Case, F, IntegerField, Q, QuerySet, Sum, When
 from django.db.models.functions import Coalesce
 
@@ -56,6 +57,53 @@ class LabShare:
     name: str
     n: int
     share: float
+
+
+LATENCY_BUCKETS_MS = (50, 100, 200, 500, 1000, 2000, 5000)
+"""Upper edges of the latency bands the public sees (ms): exact latencies cluster by policy and would help
+a lab tell which policy sits in a slot."""
+
+
+@dataclass(frozen=True)
+class PublicHealth:
+    """What anyone may see of a policy's health: the outcome of the arena's last own check, its time rounded
+    down to ``ARENA_PUBLIC_CHECK_ROUNDING_MINUTES`` and its latency as a band. Re-checks after aborts do not
+    show here (they never touch the last-check fields), so an abort changes nothing a lab can watch."""
+
+    checked: bool
+    ok: bool
+    at: datetime | None
+    latency: str
+
+
+def coarse_time(at: datetime, *, minutes: int) -> datetime:
+    """``at`` rounded down to a multiple of ``minutes`` since the hour (UTC); seconds and below dropped."""
+    step = max(1, minutes)
+    return at.replace(second=0, microsecond=0) - timedelta(minutes=at.minute % step)
+
+
+def latency_band(latency_ms: float | None) -> str:
+    """``"under 50 ms"``, ``"100-200 ms"``, ``"over 5000 ms"``... or "" when no latency was measured."""
+    if latency_ms is None:
+        return ""
+    low = 0
+    for high in LATENCY_BUCKETS_MS:
+        if latency_ms < high:
+            return f"under {high} ms" if low == 0 else f"{low}-{high} ms"
+        low = high
+    return f"over {low} ms"
+
+
+def policy_public_health(*, policy: Policy) -> PublicHealth:
+    """The public view of ``policy``'s last arena check (owners read exact times through their own API)."""
+    if policy.last_check_at is None:
+        return PublicHealth(checked=False, ok=False, at=None, latency="")
+    return PublicHealth(
+        checked=True,
+        ok=bool(policy.last_check_ok),
+        at=coarse_time(policy.last_check_at, minutes=settings.ARENA_PUBLIC_CHECK_ROUNDING_MINUTES),
+        latency=latency_band(policy.last_check_latency_ms) if policy.last_check_ok else "",
+    )
 
 
 def _counted_tallies(policy: Policy) -> QuerySet[ComparisonTally]:

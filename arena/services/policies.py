@@ -1,21 +1,45 @@
-"""Writes for policies: registration, updates, retirement and health-check results."""
+"""Writes for policies: registration, updates, retirement and health-check results.
+
+Endpoints are checked before anything is stored (:func:`check_endpoint_url`): the address guard of
+:mod:`policy_server.netguard` refuses link-local, metadata, private, loopback, multicast and reserved addresses
+(``ARENA_ENDPOINT_ALLOW`` opens private or loopback ones) without sending a packet to them. An endpoint that
+another organization has registered needs proof of control (:func:`check_endpoint_claim`).
+
+Health-check results (:func:`policy_check_record`) move a policy between active and failing only when they
+come from the arena's own checks; the re-check an abort asks for is queued with a random delay
+(:func:`policy_recheck_request`) and its result is evidence for the owner and for lab integrity, never a
+strike against the policy, so a lab's aborts alone cannot take a competitor out of the pool.
+"""
 
 from __future__ import annotations
 
+import hmac
 import re
+import secrets
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from arena.errors import Conflict, InvalidInput, PermissionDenied
 from arena.models import ACTION_SPACES, Organization, Policy, PolicyCheck
 from arena.services.accounts import check_owner_in_organization
+from policy_server import netguard
+from policy_server.server import NONCE_KEY
 
 # Both are also the OpenAPI patterns of the fields (ECMA dialect): ASCII classes only, matched with fullmatch.
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,78}[a-z0-9]$")
-ENDPOINT_RE = re.compile(r"^wss?://[A-Za-z0-9._\-\[\]:]+(:[0-9]{1,5})?(/[!-~]*)?$")
+# An endpoint: ws(s)://, a host name (dot-separated labels) or a bracketed IPv6 literal, a port in 1-65535 and
+# a path of printable ASCII. The address guard (policy_server.netguard) checks the rest.
+ENDPOINT_RE = re.compile(
+    r"^wss?://"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_][A-Za-z0-9_-]*)*\.?)"
+    r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+    r"(?:/[!-~]*)?$"
+)
 EDITABLE_FIELDS = (
     "name",
     "description",
@@ -28,13 +52,114 @@ EDITABLE_FIELDS = (
 )
 
 
-def check_endpoint_url(url: str) -> None:
+def endpoint_allow() -> frozenset[str]:
+    """The address classes endpoints may have here (``ARENA_ENDPOINT_ALLOW``, see policy_server.netguard)."""
+    return netguard.parse_allow(settings.ARENA_ENDPOINT_ALLOW)
+
+
+def check_endpoint_url(url: str) -> netguard.Endpoint:
+    """Refuse a malformed endpoint (400 ``invalid_endpoint``) or one whose host is, or now resolves to, an
+    address this arena does not connect to (403 ``endpoint_not_allowed``). Only the resolver is asked: nothing is sent to
+    the address. A name that does not resolve yet passes; every connect checks again."""
     if not ENDPOINT_RE.fullmatch(url or ""):
         raise InvalidInput(
             "invalid_endpoint",
             "The endpoint must be a ws:// or wss:// URL, e.g. ws://host:8000.",
             field="endpoint_url",
         )
+    try:
+        return netguard.check_endpoint(url, allow=endpoint_allow())
+    except netguard.EndpointNotAllowed as exc:
+        # 403: the request is well-formed (the schema's pattern holds); the address guard refuses it (a
+        # forbidden address class, or a form the pattern cannot express, such as a bad IPv6 literal).
+        raise PermissionDenied(
+            "endpoint_not_allowed",
+            f"Refused: {exc}. Register an address that the arena can reach over the internet.",
+            field="endpoint_url",
+        ) from exc
+
+
+def endpoint_nonce(*, organization: Organization, endpoint: netguard.Endpoint) -> str:
+    """The registration nonce proving that ``organization`` controls ``endpoint``: 32 hex characters, the
+    same on every request (an HMAC of the server's secret key), so an owner can configure it once."""
+    value = f"{organization.pk}:{endpoint.identity}"
+    return salted_hmac("arena.endpoint-proof", value, algorithm="sha256").hexdigest()[:32]
+
+
+def _endpoint_rivals(
+    *, endpoint: netguard.Endpoint, organization: Organization, exclude_pk: int | None = None
+) -> list[Policy]:
+    """Other organizations' policies (not retired) registered on the same endpoint (same host:port/path)."""
+    candidates = (
+        Policy.objects.exclude(status=Policy.Status.RETIRED)
+        .exclude(organization=organization)
+        .exclude(pk=exclude_pk)
+        .only("pk", "endpoint_url", "organization_id", "endpoint_proven_at", "status")
+    )
+    rivals = []
+    for policy in candidates:
+        try:
+            if netguard.parse_endpoint(policy.endpoint_url).identity == endpoint.identity:
+                rivals.append(policy)
+        except netguard.EndpointNotAllowed:
+            continue
+    return rivals
+
+
+def check_endpoint_claim(
+    *,
+    organization: Organization,
+    endpoint: netguard.Endpoint,
+    api_key: str = "",
+    exclude_pk: int | None = None,
+) -> datetime | None:
+    """Whether ``organization`` may register ``endpoint``: None when no other organization has it, the time of
+    the proof when the endpoint's metadata carries this organization's nonce (``arena_nonce``), else Conflict
+    ``endpoint_taken`` whose message gives the nonce to serve. Reading the metadata goes through the address
+    guard (the endpoint passed :func:`check_endpoint_url` first); call this outside any transaction."""
+    from policy_server.check import served_nonce
+
+    if not _endpoint_rivals(endpoint=endpoint, organization=organization, exclude_pk=exclude_pk):
+        return None
+    nonce = endpoint_nonce(organization=organization, endpoint=endpoint)
+    served = served_nonce(
+        endpoint.url,
+        api_key=api_key or None,
+        timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS,
+        endpoint_allow=endpoint_allow(),
+    )
+    if served is not None and hmac.compare_digest(served.encode(), nonce.encode()):
+        return timezone.now()
+    raise Conflict(
+        "endpoint_taken",
+        f"Another organization has registered this endpoint. If the server is yours, prove it: make its metadata "
+        f'carry {NONCE_KEY} = "{nonce}" (arena-policy serve --arena-nonce {nonce}, or add the key to any '
+        "server's metadata dict) and send this request again.",
+        field="endpoint_url",
+    )
+
+
+def _demote_unproven_rivals(*, policy: Policy, endpoint: netguard.Endpoint) -> None:
+    """After ``policy`` proved its endpoint, other organizations' unproven policies on it go back to pending:
+    whoever serves the nonce controls the server (the first registrant may have squatted it)."""
+    for rival in _endpoint_rivals(endpoint=endpoint, organization=policy.organization, exclude_pk=policy.pk):
+        if rival.endpoint_proven_at is None:
+            Policy.objects.filter(pk=rival.pk).update(status=Policy.Status.PENDING, consecutive_failures=0)
+
+
+def _endpoint_claimed_elsewhere(policy: Policy) -> bool:
+    """Whether another organization proved control of ``policy``'s endpoint while ``policy`` did not."""
+    proven_elsewhere = Policy.objects.filter(endpoint_proven_at__isnull=False).exclude(
+        organization_id=policy.organization_id
+    )
+    if policy.endpoint_proven_at is not None or not proven_elsewhere.exists():  # the common case: one query
+        return False
+    try:
+        endpoint = netguard.parse_endpoint(policy.endpoint_url)
+    except netguard.EndpointNotAllowed:
+        return False
+    rivals = _endpoint_rivals(endpoint=endpoint, organization=policy.organization, exclude_pk=policy.pk)
+    return any(rival.endpoint_proven_at is not None for rival in rivals)
 
 
 def policy_register(
@@ -55,7 +180,7 @@ def policy_register(
         raise InvalidInput(
             "invalid_slug", "A slug is 3-80 lowercase letters, digits and hyphens.", field="slug"
         )
-    check_endpoint_url(endpoint_url)
+    endpoint = check_endpoint_url(endpoint_url)
     if organization is None:
         orgs = list(owner.organizations.all()[:2])
         if len(orgs) != 1:
@@ -66,6 +191,9 @@ def policy_register(
             )
         organization = orgs[0]
     check_owner_in_organization(user=owner, organization=organization)
+    if Policy.objects.filter(slug=slug).exists():  # before contacting a contested endpoint; re-checked below
+        raise Conflict("slug_taken", f"The slug {slug!r} is taken.", field="slug")
+    proven_at = check_endpoint_claim(organization=organization, endpoint=endpoint, api_key=endpoint_api_key)
     with transaction.atomic():
         if Policy.objects.filter(slug=slug).exists():
             raise Conflict("slug_taken", f"The slug {slug!r} is taken.", field="slug")
@@ -80,7 +208,10 @@ def policy_register(
             endpoint_url=endpoint_url,
             endpoint_api_key=endpoint_api_key,
             req_platform=req_platform,
+            endpoint_proven_at=proven_at,
         )
+        if proven_at is not None:
+            _demote_unproven_rivals(policy=policy, endpoint=endpoint)
         _schedule_check(policy)
     return policy
 
@@ -94,20 +225,35 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
         raise InvalidInput("not_editable", f"{field} cannot be changed.", field=field)
     if policy.status == Policy.Status.RETIRED:
         raise Conflict("policy_retired", "A retired policy cannot be changed.")
+    endpoint = None
+    proven_at = None
     if "endpoint_url" in changes:
-        check_endpoint_url(changes["endpoint_url"])
+        # Also for an unchanged URL: that is how an owner whose endpoint another organization proved to
+        # control gets the nonce (409) and, once the server serves it, proves control in turn.
+        endpoint = check_endpoint_url(changes["endpoint_url"])
+        proven_at = check_endpoint_claim(
+            organization=policy.organization,
+            endpoint=endpoint,
+            api_key=changes.get("endpoint_api_key", policy.endpoint_api_key),
+            exclude_pk=policy.pk,
+        )
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
         endpoint_changed = any(
             k in changes and changes[k] != getattr(policy, k) for k in ("endpoint_url", "endpoint_api_key")
         )
+        url_changed = changes.get("endpoint_url", policy.endpoint_url) != policy.endpoint_url
         for field, value in changes.items():
             setattr(policy, field, value)
+        if url_changed or proven_at is not None:  # a proof holds for the endpoint it was made on only
+            policy.endpoint_proven_at = proven_at
         if endpoint_changed:
             policy.status = Policy.Status.PENDING
             policy.consecutive_failures = 0
         policy.save()
-        if endpoint_changed:
+        if endpoint is not None and proven_at is not None:
+            _demote_unproven_rivals(policy=policy, endpoint=endpoint)
+        if endpoint_changed or proven_at is not None:
             _schedule_check(policy)
     return policy
 
@@ -131,6 +277,12 @@ def policy_check_request(*, owner, policy: Policy) -> None:
     policy_check_schedule(policy_id=policy.pk)
 
 
+ENDPOINT_CLAIMED = (
+    "endpoint_claimed",
+    "another organization proved that it controls this endpoint; prove yours with its registration nonce",
+)
+
+
 def policy_check_record(
     *,
     policy: Policy,
@@ -139,11 +291,20 @@ def policy_check_record(
     message: str = "",
     latency_ms: float | None = None,
     requirements: dict[str, Any] | None = None,
+    trigger: str = PolicyCheck.Trigger.ARENA,
 ) -> Policy:
-    """Store one health-check result; N failures in a row make the policy ``failing``, a pass makes it active."""
+    """Store one health-check result.
+
+    An arena check (``trigger="arena"``): N failures in a row make the policy ``failing``, a pass makes it
+    active (unless another organization proved control of its endpoint: then the pass is recorded as
+    ``endpoint_claimed``). An abort re-check (``trigger="abort"``) is only recorded in the policy's check
+    history: it changes neither the status, the failure count nor the public last-check fields.
+    """
     now = timezone.now()
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
+        if ok and _endpoint_claimed_elsewhere(policy):
+            ok, (error_code, message), latency_ms = False, ENDPOINT_CLAIMED, None
         PolicyCheck.objects.create(
             policy=policy,
             at=now,
@@ -151,7 +312,10 @@ def policy_check_record(
             error_code=error_code[:60],
             message=message[:500],
             latency_ms=latency_ms,
+            trigger=trigger,
         )
+        if trigger == PolicyCheck.Trigger.ABORT:
+            return policy
         policy.last_check_at = now
         policy.last_check_ok = ok
         policy.last_check_error = "" if ok else f"{error_code}: {message}"[:300]
@@ -207,3 +371,34 @@ def _enqueue_check(policy_id: int) -> None:
     from arena.tasks import policy_check_one
 
     policy_check_one.delay(policy_id)
+
+
+def policy_recheck_request(*, policy_id: int, now: datetime | None = None) -> None:
+    """Queue the re-check an abort blaming the policy asks for, inside the caller's transaction.
+
+    The re-check is due after a uniform random delay of ``ARENA_ABORT_RECHECK_MIN_SECONDS`` to ``..._MAX_...``
+    (from the system's CSPRNG, so a lab cannot predict it), and runs from the periodic
+    ``arena.tasks.policy_recheck_due``, never inside the request. One re-check is pending per policy at a
+    time: more aborts neither add checks nor move the due time (a lab can neither multiply checks nor time them).
+    """
+    low = settings.ARENA_ABORT_RECHECK_MIN_SECONDS
+    high = max(low, settings.ARENA_ABORT_RECHECK_MAX_SECONDS)
+    delay = secrets.SystemRandom().uniform(low, high)
+    due = (now or timezone.now()) + timedelta(seconds=delay)
+    Policy.objects.filter(pk=policy_id, recheck_due_at__isnull=True).exclude(
+        status=Policy.Status.RETIRED
+    ).update(recheck_due_at=due)
+
+
+def policy_recheck_claim_due(*, now: datetime | None = None) -> list[int]:
+    """The ids of policies whose abort re-check is due at ``now``, each cleared so that only one caller runs it."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = list(
+            Policy.objects.select_for_update()
+            .filter(recheck_due_at__lte=now)
+            .order_by("pk")
+            .values_list("pk", "status")
+        )
+        Policy.objects.filter(pk__in=[pk for pk, _status in due]).update(recheck_due_at=None)
+    return [pk for pk, status in due if status != Policy.Status.RETIRED]

@@ -13,7 +13,7 @@ from django.utils import timezone
 from arena.errors import Conflict, InvalidInput, NotFound, Unavailable
 from arena.models import ApiKey, Episode, EvaluationSession, Lab, Policy, Preference, Robot
 from arena.pairing import eligible_policies, pair_choose
-from arena.services.policies import policy_check_schedule
+from arena.services.policies import policy_recheck_request
 from arena.services.tallies import tally_add
 
 State = EvaluationSession.State
@@ -184,7 +184,13 @@ def preference_submit(
 
 
 def session_abort(*, lab: Lab, session_id: uuid.UUID | str, reason: str, fault: str) -> EvaluationSession:
-    """Close a session without a verdict; a policy at fault gets an immediate health check."""
+    """Close a session without a verdict.
+
+    A policy named at fault gets a re-check queued with a random delay (see ``policy_recheck_request``):
+    nothing public changes at the abort, and the re-check's result never counts against the policy, so aborts
+    cannot be used to learn which policy was in a slot or to push a competitor out of the pool. The fault stays
+    on the session, for the owner's abort statistics and the lab-integrity review.
+    """
     if not reason.strip():
         raise InvalidInput("required", "Say why the session is aborted.", field="reason")
     _expire(EvaluationSession.objects.filter(pk=session_id, lab=lab), timezone.now())
@@ -199,7 +205,7 @@ def session_abort(*, lab: Lab, session_id: uuid.UUID | str, reason: str, fault: 
             policy: Policy = (
                 session.policy_a if fault == EvaluationSession.Fault.POLICY_A else session.policy_b
             )
-            policy_check_schedule(policy_id=policy.pk)
+            policy_recheck_request(policy_id=policy.pk, now=session.ended_at)
         return session
 
 

@@ -14,6 +14,7 @@ from arena.models import EvaluationSession, Policy, Video
 from arena.selectors.leaderboard import snapshot_latest
 from arena.selectors.pages import (
     policy_lab_shares,
+    policy_public_health,
     policy_record_by_category,
     policy_record_by_opponent,
     policy_score_history,
@@ -85,6 +86,8 @@ def policy_page(request: HttpRequest, slug: str) -> HttpResponse:
         "arena/policy.html",
         {
             "policy": policy,
+            "health": policy_public_health(policy=policy),
+            "check_rounding_minutes": settings.ARENA_PUBLIC_CHECK_ROUNDING_MINUTES,
             "row": row,
             "snapshot": snapshot,
             "opponents": policy_record_by_opponent(policy=policy),

@@ -84,7 +84,8 @@ def register_policy(owner: Actor, slug: str, **overrides) -> dict:
     body = {
         "slug": slug,
         "name": slug.replace("-", " ").title(),
-        "endpoint_url": f"ws://10.9.8.7:{8000 + len(slug)}",
+        # One endpoint per slug: an endpoint another organization registered would need proof of control.
+        "endpoint_url": f"ws://10.9.8.7:{8000 + len(slug)}/{slug}",
         "description": "test policy",
         "license": "MIT",
         **overrides,

@@ -54,7 +54,7 @@ def test_dead_endpoint_stays_out_of_the_pool(settings, owner):
     register_policy(owner, "dead-one", endpoint_url="ws://127.0.0.1:9")
     assert policy_check_one(Policy.objects.get(slug="dead-one").pk) is False
     policy = Policy.objects.get(slug="dead-one")
-    assert policy.status == "pending" and policy.last_check_error.startswith("unreachable")
+    assert policy.status == "pending" and policy.last_check_error.startswith("refused")
 
 
 def test_periodic_check_marks_a_dead_policy_failing(settings, owner, two_servers):

@@ -150,7 +150,7 @@ def test_broken_policies_fail_with_a_code(policy, error: str) -> None:
 
 
 def test_unreachable_and_unauthorized() -> None:
-    assert policy_check(dead_url(), timeout=2).error == "unreachable"
+    assert policy_check(dead_url(), timeout=2).error == "refused"
     with serve_policy_in_thread(EchoPolicy(), api_key="sesame") as server:
         assert policy_check(server.url).error == "unauthorized"
         assert policy_check(server.url, api_key="sesame").ok
@@ -209,7 +209,7 @@ def test_check_many_runs_in_parallel_and_keeps_order() -> None:
         started = time.monotonic()
         results = check_many(urls, concurrency=8, timeout=3)
         elapsed = time.monotonic() - started
-    assert [r.error for r in results] == [None, "unreachable", None, "policy_error", None]
+    assert [r.error for r in results] == [None, "refused", None, "policy_error", None]
     # Three 0.4 s dry runs on separate servers overlap instead of adding up.
     assert elapsed < 1.1
     assert threading.active_count() < 50

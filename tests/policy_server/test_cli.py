@@ -112,4 +112,4 @@ def test_check_prints_json_and_sets_the_exit_code() -> None:
     assert report["ok"] is True and report["requirements"]["action_dim"] == 8
     done = arena_policy("check", f"ws://127.0.0.1:{free_port()}", "--timeout", "2")
     assert done.returncode == 1
-    assert json.loads(done.stdout)["error"] == "unreachable"
+    assert json.loads(done.stdout)["error"] == "refused"

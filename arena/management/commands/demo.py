@@ -72,7 +72,12 @@ class Command(BaseCommand):
             servers = {}
             for k, name in enumerate(TRUE_ORDER):
                 servers[name] = stack.enter_context(serve_in_thread(make_baseline(name, seed=seed + k)))
-            relay = stack.enter_context(serve_relay_in_thread(settings.ARENA_RELAY_SECRET))
+            # The baselines listen on loopback: this demo's arena and relay may connect there (a deployment's
+            # default is public addresses only).
+            settings.ARENA_ENDPOINT_ALLOW = "loopback"
+            relay = stack.enter_context(
+                serve_relay_in_thread(settings.ARENA_RELAY_SECRET, endpoint_allow="loopback")
+            )
             settings.ARENA_RELAY_URL = relay.url.rstrip("/")
             web = ThreadedWSGIServer(("127.0.0.1", port), QuietHandler)
             web.set_app(get_wsgi_application())

@@ -1,0 +1,257 @@
+"""Policy endpoints cannot turn the arena against its own network (SSRF), and a check never reads a peer's reply
+out to the owner.
+
+With ``ARENA_ENDPOINT_ALLOW=public`` (the production default), registrations and edits that name a metadata
+service, a private or loopback address in any spelling are refused before a single packet is sent: loopback
+stand-ins that count connections see none. Connect-time checks hold against DNS rebinding (the resolver is the
+external part, so the test answers for it at the ``getaddrinfo`` boundary). Checks of a stand-in that answers
+HTTP report only a classified reason, redirects are never followed, and an endpoint registered by another
+organization needs proof of control (a nonce in its metadata).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import numpy as np
+import pytest
+
+from arena.models import Policy, PolicyCheck
+from arena.tasks import policy_check_one
+from policy_server import netguard
+from policy_server.base import BasePolicy
+from policy_server.check import CHECK_MESSAGES
+from policy_server.client import PolicyClient, PolicyUnavailable
+from policy_server.relay import serve_relay_in_thread
+from policy_server.server import serve_in_thread
+from tests.api.actors import register_policy, register_robot, request_session
+from tests.hardening.standins import SECRET_BODY, ipv6_loopback_available, stand_in
+
+PUBLIC_ADDRESS = "93.184.215.14"  # a globally routable address the tests never connect to
+
+
+class DroidPolicy(BasePolicy):
+    """Constant 10 x 8 joint-velocity chunks; ``extra`` is added to the metadata (an owner's nonce, say)."""
+
+    def __init__(self) -> None:
+        self.extra: dict[str, object] = {}
+
+    def infer(self, obs):
+        return {"actions": np.zeros((10, 8), dtype=np.float32)}
+
+    @property
+    def metadata(self):
+        return {
+            "image_resolution": [224, 224],
+            "needs_wrist_camera": True,
+            "n_external_cameras": 1,
+            "needs_stereo_camera": False,
+            "needs_session_id": False,
+            "action_space": "joint_velocity",
+            **self.extra,
+        }
+
+
+@pytest.fixture
+def public_only(settings):
+    """The production default: only public addresses."""
+    settings.ARENA_ENDPOINT_ALLOW = "public"
+
+
+def _register(owner, slug: str, url: str):
+    return owner.post("/api/v1/policies/", {"slug": slug, "name": slug, "endpoint_url": url})
+
+
+def test_ssrf_registrations_and_edits_are_refused_without_any_traffic(
+    public_only, owner, django_capture_on_commit_callbacks
+):
+    with stand_in() as v4, stand_in(host="::1" if ipv6_loopback_available() else "127.0.0.1") as v6:
+        port = v4.port
+        urls = [
+            "ws://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "ws://metadata.google.internal/computeMetadata/v1/",
+            "ws://[fd00:ec2::254]/latest/meta-data/",
+            f"ws://2130706433:{port}",
+            f"ws://0x7f.0.0.1:{port}",
+            f"ws://0177.0.0.1:{port}",
+            f"ws://localhost:{port}",
+            f"ws://127.0.0.1:{port}",
+            f"ws://[::1]:{v6.port}",
+            f"ws://[::ffff:127.0.0.1]:{port}",
+            f"ws://[::ffff:7f00:1]:{port}",
+            "ws://10.0.0.5:8000",
+            "ws://192.168.1.20:8000",
+            "ws://100.64.0.9:8000",
+            "ws://0.0.0.0:8000",
+            "ws://[fe80::1]:8000",
+        ]
+        with django_capture_on_commit_callbacks(execute=True):
+            for k, url in enumerate(urls):
+                response = _register(owner, f"ssrf-{k}", url)
+                body = response.json()
+                assert response.status_code == 403, (url, body)
+                assert (body["error"]["code"], body["error"]["field"]) == (
+                    "endpoint_not_allowed",
+                    "endpoint_url",
+                )
+            register_policy(owner, "honest", endpoint_url="ws://policy.acme.example:8000")
+            for url in urls[:8]:
+                edit = owner.patch("/api/v1/policies/honest/", {"endpoint_url": url})
+                assert edit.status_code == 403 and edit.json()["error"]["code"] == "endpoint_not_allowed"
+        assert not Policy.objects.filter(slug__startswith="ssrf-").exists()
+        assert Policy.objects.get(slug="honest").endpoint_url == "ws://policy.acme.example:8000"
+        assert (v4.connections, v6.connections) == (0, 0)
+
+
+def test_a_stored_loopback_endpoint_is_neither_checked_nor_relayed(settings, owner, lab1):
+    """An endpoint stored while loopback was allowed: once the setting is public, neither the checker nor
+    the relay opens a connection to it."""
+    with (
+        stand_in() as target,
+        serve_relay_in_thread(settings.ARENA_RELAY_SECRET, endpoint_allow="public") as relay,
+    ):
+        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
+        url = f"ws://127.0.0.1:{target.port}"
+        for slug in ("stored-a", "stored-b"):
+            register_policy(owner, slug, endpoint_url=url)
+            Policy.objects.filter(slug=slug).update(status=Policy.Status.ACTIVE)
+        settings.ARENA_ENDPOINT_ALLOW = "public"
+        assert policy_check_one(Policy.objects.get(slug="stored-a").pk) is False
+        check = PolicyCheck.objects.get(policy__slug="stored-a")
+        assert check.error_code == "address_not_allowed" and "loopback" in check.message
+        register_robot(lab1)
+        session = request_session(lab1)
+        assert session.status_code == 201, session.json()
+        with pytest.raises(PolicyUnavailable):
+            PolicyClient(session.json()["slots"]["A"]["relay_url"], retries=0, connect_timeout=10)
+        assert target.connections == 0
+
+
+def test_dns_rebinding_between_registration_and_connect_does_not_pass(
+    public_only, settings, owner, monkeypatch
+):
+    """The name answers a public address at registration, then a loopback one: the check refuses to connect
+    (and sends nothing); within one connect the name is resolved once, so a second answer cannot redirect it."""
+    real_getaddrinfo = socket.getaddrinfo
+    answers: list[str] = [PUBLIC_ADDRESS]
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "policy.rebind.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        address = answers.pop(0) if len(answers) > 1 else answers[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with stand_in() as target:
+        register_policy(owner, "rebinder", endpoint_url=f"ws://policy.rebind.test:{target.port}")
+        answers[:] = ["127.0.0.1"]
+        assert policy_check_one(Policy.objects.get(slug="rebinder").pk) is False
+        assert Policy.objects.get(slug="rebinder").last_check_error.startswith("address_not_allowed")
+        assert target.connections == 0
+
+    # Loopback allowed (a self-hosted arena): the first answer is the real server, every later one the
+    # metadata address. The check passes because it connects to the address it checked.
+    settings.ARENA_ENDPOINT_ALLOW = "loopback"
+    with serve_in_thread(DroidPolicy()) as server:
+        answers[:] = ["127.0.0.1", "169.254.169.254"]
+        Policy.objects.filter(slug="rebinder").update(endpoint_url=f"ws://policy.rebind.test:{server.port}")
+        assert policy_check_one(Policy.objects.get(slug="rebinder").pk) is True
+
+
+def test_a_resolver_that_never_answers_holds_neither_registration_nor_check(settings, owner, monkeypatch):
+    """A hostile name server (here: a resolver that never returns) cannot pin a web request or a check."""
+    real_getaddrinfo = socket.getaddrinfo
+    stuck = threading.Event()
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "policy.tarpit.test":
+            stuck.wait(timeout=600)  # longer than the suite's per-test timeout: a hang fails the test
+            raise socket.gaierror(socket.EAI_AGAIN, "gave up")
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setattr(netguard, "RESOLVE_TIMEOUT_S", 0.5)
+    settings.ARENA_CHECK_TIMEOUT_SECONDS = 1
+    try:
+        register_policy(owner, "tarpit", endpoint_url="ws://policy.tarpit.test:8000")
+        assert policy_check_one(Policy.objects.get(slug="tarpit").pk) is False
+        assert Policy.objects.get(slug="tarpit").last_check_error.startswith("unreachable")
+    finally:
+        stuck.set()
+
+
+@pytest.mark.parametrize("status", ["200 OK", "404 Not Found", "500 Internal Server Error"])
+def test_a_check_never_echoes_the_body_of_an_http_reply(owner, status):
+    with stand_in(status=status) as metadata_service:
+        register_policy(owner, "echo-probe", endpoint_url=f"ws://127.0.0.1:{metadata_service.port}/latest")
+        assert policy_check_one(Policy.objects.get(slug="echo-probe").pk) is False
+    assert metadata_service.connections == 1
+    policy = Policy.objects.get(slug="echo-probe")
+    checks = owner.get("/api/v1/policies/echo-probe/checks/").json()
+    seen = " ".join([policy.last_check_error, *(c["message"] for c in checks)])
+    assert SECRET_BODY not in seen and "stand-in-secret" not in seen and "AKIA" not in seen
+    assert checks[0]["error_code"] == "not_websocket"
+    assert checks[0]["message"] == CHECK_MESSAGES["not_websocket"].format(answer=f"HTTP {status[0]}xx")
+
+
+def test_error_text_does_not_tell_closed_ports_apart(owner):
+    """Two closed ports give the same fixed sentence (the error text used to carry the exception's text)."""
+    with stand_in() as first, stand_in() as second:
+        closed = [first.port, second.port]
+    messages = set()
+    for k, port in enumerate(closed):
+        register_policy(owner, f"closed-{k}", endpoint_url=f"ws://127.0.0.1:{port}")
+        policy_check_one(Policy.objects.get(slug=f"closed-{k}").pk)
+        messages.add(PolicyCheck.objects.get(policy__slug=f"closed-{k}").message)
+    assert messages == {CHECK_MESSAGES["refused"]}
+
+
+def test_the_checker_does_not_follow_a_redirect(owner):
+    with stand_in() as target:
+        location = f"ws://127.0.0.1:{target.port}/"
+        with stand_in(status="302 Found", body="", headers={"Location": location}) as redirector:
+            register_policy(owner, "redirector", endpoint_url=f"ws://127.0.0.1:{redirector.port}")
+            assert policy_check_one(Policy.objects.get(slug="redirector").pk) is False
+            assert redirector.connections == 1
+        assert target.connections == 0
+    check = PolicyCheck.objects.get(policy__slug="redirector")
+    assert check.error_code == "redirect_refused" and location not in check.message
+
+
+def test_another_organizations_endpoint_needs_proof_of_control(owner, outsider):
+    policy = DroidPolicy()
+    with serve_in_thread(policy) as server:
+        register_policy(owner, "acme-original", endpoint_url=server.url)
+        assert policy_check_one(Policy.objects.get(slug="acme-original").pk) is True
+        claim = _register(outsider, "copycat", f"{server.url}/")
+        assert claim.status_code == 409, claim.json()
+        error = claim.json()["error"]
+        assert (error["code"], error["field"]) == ("endpoint_taken", "endpoint_url")
+        nonce = error["message"].split('arena_nonce = "', 1)[1].split('"', 1)[0]
+        assert len(nonce) == 32
+        assert not Policy.objects.filter(slug="copycat").exists()
+        # The same organization may register its own endpoint twice without proof.
+        register_policy(owner, "acme-second", endpoint_url=server.url)
+        # Another organization's nonce does not prove anything.
+        policy.extra = {"arena_nonce": "0" * 32}
+        assert _register(outsider, "copycat", server.url).status_code == 409
+        # An edit onto the endpoint needs the proof too.
+        register_policy(outsider, "outsider-own", endpoint_url="ws://outsider.example:9000")
+        edit = outsider.patch("/api/v1/policies/outsider-own/", {"endpoint_url": server.url})
+        assert edit.status_code == 409 and edit.json()["error"]["code"] == "endpoint_taken"
+    # The server's operator restarts it serving the outsider's nonce (``arena-policy serve --arena-nonce``):
+    # control is proven, and the organizations that could not prove it lose the endpoint.
+    with serve_in_thread(DroidPolicy(), port=server.port, arena_nonce=nonce) as proving:
+        proven = _register(outsider, "copycat", proving.url)
+        assert proven.status_code == 201, proven.json()
+        assert proven.json()["endpoint_proven_at"]
+        assert policy_check_one(Policy.objects.get(slug="copycat").pk) is True
+        assert Policy.objects.get(slug="copycat").status == "active"
+        assert policy_check_one(Policy.objects.get(slug="acme-original").pk) is False
+        original = Policy.objects.get(slug="acme-original")
+        assert original.status == "pending" and original.last_check_error.startswith("endpoint_claimed")
+        # Acme learns its own nonce by sending its endpoint again; it cannot prove control of this server.
+        again = owner.patch("/api/v1/policies/acme-original/", {"endpoint_url": proving.url})
+        assert again.status_code == 409 and again.json()["error"]["code"] == "endpoint_taken"
+        assert nonce not in again.json()["error"]["message"]
