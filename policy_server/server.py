@@ -6,7 +6,13 @@ policy sees the request) is ``"infer"`` (the default, so plain openpi clients wo
 
 - ``infer`` answers ``{**policy.infer(obs), "server_timing": {"infer_ms": float}}``.
 - ``reset`` calls ``policy.reset(rest_of_request)`` and answers ``{"reset": True}``.
-- Any error: the traceback as one text frame, then close code 1011.
+- A frame the safe decoder refuses (:func:`policy_server.wire.unpackb`), a text frame, a request that is not
+  a map or names an unknown endpoint: one text frame ``bad request (code <code>): <why>``, then close 1008.
+- An exception in the policy: the traceback as one text frame, then close code 1011.
+
+Frames over ``limits.max_frame_bytes`` are refused by websockets before they are read (close 1009); at most two
+frames wait per connection (the protocol is lockstep), and frames over 64 KiB are decoded in a worker thread,
+so one client's frame never stalls the others.
 
 ``GET /healthz`` answers 200 without authentication. With an API key, the websocket handshake needs
 ``Authorization: Api-Key <key>`` or ``?api_key=<key>``; otherwise it is refused with HTTP 401.
@@ -45,7 +51,15 @@ PROTOCOL_VERSION = 1
 
 
 class RequestError(ValueError):
-    """A request frame is not a msgpack dict with a known endpoint."""
+    """A request frame is not a msgpack dict with a known endpoint; ``code`` says why, for machines."""
+
+    def __init__(self, message: str, *, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+MAX_QUEUED_FRAMES = 2
+"""Incoming frames buffered per connection before websockets stops reading from the socket (lockstep needs 1)."""
 
 
 def api_key_matches(request: Request, api_key: str) -> bool:
@@ -68,13 +82,13 @@ class PolicyServer:
         host: str = "0.0.0.0",
         port: int = 8000,
         api_key: str | None = None,
-        max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        limits: wire.Limits = wire.DEFAULT_LIMITS,
     ) -> None:
         self.policy = policy
         self.host = host
         self.port = port
         self._api_key = api_key or None
-        self._max_size = max_size
+        self._limits = limits
         self._lock = asyncio.Lock()
 
     async def start(self) -> Server:
@@ -86,7 +100,8 @@ class PolicyServer:
             self.port,
             process_request=self._process_request,
             compression=None,
-            max_size=self._max_size,
+            max_size=self._limits.max_frame_bytes,
+            max_queue=MAX_QUEUED_FRAMES,
         )
 
     def serve_forever(self) -> None:
@@ -112,6 +127,11 @@ class PolicyServer:
                 frame = await ws.recv()
                 try:
                     reply = await self._answer(frame)
+                except (RequestError, wire.WireError) as exc:
+                    logger.info("bad request from %s: %s", ws.remote_address, exc)
+                    await ws.send(f"bad request (code {exc.code}): {exc}")
+                    await ws.close(CloseCode.POLICY_VIOLATION, "bad request")
+                    return
                 except Exception:
                     logger.exception("request from %s failed", ws.remote_address)
                     await ws.send(traceback.format_exc())
@@ -125,10 +145,10 @@ class PolicyServer:
 
     async def _answer(self, frame: str | bytes) -> bytes:
         if isinstance(frame, str):
-            raise RequestError("requests are msgpack binary frames, got a text frame")
-        request = wire.unpackb(frame, max_size=self._max_size)
+            raise RequestError("requests are msgpack binary frames, got a text frame", code="text_frame")
+        request = await wire.unpackb_off_loop(frame, limits=self._limits)
         if not isinstance(request, dict):
-            raise RequestError(f"a request is a msgpack map, got {type(request).__name__}")
+            raise RequestError(f"a request is a msgpack map, got {type(request).__name__}", code="not_a_map")
         endpoint = request.pop("endpoint", "infer")
         if endpoint == "infer":
             started = time.perf_counter()
@@ -141,7 +161,9 @@ class PolicyServer:
         if endpoint == "reset":
             await self._run(self.policy.reset, request)
             return wire.packb({"reset": True})
-        raise RequestError(f"unknown endpoint {endpoint!r}; expected 'infer' or 'reset'")
+        raise RequestError(
+            f"unknown endpoint {str(endpoint)[:40]!r}; expected 'infer' or 'reset'", code="unknown_endpoint"
+        )
 
     async def _run(self, method: Any, request: dict[str, Any]) -> Any:
         async with self._lock:
@@ -155,12 +177,12 @@ def serve_in_thread(
     port: int = 0,
     api_key: str | None = None,
     *,
-    max_size: int | None = wire.DEFAULT_MAX_SIZE,
+    limits: wire.Limits = wire.DEFAULT_LIMITS,
 ) -> Iterator[ServerHandle]:
     """Serve ``policy`` from a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``.
 
     ``port=0`` binds a free port chosen by the OS. The server stops when the block exits.
     """
-    server = PolicyServer(policy, host=host, port=port, api_key=api_key, max_size=max_size)
+    server = PolicyServer(policy, host=host, port=port, api_key=api_key, limits=limits)
     with _serve_in_thread(server.start, host=host) as handle:
         yield handle
