@@ -46,8 +46,8 @@ class Limits:
 
     ``max_frame_bytes``: the whole frame; ``max_array_bytes``: one array's data (and any msgpack bin);
     ``max_ndim``: dims of one array; ``max_depth``: nesting of maps and lists (an observation with a nested
-    ``replica/state`` map is 2 deep, a tagged array counts as a leaf); ``max_items``: map and list entries
-    in the whole frame; ``max_container_len``: entries of one map or list; ``max_str_bytes``: one string.
+    ``replica/state`` map is 2 deep, a tagged array counts as a leaf); ``max_items``: maps and lists plus their
+    entries in the whole frame; ``max_container_len``: entries of one map or list; ``max_str_bytes``: one string.
     """
 
     max_frame_bytes: int = 3 * IMAGE_BYTES_4K + MIB
@@ -120,7 +120,7 @@ def _encode(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         if obj.dtype.kind not in "biufSU":
             raise WireError(
-                f"numpy scalar of dtype {obj.dtype.str!r} has no msgpack form; send a 0-d array instead",
+                f"numpy scalars of dtype {obj.dtype.str!r} are refused on the wire (no msgpack form)",
                 code="bad_dtype",
             )
         return {_SCALAR_TAG: True, _DATA: obj.item(), _DTYPE: obj.dtype.str}
@@ -165,30 +165,34 @@ class _Decoder:
         self.items = 0
         self._depths: dict[int, int] = {}
 
-    def _account(self, container: dict[Any, Any] | list[Any], children: Any) -> int:
-        self.items += len(container)
+    def _count(self, container: dict[Any, Any] | list[Any]) -> None:
+        self.items += 1 + len(container)  # an empty container costs memory too
         if self.items > self.limits.max_items:
             raise WireError(
-                f"frame holds more than {self.limits.max_items} map and list entries", code="too_many_items"
+                f"frame holds more than {self.limits.max_items} maps, lists and entries",
+                code="too_many_items",
             )
+
+    def _record_depth(self, container: dict[Any, Any] | list[Any], children: Any) -> None:
         depth = 1 + max(
             (self._depths[id(child)] for child in children if type(child) in (dict, list)), default=0
         )
         if depth > self.limits.max_depth:
             raise WireError(f"frame nests deeper than {self.limits.max_depth} levels", code="too_deep")
-        return depth
+        self._depths[id(container)] = depth
 
     def list_hook(self, items: list[Any]) -> list[Any]:
-        self._depths[id(items)] = self._account(items, items)
+        self._count(items)
+        self._record_depth(items, items)
         return items
 
     def object_hook(self, obj: dict[Any, Any]) -> Any:
-        depth = self._account(obj, obj.values())
+        self._count(obj)
         if _ARRAY_TAG in obj or _ARRAY_TAG.decode() in obj:
             return self._array(obj)  # an array is a leaf, whatever the depth of its shape list
         if _SCALAR_TAG in obj or _SCALAR_TAG.decode() in obj:
             return _scalar(obj)
-        self._depths[id(obj)] = depth
+        self._record_depth(obj, obj.values())
         return obj
 
     def _array(self, obj: dict[Any, Any]) -> np.ndarray:
@@ -207,7 +211,7 @@ class _Decoder:
         elements = 1
         for size in shape:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-                raise WireError(f"array dims must be non-negative ints, got {size!r}", code="bad_shape")
+                raise WireError(f"array shape must list non-negative ints, got {size!r}", code="bad_shape")
             elements *= size
             if size > max_elements or elements > max_elements:
                 raise WireError(
