@@ -93,8 +93,29 @@ def size_mismatch() -> bytes:
 
 
 def oversize() -> bytes:
-    """One byte over the frame limit of the code under test."""
-    return bytes(_frame_limit() + 1)
+    """Only the header of a binary frame that declares one byte over the frame limit of the code under test.
+
+    A target that checks the declared length refuses it without reading on; sending the payload for real
+    would time the attacker's own copying of 150 MB, not the target.
+    """
+    return OVERSIZE_MARK + (_frame_limit() + 1).to_bytes(8, "big")
+
+
+OVERSIZE_MARK = b"\x00oversize-header:"
+
+
+def _raw_header(frame: bytes, *, masked: bool) -> bytes | None:
+    """The websocket header for an :func:`oversize` bomb (binary, FIN, 64-bit length), else None."""
+    if not frame.startswith(OVERSIZE_MARK):
+        return None
+    length = frame[len(OVERSIZE_MARK) :]
+    return b"\x82" + (b"\xff" + length + bytes(4) if masked else b"\x7f" + length)
+
+
+def _declared_bytes(frame: bytes) -> int:
+    if frame.startswith(OVERSIZE_MARK):
+        return int.from_bytes(frame[len(OVERSIZE_MARK) :], "big")
+    return len(frame)
 
 
 BOMBS: dict[str, Callable[[], bytes]] = {
@@ -123,7 +144,12 @@ def serve_hostile(port: int) -> None:
         assert ws.request is not None
         name = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
         frame = BOMBS[name]()
+        header = _raw_header(frame, masked=False)
         with contextlib.suppress(Exception):
+            if header is not None:
+                ws.transport.write(header)  # declare a huge frame; the payload never comes
+                await ws.wait_closed()
+                return
             await ws.send(frame)
             await ws.recv()  # a request: answer it with the bomb too, then hang up
             await ws.send(frame)
@@ -213,6 +239,9 @@ def attack_lab(url: str, frame: bytes) -> tuple[float, str]:
 
     with connect(url, max_size=None, compression=None, open_timeout=60) as ws:
         ws.recv(timeout=60)
+        header = _raw_header(frame, masked=True)
+        if header is not None:
+            return _outcome_of(ws, lambda: ws.socket.sendall(header))
         return _outcome_of(ws, lambda: ws.send(frame))
 
 
@@ -305,20 +334,37 @@ def run(*, repeats: int, bombs: list[str]) -> list[Row]:
         with HonestSession(urls["target"]) as honest:
             for bomb, frame in frames.items():
                 attack = functools.partial(attack_lab, urls["target"], frame)
-                rows.append(_measure(bomb, "server", attack, honest, repeats=repeats, frame_bytes=len(frame)))
+                rows.append(
+                    _measure(
+                        bomb, "server", attack, honest, repeats=repeats, frame_bytes=_declared_bytes(frame)
+                    )
+                )
         with HonestSession(relayed(relay_url, urls["honest"])) as honest:
             for bomb, frame in frames.items():
                 attack = functools.partial(attack_lab, to_target, frame)
-                rows.append(_measure(bomb, "relay", attack, honest, repeats=repeats, frame_bytes=len(frame)))
+                rows.append(
+                    _measure(
+                        bomb, "relay", attack, honest, repeats=repeats, frame_bytes=_declared_bytes(frame)
+                    )
+                )
             for bomb, frame in frames.items():
                 hostile = relayed(relay_url, f"{urls['hostile']}/bomb/{bomb}")
                 attack = functools.partial(attack_from_policy, hostile)
                 rows.append(
-                    _measure(bomb, "relay<-policy", attack, honest, repeats=repeats, frame_bytes=len(frame))
+                    _measure(
+                        bomb,
+                        "relay<-policy",
+                        attack,
+                        honest,
+                        repeats=repeats,
+                        frame_bytes=_declared_bytes(frame),
+                    )
                 )
         for bomb, frame in frames.items():
             attack = functools.partial(attack_checker, f"{urls['hostile']}/bomb/{bomb}")
-            rows.append(_measure(bomb, "checker", attack, None, repeats=repeats, frame_bytes=len(frame)))
+            rows.append(
+                _measure(bomb, "checker", attack, None, repeats=repeats, frame_bytes=_declared_bytes(frame))
+            )
     return rows
 
 
