@@ -53,7 +53,8 @@ SCALARS = st.one_of(
     st.integers(-(2**15), 2**15 - 1).map(np.int16),
     st.floats(width=32, allow_nan=False).map(np.float32),
     st.floats(allow_nan=False).map(np.float64),
-    st.text(max_size=5).map(np.str_),
+    # numpy drops a str_'s trailing NULs in .item(), so such a value cannot round-trip through msgpack.
+    st.text(max_size=5).filter(lambda text: not text.endswith("\x00")).map(np.str_),
 )
 
 
