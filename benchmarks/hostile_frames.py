@@ -33,10 +33,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import msgpack
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from arena.ports import free_ports
 from benchmarks.protocol import RELAY_SECRET, _process, observation
 from policy_server import wire
+from policy_server._serving import health_response, run_until_signal
 from policy_server.check import policy_check
 from policy_server.client import PolicyClient
 from policy_server.relay_token import mint_token
@@ -136,9 +140,6 @@ BOMBS: dict[str, Callable[[], bytes]] = {
 def serve_hostile(port: int) -> None:
     """Serve ``ws://127.0.0.1:port/bomb/<name>`` until SIGTERM: each connection gets that bomb as its metadata
     frame and as the answer to its first request, then a normal close."""
-    from websockets.asyncio.server import ServerConnection
-
-    from policy_server._serving import health_response, run_until_signal
 
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -155,9 +156,7 @@ def serve_hostile(port: int) -> None:
             await ws.send(frame)
             await ws.close()
 
-    async def start():  # type: ignore[no-untyped-def]
-        from websockets.asyncio.server import serve
-
+    async def start() -> Server:
         return await serve(
             handler, "127.0.0.1", port, process_request=health_response, compression=None, max_size=None
         )
@@ -195,7 +194,9 @@ class HonestSession:
         deadline = time.monotonic() + 120
         while not any(done >= end for _, done in self.calls) and time.monotonic() < deadline:
             time.sleep(0.005)
-        return max(done - began for began, done in self.calls if done >= start and began <= end)
+        return max(
+            (done - began for began, done in self.calls if done >= start and began <= end), default=0.0
+        )
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -203,17 +204,12 @@ class HonestSession:
         self._client.close()
 
 
-def _outcome_of(ws, sent: Callable[[], None]) -> tuple[float, str]:  # type: ignore[no-untyped-def]
+def _outcome_of(ws: ClientConnection, sent: Callable[[], None]) -> tuple[float, str]:
     """Run ``sent`` (which sends the bomb) and time until ``ws`` answers; returns (seconds, outcome)."""
-    from websockets.exceptions import ConnectionClosed
-
-    errors: list[BaseException] = []
 
     def send() -> None:
-        try:
+        with contextlib.suppress(ConnectionClosed, OSError):  # the target may close while we still write
             sent()
-        except (ConnectionClosed, OSError) as exc:  # the peer closed while we were still writing
-            errors.append(exc)
 
     started = time.perf_counter()
     sender = threading.Thread(target=send, daemon=True)
@@ -235,8 +231,6 @@ def _outcome_of(ws, sent: Callable[[], None]) -> tuple[float, str]:  # type: ign
 
 def attack_lab(url: str, frame: bytes) -> tuple[float, str]:
     """A lab connects to ``url``, reads the metadata, then sends ``frame``."""
-    from websockets.sync.client import connect
-
     with connect(url, max_size=None, compression=None, open_timeout=60) as ws:
         ws.recv(timeout=60)
         header = _raw_header(frame, masked=True)
@@ -247,8 +241,6 @@ def attack_lab(url: str, frame: bytes) -> tuple[float, str]:
 
 def attack_from_policy(url: str) -> tuple[float, str]:
     """A lab connects to a relay URL whose policy answers with a bomb; timed from the connect."""
-    from websockets.sync.client import connect
-
     started = time.perf_counter()
     with connect(url, max_size=None, compression=None, open_timeout=60) as ws:
         handshake = time.perf_counter() - started

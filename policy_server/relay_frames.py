@@ -183,7 +183,11 @@ def observation_for_policy(frame: str | bytes, *, limits: wire.Limits) -> tuple[
         raise LabFault(exc.code, str(exc)) from exc
     if not isinstance(request, dict):
         raise LabFault("not_a_map", f"a request is a msgpack map, got {type(request).__name__}")
-    return wire.packb(request), request.get("endpoint") == "reset"
+    try:
+        encoded = wire.packb(request)
+    except wire.WireError as exc:
+        raise LabFault(exc.code, str(exc)) from exc
+    return encoded, request.get("endpoint") == "reset"
 
 
 def _checked_actions(actions: Any, action_dim: int) -> np.ndarray:

@@ -74,10 +74,6 @@ REPLY_LIMITS = Limits(max_frame_bytes=16 * MIB, max_array_bytes=16 * MIB)
 """Limits for what a policy sends (metadata, replies): an action chunk is a few kilobytes; 16 MiB leaves room
 for policies that attach debug arrays, which the relay drops anyway."""
 
-REFUSED_KINDS = frozenset("OVcUMm")
-"""numpy dtype kinds that never cross the wire as arrays: object, void (structured/raw), complex, unicode,
-datetime and timedelta (everything outside :data:`ARRAY_DTYPES`)."""
-
 _NUMERIC = ("i2", "i4", "i8", "u2", "u4", "u8", "f2", "f4", "f8")
 ARRAY_DTYPES = frozenset({"|b1", "|i1", "|u1"} | {order + code for order in "<>" for code in _NUMERIC})
 """Array dtypes accepted, spelled as numpy's ``dtype.str`` (what openpi sends); plus ``|S<n>``, 1 <= n."""
