@@ -47,14 +47,15 @@ class Limits:
     ``max_frame_bytes``: the whole frame; ``max_array_bytes``: one array's data (and any msgpack bin);
     ``max_ndim``: dims of one array; ``max_depth``: nesting of maps and lists (an observation with a nested
     ``replica/state`` map is 2 deep, a tagged array counts as a leaf); ``max_items``: maps and lists plus their
-    entries in the whole frame; ``max_container_len``: entries of one map or list; ``max_str_bytes``: one string.
+    entries in the whole frame (an observation holds about a hundred, an action chunk sent as nested lists of
+    400 x 8 about 3,600; each costs up to a hundred bytes of Python objects); ``max_container_len``: entries of one map or list; ``max_str_bytes``: one string.
     """
 
     max_frame_bytes: int = 3 * IMAGE_BYTES_4K + MIB
     max_array_bytes: int = IMAGE_BYTES_4K
     max_ndim: int = 8
     max_depth: int = 16
-    max_items: int = 100_000
+    max_items: int = 20_000
     max_container_len: int = 65_536
     max_str_bytes: int = MIB
 

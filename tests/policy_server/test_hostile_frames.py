@@ -42,7 +42,8 @@ def _tagged(dtype: str, shape: list[int], data: bytes = b"") -> dict[bytes, obje
 
 BOMBS = {
     # 540 KB of dims: the old decoder multiplied them into a 3.8-megabit integer (seconds of CPU).
-    "huge-shape-list": (msgpack.packb({"x": _tagged("<f4", [2**63 - 1] * 60_000)}), "bad_shape"),
+    "huge-shape-list": (msgpack.packb({"x": _tagged("<f4", [2**63 - 1] * 60_000)}), "too_many_items"),
+    "many-huge-dims": (msgpack.packb({"x": _tagged("<f4", [2**63 - 1] * 4_000)}), "bad_shape"),
     "zero-size-S0": (msgpack.packb({"prompt": _tagged("|S0", [10**9, 10**9])}), "bad_dtype"),
     "zero-size-U": (msgpack.packb({"prompt": _tagged("<U", [10**9, 10**9])}), "bad_dtype"),
     "deep-nesting": (b"\x81\xa4nest" + b"\x91" * 1000 + b"\xc0", "too_deep"),

@@ -175,7 +175,8 @@ def _tagged(dtype: str, shape: list[int], data: bytes = b"") -> dict[bytes, obje
 
 
 BOMBS = {
-    "huge-shape-list": (msgpack.packb({"x": _tagged("<f4", [2**63 - 1] * 40_000)}), "bad_shape"),
+    "huge-shape-list": (msgpack.packb({"x": _tagged("<f4", [2**63 - 1] * 40_000)}), "too_many_items"),
+    "many-dims": (msgpack.packb({"x": _tagged("<f4", [2**63 - 1] * 9)}), "bad_shape"),
     "huge-dims-zero-first": (msgpack.packb({"x": _tagged("<f4", [0] + [2**62] * 7)}), "too_large"),
     "huge-dims": (msgpack.packb({"x": _tagged("|u1", [2**31, 2**31])}), "too_large"),
     "zero-size-S0": (msgpack.packb({"x": _tagged("|S0", [10**9, 10**9])}), "bad_dtype"),
