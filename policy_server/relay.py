@@ -196,6 +196,8 @@ class Relay:
         try:
             first = await asyncio.wait_for(upstream.recv(), self._upstream_timeout)
         except (ConnectionClosed, TimeoutError):
+            if _refused_as_too_big(upstream):
+                raise PolicyFault("bad_metadata", _TOO_BIG) from None
             await downstream.close(*CLOSE_POLICY_UNAVAILABLE)
             return
         metadata, shape = await _off_loop(redact_metadata_frame, first, limits=self._limits)
@@ -216,6 +218,8 @@ class Relay:
                 await upstream.send(request)
                 answer = await _answer_unless_gone(downstream, upstream)
             except ConnectionClosed:
+                if _refused_as_too_big(upstream):
+                    raise PolicyFault("bad_reply", _TOO_BIG) from None
                 await downstream.close(*lab_close_for(upstream.close_code))
                 return
             if answer is None:
@@ -248,6 +252,16 @@ async def _answer_unless_gone(downstream: ServerConnection, upstream: ClientConn
         if not answer.done():
             answer.cancel()  # websockets: cancelling recv() loses no data
     return answer.result() if not answer.cancelled() else None
+
+
+_TOO_BIG = f"the policy sent a frame over the relay's limit of {wire.REPLY_LIMITS.max_frame_bytes} bytes"
+
+
+def _refused_as_too_big(upstream: ClientConnection) -> bool:
+    """Whether the relay itself closed the policy's side (websockets does, with 1009) for an oversize frame."""
+    sent = upstream.protocol.close_sent
+    started_by_us = upstream.protocol.close_rcvd_then_sent is not True
+    return sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG and started_by_us
 
 
 async def _send_then_close(downstream: ServerConnection, text: str, close: tuple[int, str]) -> None:

@@ -388,6 +388,29 @@ def test_nothing_but_a_generic_error_replaces_a_bad_reply(bad_reply: str | bytes
         assert reported[0][1] == bad_reply
 
 
+def test_an_oversize_policy_reply_is_a_policy_error() -> None:
+    reported: list[str] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb(DROID_METADATA))
+        await ws.recv()
+        ws.transport.write(b"\x82\x7f" + (2**30).to_bytes(8, "big"))  # declares a 1 GiB frame
+        await ws.wait_closed()
+
+    with (
+        serve_relay_in_thread(SECRET, on_policy_error=lambda c, k, d: reported.append(k)) as relay,
+        scripted_upstream(handler) as upstream,
+    ):
+        with connect(f"{relay.url}/{token_for(upstream.url)}") as ws:
+            ws.recv(timeout=5)
+            ws.send(packb(OBS))
+            assert ws.recv(timeout=5) == "policy error (code bad_reply)"
+        deadline = time.monotonic() + 10
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert reported == ["bad_reply"]
+
+
 def test_policy_close_codes_and_reasons_are_replaced(relay: str) -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.send(packb(DROID_METADATA))
