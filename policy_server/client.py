@@ -323,6 +323,9 @@ class PolicyClient:
 
 
 def _closed_error(exc: ConnectionClosed, when: str) -> PolicyClientError:
+    if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG and exc.rcvd_then_sent is not True:
+        # We closed first: the server's frame was over our limits (websockets refuses it unread).
+        return PolicyProtocolError(f"server sent a frame over our size limit {when}")
     code = exc.rcvd.code if exc.rcvd is not None else None
     reason = exc.rcvd.reason if exc.rcvd is not None else ""
     if code == CloseCode.INTERNAL_ERROR:

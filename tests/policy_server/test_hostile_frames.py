@@ -213,3 +213,17 @@ def test_checker_refuses_bombs(name: str) -> None:
         result = policy_check(hostile.url, timeout=60)
     bounds.check()
     assert result.error == "bad_metadata", result.message
+
+
+def test_checker_refuses_an_oversize_metadata_frame_unread() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        ws.transport.write(b"\x82\x7f" + (2**40).to_bytes(8, "big"))  # declares a 1 TiB frame, sends nothing
+        await ws.wait_closed()
+
+    async def start() -> Server:
+        return await serve(handler, "127.0.0.1", 0)
+
+    with serve_in_thread(start, host="127.0.0.1") as hostile, Bounded() as bounds:
+        result = policy_check(hostile.url, timeout=60)
+    bounds.check()
+    assert result.error == "bad_metadata" and "size limit" in result.message, result.message
