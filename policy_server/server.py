@@ -127,7 +127,7 @@ class PolicyServer:
                 frame = await ws.recv()
                 try:
                     reply = await self._answer(frame)
-                except (RequestError, wire.WireError) as exc:
+                except RequestError as exc:
                     logger.info("bad request from %s: %s", ws.remote_address, exc)
                     await ws.send(f"bad request (code {exc.code}): {exc}")
                     await ws.close(CloseCode.POLICY_VIOLATION, "bad request")
@@ -146,7 +146,10 @@ class PolicyServer:
     async def _answer(self, frame: str | bytes) -> bytes:
         if isinstance(frame, str):
             raise RequestError("requests are msgpack binary frames, got a text frame", code="text_frame")
-        request = await wire.unpackb_off_loop(frame, limits=self._limits)
+        try:
+            request = await wire.unpackb_off_loop(frame, limits=self._limits)
+        except wire.WireError as exc:
+            raise RequestError(str(exc), code=exc.code) from exc
         if not isinstance(request, dict):
             raise RequestError(f"a request is a msgpack map, got {type(request).__name__}", code="not_a_map")
         endpoint = request.pop("endpoint", "infer")
@@ -155,7 +158,9 @@ class PolicyServer:
             result = await self._run(self.policy.infer, request)
             infer_ms = (time.perf_counter() - started) * 1e3
             if not isinstance(result, dict):
-                raise RequestError(f"policy.infer returned {type(result).__name__}, expected a dict")
+                raise TypeError(  # the policy's fault, not the request's: a traceback and 1011
+                    f"policy.infer returned {type(result).__name__}, expected a dict"
+                )
             timing = {**result.get("server_timing", {}), "infer_ms": infer_ms}
             return wire.packb({**result, "server_timing": timing})
         if endpoint == "reset":
