@@ -182,7 +182,8 @@ class PolicyClient:
     connection is lost, the next :meth:`infer` or :meth:`reset` reconnects the same way; a call whose
     connection breaks while waiting raises and is not resent. ``action_dim`` (optional) is the expected
     ``D`` of the ``(H, D)`` actions. ``headers`` are extra HTTP handshake headers (e.g. a relay's
-    ``Authorization: Bearer <token>``).
+    ``Authorization: Bearer <token>``). ``limits`` bound every frame the server sends (decoded by the shared
+    safe decoder, :func:`policy_server.wire.unpackb`); the default suits metadata and action replies.
 
     ``endpoint_allow`` (address classes, see :func:`policy_server.netguard.parse_allow`) makes every connect
     go through the endpoint guard: the host is resolved once, every address checked, and the websocket opened
@@ -202,7 +203,7 @@ class PolicyClient:
         retries: int = 2,
         retry_delay_s: float = 0.5,
         action_dim: int | None = None,
-        max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        limits: wire.Limits = wire.REPLY_LIMITS,
         endpoint_allow: frozenset[str] | None = None,
     ) -> None:
         self.url = url
@@ -218,7 +219,7 @@ class PolicyClient:
         self.retries = retries
         self.retry_delay_s = retry_delay_s
         self.action_dim = action_dim
-        self._max_size = max_size
+        self._limits = limits
         self.latencies_ms: list[float] = []
         """Round-trip time of every successful infer, in milliseconds, in call order."""
         self._ws: ClientConnection | None = None
@@ -276,7 +277,8 @@ class PolicyClient:
                 open_timeout=self.connect_timeout,
                 close_timeout=2.0,
                 compression=None,
-                max_size=self._max_size,
+                max_size=self._limits.max_frame_bytes,
+                max_queue=2,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code
@@ -310,7 +312,7 @@ class PolicyClient:
             ws.close()
             raise PolicyError("server sent text instead of metadata", traceback=frame)
         try:
-            metadata = wire.unpackb(frame, max_size=self._max_size)
+            metadata = wire.unpackb(frame, limits=self._limits)
         except wire.WireError as exc:
             ws.close()
             raise PolicyProtocolError(f"undecodable metadata frame: {exc}") from exc
@@ -402,7 +404,7 @@ class PolicyClient:
 
     def _decode(self, reply: bytes) -> dict[str, Any]:
         try:
-            result = wire.unpackb(reply, max_size=self._max_size)
+            result = wire.unpackb(reply, limits=self._limits)
         except wire.WireError as exc:
             self.close()
             raise PolicyProtocolError(f"undecodable reply: {exc}") from exc
@@ -413,6 +415,9 @@ class PolicyClient:
 
 
 def _closed_error(exc: ConnectionClosed, when: str) -> PolicyClientError:
+    if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG and exc.rcvd_then_sent is not True:
+        # We closed first: the server's frame was over our limits (websockets refuses it unread).
+        return PolicyProtocolError(f"server sent a frame over our size limit {when}")
     code = exc.rcvd.code if exc.rcvd is not None else None
     reason = exc.rcvd.reason if exc.rcvd is not None else ""
     if code == CloseCode.INTERNAL_ERROR:

@@ -3,13 +3,23 @@
 An evaluator connects to ``ws://relay:port/<token>`` (or sends the token as ``Authorization: Bearer
 <token>``). The relay opens the token (see :mod:`policy_server.relay_token`), refuses the handshake with
 401 (missing or expired token) or 403 (invalid token) before touching any policy, then connects to the
-endpoint named inside the token and forwards frames both ways unchanged: binary and text frames, and the
-closing code and reason (so a policy's traceback text frame and its 1011 reach the evaluator). Neither
-side learns the other's address: the evaluator sees only the relay, the policy server sees only the
-relay's connection, with none of the evaluator's headers. If the policy server cannot be reached, or
-drops without a closing handshake, the evaluator's websocket is closed with 1014 (bad gateway). The relay
+endpoint named inside the token (never following a redirect: a 3xx means the policy is unavailable) and
+relays the lockstep protocol, forwarding only what it allows (:mod:`policy_server.relay_frames`): every frame
+either way is decoded by the shared safe decoder and re-encoded, replies are cut to ``actions`` and a coarse
+``server_timing.infer_ms``, and a policy's text frames, tracebacks and close reasons never reach the evaluator,
+who gets a fixed ``policy error (code <kind>)`` text frame and close 1011 instead; the full text goes to the
+relay's log and to the ``on_policy_error`` hook. Neither side learns the other's address: the evaluator sees
+only the relay, the policy server sees only the relay's connection, with none of the evaluator's headers. If the
+policy server cannot be reached, or drops without a closing handshake, the evaluator's websocket is closed with
+1014 (bad gateway).
+
+Limits: an evaluator's frames are bounded by what the policy's metadata declares (its cameras at its image
+resolution, see :func:`policy_server.relay_frames.observation_bytes`) and refused with 1009 above that; a frame
+the decoder refuses closes that connection with 1008; a policy's frames are bounded by
+:data:`policy_server.wire.REPLY_LIMITS`. At most two frames wait per connection, and frames over 64 KiB are
+decoded in a worker thread, so one peer's frame never stalls the other sessions. The relay
 connects only to addresses the endpoint guard allows (:mod:`policy_server.netguard`; ``--endpoint-allow`` or
-``$ARENA_ENDPOINT_ALLOW``, default public addresses only) and never follows a redirect.
+``$ARENA_ENDPOINT_ALLOW``, default public addresses only), on a socket connected to the checked address.
 
 The relay keeps no state beyond open connections: run as many copies as needed behind any load balancer, all
 configured with the same secret. ``GET /healthz`` answers 200.
@@ -24,9 +34,9 @@ import http
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,19 +48,47 @@ from websockets.http11 import Request, Response
 from policy_server import netguard, wire
 from policy_server._serving import ServerHandle, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
-from policy_server.check import ACTION_SPACES
-from policy_server.client import ROBOARENA_METADATA_KEYS, detect_dialect
+from policy_server.relay_frames import (
+    CLOSE_POLICY_ERROR,
+    CLOSE_POLICY_UNAVAILABLE,
+    LabFault,
+    PolicyFault,
+    lab_close_for,
+    lab_error_text,
+    observation_for_policy,
+    redact_metadata_frame,
+    reply_for_lab,
+)
 from policy_server.relay_token import TokenClaims, TokenExpired, TokenInvalid, derive_key, open_token
-from policy_server.server import PROTOCOL_KEY, PROTOCOL_VERSION
 
 logger = logging.getLogger(__name__)
 
 SECRET_ENV = "ARENA_RELAY_SECRET"
-REQUIREMENT_KEYS = ROBOARENA_METADATA_KEYS | {"action_dim", "action_horizon", "needs_replica_state"}
-RELAY_MARKER = "arena_relay"
-BAD_GATEWAY = 1014
-MAX_REQUIREMENT_NUMBER = 100_000
-_UNSENDABLE_CODES = {CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE, CloseCode.TLS_HANDSHAKE}
+MAX_QUEUED_FRAMES = 2
+"""Frames buffered per connection, either side, before websockets stops reading (lockstep needs one)."""
+MAX_LOGGED_CHARS = 64 * 1024
+
+PolicyErrorHook = Callable[[TokenClaims, str, str], None]
+"""``on_policy_error(claims, kind, detail)``: called (in a worker thread, so it may block) whenever a policy
+fails a session: ``kind`` is ``unreachable``, ``policy_error`` (it sent a text frame: ``detail`` is the full
+text), ``bad_metadata`` or ``bad_reply``. The evaluator never sees ``detail``."""
+
+_Result = TypeVar("_Result")
+
+
+def log_policy_error(claims: TokenClaims, kind: str, detail: str) -> None:
+    """The default :data:`PolicyErrorHook`: one warning in the relay's log, ``detail`` cut to 64 KiB."""
+    logger.warning(
+        "session %s slot %s: %s: %s", claims.session_id, claims.slot, kind, detail[:MAX_LOGGED_CHARS]
+    )
+
+
+class _connect_without_redirects(connect):  # noqa: N801 (websockets' connect is a class named like a function)
+    """websockets' ``connect``, except that a 3xx answer is an error, never followed: a redirect would let one
+    policy's endpoint send the relay to another owner's server, which the lab would then see in its slot."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
 
 
 def token_from_request(request: Request) -> str | None:
@@ -63,7 +101,12 @@ def token_from_request(request: Request) -> str | None:
 
 
 class Relay:
-    """The relay server. ``secret`` is the string shared with the arena server that mints tokens."""
+    """The relay server. ``secret`` is the string shared with the arena server that mints tokens.
+
+    ``limits`` bound the evaluators' frames (each session lowers ``max_frame_bytes`` to what its policy
+    declares); ``on_policy_error`` is told the full story whenever a policy fails a session (see
+    :data:`PolicyErrorHook`; the default logs it).
+    """
 
     def __init__(
         self,
@@ -72,7 +115,8 @@ class Relay:
         host: str = "0.0.0.0",
         port: int = 8765,
         upstream_timeout: float = 10.0,
-        max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        limits: wire.Limits = wire.DEFAULT_LIMITS,
+        on_policy_error: PolicyErrorHook = log_policy_error,
         endpoint_allow: str | None = None,
     ) -> None:
         derive_key(secret)  # fail at startup, not at the first evaluator, if the secret is unusable
@@ -84,7 +128,8 @@ class Relay:
         self.host = host
         self.port = port
         self._upstream_timeout = upstream_timeout
-        self._max_size = max_size
+        self._limits = limits
+        self._on_policy_error = on_policy_error
 
     async def start(self) -> Server:
         """Listen on the running loop and return the websockets :class:`Server`."""
@@ -94,7 +139,8 @@ class Relay:
             self.port,
             process_request=self._process_request,
             compression=None,
-            max_size=self._max_size,
+            max_size=self._limits.max_frame_bytes,
+            max_queue=MAX_QUEUED_FRAMES,
         )
 
     def serve_forever(self) -> None:
@@ -124,6 +170,19 @@ class Relay:
     async def _handle(self, downstream: ServerConnection) -> None:
         assert downstream.request is not None  # set once the handshake succeeded
         claims = self._claims(downstream.request)
+        upstream = await self._open_upstream(claims)
+        if upstream is None:
+            await downstream.close(*CLOSE_POLICY_UNAVAILABLE)
+            return
+        async with upstream:
+            try:
+                await self._relay(downstream, upstream)
+            except PolicyFault as fault:
+                await _send_then_close(downstream, lab_error_text(fault.kind), CLOSE_POLICY_ERROR)
+                await self._report(claims, fault.kind, fault.detail)
+
+    async def _open_upstream(self, claims: TokenClaims) -> ClientConnection | None:
+        """The websocket to the policy (no redirects, no proxy, none of the evaluator's headers), or None."""
         headers = {"Authorization": f"Api-Key {claims.api_key}"} if claims.api_key else None
         try:
             # A socket to a checked address: no second DNS lookup, no redirect followed (websockets cannot reuse
@@ -131,100 +190,98 @@ class Relay:
             sock = await netguard.open_socket_async(
                 claims.endpoint, allow=self._endpoint_allow, timeout=self._upstream_timeout
             )
-            upstream = await connect(
+            return await _connect_without_redirects(
                 claims.endpoint,
                 sock=sock,
                 additional_headers=headers,
                 open_timeout=self._upstream_timeout,
                 compression=None,
-                max_size=self._max_size,
+                proxy=None,
+                max_size=wire.REPLY_LIMITS.max_frame_bytes,
+                max_queue=MAX_QUEUED_FRAMES,
             )
-        # ValueError: the endpoint guard refused the address (EndpointNotAllowed), or a redirect was refused.
+        # ValueError: the endpoint guard refused the address (EndpointNotAllowed).
         except (OSError, TimeoutError, InvalidHandshake, ValueError) as exc:
-            logger.warning("session %s slot %s: policy unreachable: %s", claims.session_id, claims.slot, exc)
-            await downstream.close(BAD_GATEWAY, "policy unavailable")
+            await self._report(claims, "unreachable", str(exc))
+            return None
+
+    async def _relay(self, downstream: ServerConnection, upstream: ClientConnection) -> None:
+        """Metadata, then request/reply pairs in lockstep until either side leaves. Raises PolicyFault."""
+        try:
+            first = await asyncio.wait_for(upstream.recv(), self._upstream_timeout)
+        except (ConnectionClosed, TimeoutError):
+            if _refused_as_too_big(upstream):
+                raise PolicyFault("bad_metadata", _TOO_BIG) from None
+            await downstream.close(*CLOSE_POLICY_UNAVAILABLE)
             return
-        async with upstream:
+        metadata, shape = await _off_loop(redact_metadata_frame, first, limits=self._limits)
+        downstream.protocol.max_size = shape.observation_bytes  # websockets reads it for every new frame
+        await downstream.send(metadata)
+        while True:
             try:
-                first = await asyncio.wait_for(upstream.recv(), self._upstream_timeout)
-                await downstream.send(redact_metadata_frame(first))
-            except (ConnectionClosed, TimeoutError):
-                await downstream.close(BAD_GATEWAY, "policy unavailable")
+                frame = await downstream.recv()
+            except ConnectionClosed:
+                return  # the evaluator left; leaving the ``async with`` closes the policy's side with 1000
+            try:
+                request, reset = await _off_loop(observation_for_policy, frame, limits=self._limits)
+            except LabFault as fault:
+                await downstream.close(CloseCode.POLICY_VIOLATION, fault.close_reason)
                 return
-            await _splice(downstream, upstream)
+            del frame
+            try:
+                await upstream.send(request)
+                answer = await _answer_unless_gone(downstream, upstream)
+            except ConnectionClosed:
+                if _refused_as_too_big(upstream):
+                    raise PolicyFault("bad_reply", _TOO_BIG) from None
+                await downstream.close(*lab_close_for(upstream.close_code))
+                return
+            if answer is None:
+                return
+            await downstream.send(await _off_loop(reply_for_lab, answer, shape=shape, reset=reset))
+
+    async def _report(self, claims: TokenClaims, kind: str, detail: str) -> None:
+        try:
+            await asyncio.to_thread(self._on_policy_error, claims, kind, detail)
+        except Exception:
+            logger.exception("on_policy_error hook failed for session %s", claims.session_id)
 
 
-def redact_metadata_frame(frame: str | bytes) -> str | bytes:
-    """The policy's metadata frame as evaluators may see it: the run requirements only.
+async def _off_loop(function: Callable[..., _Result], frame: str | bytes, **kwargs: Any) -> _Result:
+    """``function(frame, **kwargs)``, in a worker thread when the frame is large (decoding and re-encoding
+    a large frame would otherwise stall every other session on this event loop)."""
+    if len(frame) > wire.OFF_LOOP_BYTES:
+        return await asyncio.to_thread(function, frame, **kwargs)
+    return function(frame, **kwargs)
 
-    Policy servers put anything in their metadata (model names, checkpoints, hosts); forwarded verbatim it would
-    break the blinding. Kept: RoboArena's config keys, ``action_dim``, ``action_horizon``,
-    ``needs_replica_state`` (each only with a value of its own form, see ``_plain_requirement``) and the
-    markers by which clients recognise the server's dialect (an openpi server's frame gets ``arena_relay`` so
-    that it is never mistaken for RoboArena's exact config). A frame that is not msgpack (a traceback) is
-    passed on unchanged.
-    """
-    if not isinstance(frame, bytes):
-        return frame
+
+async def _answer_unless_gone(downstream: ServerConnection, upstream: ClientConnection) -> str | bytes | None:
+    """The policy's next frame, or None if the evaluator disconnects first (then nobody waits for it)."""
+    answer = asyncio.ensure_future(upstream.recv())
+    gone = asyncio.ensure_future(downstream.wait_closed())
     try:
-        metadata = wire.unpackb(frame)
-    except wire.WireError:
-        return frame
-    if not isinstance(metadata, dict):
-        return frame
-    dialect = detect_dialect(metadata)
-    kept = {k: v for k, v in metadata.items() if k in REQUIREMENT_KEYS and _plain_requirement(k, v)}
-    if dialect == "arena":
-        version = metadata[PROTOCOL_KEY]
-        kept[PROTOCOL_KEY] = version if _count(version) else PROTOCOL_VERSION
-    elif dialect == "openpi":
-        kept[RELAY_MARKER] = 1
-    return wire.packb(kept)
-
-
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REQUIREMENT_NUMBER
-
-
-def _plain_requirement(key: str, value: Any) -> bool:
-    """Whether ``value`` has the form requirement ``key`` takes, so that no free text (a policy's name
-    smuggled into ``action_space``, say) passes the relay: numbers, a pair of numbers, action spaces, flags.
-    """
-    if key == "image_resolution":
-        return isinstance(value, list | tuple) and len(value) == 2 and all(_count(n) for n in value)
-    if key == "action_space":
-        return value in ACTION_SPACES
-    if key in ("n_external_cameras", "action_dim", "action_horizon"):
-        return _count(value)
-    return isinstance(value, bool)
-
-
-async def _pump(
-    source: ServerConnection | ClientConnection, sink: ServerConnection | ClientConnection
-) -> None:
-    """Forward messages until either side closes; keeps text frames text and binary frames binary."""
-    with contextlib.suppress(ConnectionClosed):
-        async for message in source:
-            await sink.send(message)
-
-
-async def _splice(downstream: ServerConnection, upstream: ClientConnection) -> None:
-    tasks = {
-        asyncio.create_task(_pump(upstream, downstream)),
-        asyncio.create_task(_pump(downstream, upstream)),
-    }
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    if downstream.close_code is None:
-        # The policy side ended first: pass its closing code and reason on to the evaluator.
-        code, reason = upstream.close_code, upstream.close_reason or ""
-        if code is None or code in _UNSENDABLE_CODES:
-            code, reason = BAD_GATEWAY, "policy server went away"
-        await downstream.close(code, reason)
+        gone.cancel()
+        if not answer.done():
+            answer.cancel()  # websockets: cancelling recv() loses no data
+    return answer.result() if not answer.cancelled() else None
+
+
+_TOO_BIG = f"the policy sent a frame over the relay's limit of {wire.REPLY_LIMITS.max_frame_bytes} bytes"
+
+
+def _refused_as_too_big(upstream: ClientConnection) -> bool:
+    """Whether the relay itself closed the policy's side (websockets does, with 1009) for an oversize frame."""
+    sent = upstream.protocol.close_sent
+    started_by_us = upstream.protocol.close_rcvd_then_sent is not True
+    return sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG and started_by_us
+
+
+async def _send_then_close(downstream: ServerConnection, text: str, close: tuple[int, str]) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        await downstream.send(text)
+    await downstream.close(*close)
 
 
 @contextlib.contextmanager
@@ -234,11 +291,19 @@ def serve_relay_in_thread(
     port: int = 0,
     *,
     upstream_timeout: float = 10.0,
+    limits: wire.Limits = wire.DEFAULT_LIMITS,
+    on_policy_error: PolicyErrorHook = log_policy_error,
     endpoint_allow: str | None = None,
 ) -> Iterator[ServerHandle]:
     """Run a relay in a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``."""
     relay = Relay(
-        secret, host=host, port=port, upstream_timeout=upstream_timeout, endpoint_allow=endpoint_allow
+        secret,
+        host=host,
+        port=port,
+        upstream_timeout=upstream_timeout,
+        limits=limits,
+        on_policy_error=on_policy_error,
+        endpoint_allow=endpoint_allow,
     )
     with _serve_in_thread(relay.start, host=host) as handle:
         yield handle

@@ -6,7 +6,13 @@ policy sees the request) is ``"infer"`` (the default, so plain openpi clients wo
 
 - ``infer`` answers ``{**policy.infer(obs), "server_timing": {"infer_ms": float}}``.
 - ``reset`` calls ``policy.reset(rest_of_request)`` and answers ``{"reset": True}``.
-- Any error: the traceback as one text frame, then close code 1011.
+- A frame the safe decoder refuses (:func:`policy_server.wire.unpackb`), a text frame, a request that is not
+  a map or names an unknown endpoint: one text frame ``bad request (code <code>): <why>``, then close 1008.
+- An exception in the policy: the traceback as one text frame, then close code 1011.
+
+Frames over ``limits.max_frame_bytes`` are refused by websockets before they are read (close 1009); at most two
+frames wait per connection (the protocol is lockstep), and frames over 64 KiB are decoded in a worker thread,
+so one client's frame never stalls the others.
 
 ``GET /healthz`` answers 200 without authentication. With an API key, the websocket handshake needs
 ``Authorization: Api-Key <key>`` or ``?api_key=<key>``; otherwise it is refused with HTTP 401.
@@ -48,7 +54,15 @@ server can carry it; ours adds it with ``--arena-nonce``)."""
 
 
 class RequestError(ValueError):
-    """A request frame is not a msgpack dict with a known endpoint."""
+    """A request frame is not a msgpack dict with a known endpoint; ``code`` says why, for machines."""
+
+    def __init__(self, message: str, *, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+MAX_QUEUED_FRAMES = 2
+"""Incoming frames buffered per connection before websockets stops reading from the socket (lockstep needs 1)."""
 
 
 def api_key_matches(request: Request, api_key: str) -> bool:
@@ -71,7 +85,7 @@ class PolicyServer:
         host: str = "0.0.0.0",
         port: int = 8000,
         api_key: str | None = None,
-        max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        limits: wire.Limits = wire.DEFAULT_LIMITS,
         arena_nonce: str | None = None,
     ) -> None:
         self.policy = policy
@@ -79,7 +93,7 @@ class PolicyServer:
         self.host = host
         self.port = port
         self._api_key = api_key or None
-        self._max_size = max_size
+        self._limits = limits
         self._lock = asyncio.Lock()
 
     async def start(self) -> Server:
@@ -91,7 +105,8 @@ class PolicyServer:
             self.port,
             process_request=self._process_request,
             compression=None,
-            max_size=self._max_size,
+            max_size=self._limits.max_frame_bytes,
+            max_queue=MAX_QUEUED_FRAMES,
         )
 
     def serve_forever(self) -> None:
@@ -118,6 +133,11 @@ class PolicyServer:
                 frame = await ws.recv()
                 try:
                     reply = await self._answer(frame)
+                except RequestError as exc:
+                    logger.info("bad request from %s: %s", ws.remote_address, exc)
+                    await ws.send(f"bad request (code {exc.code}): {exc}")
+                    await ws.close(CloseCode.POLICY_VIOLATION, "bad request")
+                    return
                 except Exception:
                     logger.exception("request from %s failed", ws.remote_address)
                     await ws.send(traceback.format_exc())
@@ -131,23 +151,30 @@ class PolicyServer:
 
     async def _answer(self, frame: str | bytes) -> bytes:
         if isinstance(frame, str):
-            raise RequestError("requests are msgpack binary frames, got a text frame")
-        request = wire.unpackb(frame, max_size=self._max_size)
+            raise RequestError("requests are msgpack binary frames, got a text frame", code="text_frame")
+        try:
+            request = await wire.unpackb_off_loop(frame, limits=self._limits)
+        except wire.WireError as exc:
+            raise RequestError(str(exc), code=exc.code) from exc
         if not isinstance(request, dict):
-            raise RequestError(f"a request is a msgpack map, got {type(request).__name__}")
+            raise RequestError(f"a request is a msgpack map, got {type(request).__name__}", code="not_a_map")
         endpoint = request.pop("endpoint", "infer")
         if endpoint == "infer":
             started = time.perf_counter()
             result = await self._run(self.policy.infer, request)
             infer_ms = (time.perf_counter() - started) * 1e3
             if not isinstance(result, dict):
-                raise RequestError(f"policy.infer returned {type(result).__name__}, expected a dict")
+                raise TypeError(  # the policy's fault, not the request's: a traceback and 1011
+                    f"policy.infer returned {type(result).__name__}, expected a dict"
+                )
             timing = {**result.get("server_timing", {}), "infer_ms": infer_ms}
             return wire.packb({**result, "server_timing": timing})
         if endpoint == "reset":
             await self._run(self.policy.reset, request)
             return wire.packb({"reset": True})
-        raise RequestError(f"unknown endpoint {endpoint!r}; expected 'infer' or 'reset'")
+        raise RequestError(
+            f"unknown endpoint {str(endpoint)[:40]!r}; expected 'infer' or 'reset'", code="unknown_endpoint"
+        )
 
     async def _run(self, method: Any, request: dict[str, Any]) -> Any:
         async with self._lock:
@@ -161,7 +188,7 @@ def serve_in_thread(
     port: int = 0,
     api_key: str | None = None,
     *,
-    max_size: int | None = wire.DEFAULT_MAX_SIZE,
+    limits: wire.Limits = wire.DEFAULT_LIMITS,
     arena_nonce: str | None = None,
 ) -> Iterator[ServerHandle]:
     """Serve ``policy`` from a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``.
@@ -170,7 +197,7 @@ def serve_in_thread(
     goes into the metadata frame (see ``NONCE_KEY``).
     """
     server = PolicyServer(
-        policy, host=host, port=port, api_key=api_key, max_size=max_size, arena_nonce=arena_nonce
+        policy, host=host, port=port, api_key=api_key, limits=limits, arena_nonce=arena_nonce
     )
     with _serve_in_thread(server.start, host=host) as handle:
         yield handle

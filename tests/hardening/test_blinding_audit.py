@@ -3,8 +3,9 @@
 For every session state before submission (assigned, running, aborted, expired) a lab calls every
 evaluator-facing endpoint, with valid and invalid input, and its bodies, headers and errors are searched for
 each policy's database id, slug, name, owner, organization, endpoint host and port, endpoint key and
-description. Relay tokens are opaque without the server's secret. Metadata reaching a lab through a real
-relay carries run requirements only, even from a policy that names itself in it.
+description. Relay tokens are opaque without the server's secret. Every frame reaching a lab through a real
+relay (metadata, replies, reset confirmations, error text, close codes and reasons) carries nothing but run
+requirements and actions, even from a policy that names itself everywhere it can.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from arena.services.policies import policy_check_record
 from policy_server import wire
 from policy_server.base import BasePolicy
 from policy_server.client import PolicyClient
-from policy_server.relay import REQUIREMENT_KEYS, serve_relay_in_thread
+from policy_server.relay import serve_relay_in_thread
+from policy_server.relay_frames import REQUIREMENT_KEYS
 from policy_server.relay_token import TokenInvalid, open_token
 from policy_server.server import PROTOCOL_KEY, serve_in_thread
 from tests.api.actors import DROID_REQS, EPISODE, Actor, make_actor, register_robot
@@ -241,8 +243,15 @@ class SelfNamingPolicy(BasePolicy):
     def metadata(self) -> dict[str, Any]:
         return self._metadata
 
-    def infer(self, obs: dict[str, Any]) -> dict[str, np.ndarray]:
-        return {"actions": np.zeros((10, 8))}
+    def infer(self, obs: dict[str, Any]) -> dict[str, Any]:
+        if obs.get("prompt") == "explode":
+            raise RuntimeError(f"{self._metadata.get('policy_name')} at {self._metadata.get('host')} crashed")
+        return {
+            "actions": np.zeros((10, 8)),
+            "whoami": self._metadata.get("policy_name", ""),
+            "diffusion_steps": 17,
+            "server_timing": {"act_model_ms": 12.3456, "zephyr_ms": 1.0},
+        }
 
 
 IDENTIFYING_METADATA = {
@@ -301,3 +310,67 @@ def test_metadata_through_the_relay_carries_requirements_only(settings, db):
         **{k: v for k, v in requirements.items() if k not in SMUGGLED},
         PROTOCOL_KEY: 1,
     }
+
+
+def _every_frame_through(relay_url: str) -> list[str]:
+    """Every frame a lab receives on one relayed connection, as text: metadata, two replies, a reset answer,
+    the answer to an observation that makes the policy raise, and the closing code and reason."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    obs = {"observation/joint_position": np.zeros(7), "prompt": "open the drawer"}
+    received: list[str | bytes] = []
+    with connect(relay_url, open_timeout=10) as ws:
+        received.append(ws.recv(timeout=10))
+        for request in (obs, obs, {"endpoint": "reset"}, {**obs, "prompt": "explode"}):
+            ws.send(wire.packb({"endpoint": "infer", **request}))
+            try:
+                received.append(ws.recv(timeout=10))
+            except ConnectionClosed:
+                break
+        try:
+            while True:
+                received.append(ws.recv(timeout=10))
+        except ConnectionClosed as closed:
+            assert closed.rcvd is not None
+            received.append(f"close {closed.rcvd.code} {closed.rcvd.reason}")
+    return [frame.decode("latin-1") if isinstance(frame, bytes) else frame for frame in received]
+
+
+def test_no_relay_frame_identifies_a_policy(settings, db):
+    requirements = {k: v for k, v in DROID_REQS.items() if k in REQUIREMENT_KEYS}
+    self_naming = SelfNamingPolicy({**requirements, **IDENTIFYING_METADATA, **SMUGGLED})
+    with serve_relay_in_thread(settings.ARENA_RELAY_SECRET) as relay, serve_in_thread(self_naming) as named:
+        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
+        make_actor("quintessa", owner=OWNER, organization=ORGANIZATION)
+        organization = Organization.objects.get(name=ORGANIZATION)
+        policy = Policy.objects.create(
+            slug="zephyr-vla-7b",
+            name="Zephyr VLA 7B",
+            organization=organization,
+            owner=organization.members.get(),
+            endpoint_url=named.url,
+        )
+        policy_check_record(policy=policy, ok=True, requirements=DROID_REQS)
+        twin = Policy.objects.create(
+            slug="orion-diffusion",
+            name="Orion Diffusion Policy",
+            organization=organization,
+            owner=organization.members.get(),
+            endpoint_url=named.url,
+        )
+        policy_check_record(policy=twin, ok=True, requirements=DROID_REQS)
+        lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
+        register_robot(lab)
+        session = lab.post("/api/v1/sessions/", {"robot": "franka-1", "task": "open the drawer"}).json()
+        secrets = identifying_secrets() + [
+            Secret(w) for w in ("crashed", "Traceback", "127.0.0.1", named.url)
+        ]
+        for slot in ("A", "B"):
+            frames = _every_frame_through(session["slots"][slot]["relay_url"])
+            assert len(frames) == 6, frames  # metadata, 2 replies, reset, error text, close
+            assert frames[-2:] == ["policy error (code policy_error)", "close 1011 policy error"]
+            for frame in frames:
+                assert not [s.text for s in secrets if s.found_in(frame)], frame[:300]
+            for key in ("whoami", "diffusion_steps", "act_model_ms", "zephyr_ms"):
+                assert not any(key in frame for frame in frames), key

@@ -8,6 +8,7 @@ from arena_test_policies import DROID_METADATA, EchoPolicy, FailingPolicy, Fixed
 from roboarena_dialect import serve_roboarena_in_thread
 
 from arena.ports import free_port
+from policy_server import wire
 from policy_server.client import (
     BadAction,
     PolicyClient,
@@ -167,7 +168,8 @@ def test_server_gone_mid_episode_is_unavailable(echo_policy: EchoPolicy) -> None
 
 def test_frames_over_the_server_limit_are_refused_clearly(echo_policy: EchoPolicy) -> None:
     big = {**OBS, "observation/exterior_image_1_left": np.zeros((224, 224, 3), np.uint8)}
-    with serve_in_thread(echo_policy, max_size=10_000) as server, PolicyClient(server.url) as client:
+    limits = wire.Limits(max_frame_bytes=10_000)
+    with serve_in_thread(echo_policy, limits=limits) as server, PolicyClient(server.url) as client:
         assert client.infer(OBS)["actions"].shape == (10, 8)
         with pytest.raises(PolicyError, match="too big"):
             client.infer(big)

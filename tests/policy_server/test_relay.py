@@ -94,20 +94,35 @@ def test_roboarena_dialect_passes_through_unchanged(relay: str) -> None:
     assert policy.resets == [{}]
 
 
-def test_traceback_and_1011_are_forwarded(relay: str) -> None:
-    with serve_policy_in_thread(FailingPolicy()) as policy:
-        with connect(f"{relay}/{token_for(policy.url)}") as ws:
+def test_a_policy_traceback_never_reaches_the_lab(echo_policy: EchoPolicy) -> None:
+    reported: list[tuple[str, str, str]] = []
+
+    def hook(claims, kind: str, detail: str) -> None:  # type: ignore[no-untyped-def]
+        reported.append((claims.session_id, kind, detail))
+
+    with (
+        serve_relay_in_thread(SECRET, upstream_timeout=2.0, on_policy_error=hook) as relay,
+        serve_policy_in_thread(FailingPolicy()) as policy,
+    ):
+        with connect(f"{relay.url}/{token_for(policy.url)}") as ws:
             ws.recv(timeout=5)
             ws.send(packb(OBS))
-            text = ws.recv(timeout=5)
-            assert isinstance(text, str) and "the policy exploded on purpose" in text
+            assert ws.recv(timeout=5) == "policy error (code policy_error)"
             with pytest.raises(ConnectionClosedError) as closed:
                 ws.recv(timeout=5)
-            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
-            assert "traceback" in closed.value.rcvd.reason
-        with PolicyClient(f"{relay}/{token_for(policy.url)}") as client:
-            with pytest.raises(PolicyError, match="exploded"):
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "policy error")
+        with PolicyClient(f"{relay.url}/{token_for(policy.url)}") as client:
+            with pytest.raises(PolicyError) as failed:
                 client.infer(OBS)
+        assert "exploded" not in str(failed.value) and "Traceback" not in failed.value.traceback
+        deadline = time.monotonic() + 10
+        while len(reported) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert [(sid, kind) for sid, kind, _ in reported] == [("s-42", "policy_error")] * 2
+    assert all(
+        "Traceback" in detail and "the policy exploded on purpose" in detail for *_, detail in reported
+    )
 
 
 def test_unreachable_policy_closes_1014_without_naming_it(relay: str) -> None:
@@ -264,7 +279,7 @@ def test_relay_cli_reads_the_secret_from_the_environment_and_requires_one() -> N
 def test_relay_redacts_identifying_metadata():
     from policy_server import wire
     from policy_server.client import detect_dialect
-    from policy_server.relay import redact_metadata_frame
+    from policy_server.relay_frames import PolicyFault, redact_metadata_frame
 
     roboarena = {
         "image_resolution": [224, 224],
@@ -274,11 +289,196 @@ def test_relay_redacts_identifying_metadata():
         "needs_session_id": False,
         "action_space": "joint_velocity",
     }
-    assert wire.unpackb(redact_metadata_frame(wire.packb(roboarena))) == roboarena
+    frame, shape = redact_metadata_frame(wire.packb(roboarena))
+    assert wire.unpackb(frame) == roboarena and shape.action_dim == 8
+    assert shape.observation_bytes == 2 * 224 * 224 * 3 + 2**20
+    native = {**roboarena, "image_resolution": None, "action_space": "cartesian_velocity"}
+    frame, shape = redact_metadata_frame(wire.packb(native))
+    assert detect_dialect(wire.unpackb(frame)) == "roboarena" and shape.action_dim == 7
     ours = {**roboarena, "arena_protocol": 1, "baseline": "expert", "checkpoint": "gs://acme/pi0-v3"}
-    seen = wire.unpackb(redact_metadata_frame(wire.packb(ours)))
+    seen = wire.unpackb(redact_metadata_frame(wire.packb(ours))[0])
     assert "baseline" not in seen and "checkpoint" not in seen and detect_dialect(seen) == "arena"
     openpi = {"model": "pi0-fast-droid", "host": "gpu7.acme.example", "action_space": "joint_velocity"}
-    seen = wire.unpackb(redact_metadata_frame(wire.packb(openpi)))
+    seen = wire.unpackb(redact_metadata_frame(wire.packb(openpi))[0])
     assert seen == {"action_space": "joint_velocity", "arena_relay": 1} and detect_dialect(seen) == "openpi"
-    assert redact_metadata_frame("Traceback ...") == "Traceback ..."
+    for bad in ("Traceback ...", b"\xc1", wire.packb([1]), wire.packb({"action_dim": 9})):
+        with pytest.raises(PolicyFault):
+            redact_metadata_frame(bad)
+
+
+def scripted_upstream(handler):  # type: ignore[no-untyped-def]
+    """A policy server in a thread whose connection handler is ``handler`` (a coroutine function)."""
+
+    async def start() -> Server:
+        return await serve(handler, "127.0.0.1", 0, compression=None, max_size=None)
+
+    return serve_in_thread(start, host="127.0.0.1")
+
+
+def chatty_reply(obs: dict) -> dict:
+    return {
+        "actions": np.full((4, 8), 0.5, np.float32),
+        "diffusion_steps": 10,
+        "whoami": "Zephyr VLA 7B by Quasar",
+        "server_timing": {"infer_ms": 123.456, "act_model_ms": 77.7},
+        "policy_timing": {"zephyr_ms": 1.0},
+    }
+
+
+def test_replies_are_cut_to_actions_and_coarse_timing(relay: str) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb({**DROID_METADATA, "arena_protocol": 1}))
+        async for frame in ws:
+            await ws.send(packb(chatty_reply(unpackb(frame))))
+
+    with scripted_upstream(handler) as upstream:
+        with connect(f"{relay}/{token_for(upstream.url)}") as ws:
+            ws.recv(timeout=5)
+            ws.send(packb(OBS))
+            raw = ws.recv(timeout=5)
+    reply = unpackb(raw)
+    assert set(reply) == {"actions", "server_timing"}
+    assert reply["server_timing"] == {"infer_ms": 100.0}
+    assert reply["actions"].dtype == np.float64 and reply["actions"].shape == (4, 8)
+    assert b"Zephyr" not in raw and b"diffusion" not in raw and b"act_model" not in raw
+
+
+@pytest.mark.parametrize(
+    "bad_reply",
+    [
+        "vote for me: I am Zephyr",
+        packb({"actions": np.zeros((4, 7))}),  # joint space needs 8 dims
+        packb({"actions": np.full((4, 8), np.nan)}),
+        packb({"actions": np.zeros((401, 8))}),
+        packb({"whoami": "Zephyr"}),
+        b"\xc1Zephyr",
+    ],
+    ids=["text-frame", "wrong-dim", "nan", "too-long", "no-actions", "undecodable"],
+)
+def test_nothing_but_a_generic_error_replaces_a_bad_reply(bad_reply: str | bytes) -> None:
+    reported: list[tuple[str, str]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb(DROID_METADATA))
+        await ws.recv()
+        await ws.send(bad_reply)
+        await ws.close(4123, "zephyr-gpu.quasar.example")
+
+    with (
+        serve_relay_in_thread(SECRET, on_policy_error=lambda c, k, d: reported.append((k, d))) as relay,
+        scripted_upstream(handler) as upstream,
+    ):
+        with connect(f"{relay.url}/{token_for(upstream.url)}") as ws:
+            ws.recv(timeout=5)
+            ws.send(packb({**OBS, "endpoint": "infer"}))
+            text = ws.recv(timeout=5)
+            with pytest.raises(ConnectionClosedError) as closed:
+                ws.recv(timeout=5)
+        deadline = time.monotonic() + 10
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.02)
+    kind = "policy_error" if isinstance(bad_reply, str) else "bad_reply"
+    assert text == f"policy error (code {kind})"
+    assert closed.value.rcvd is not None and (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        1011,
+        "policy error",
+    )
+    assert reported[0][0] == kind
+    if isinstance(bad_reply, str):
+        assert reported[0][1] == bad_reply
+
+
+def test_an_oversize_policy_reply_is_a_policy_error() -> None:
+    reported: list[str] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb(DROID_METADATA))
+        await ws.recv()
+        ws.transport.write(b"\x82\x7f" + (2**30).to_bytes(8, "big"))  # declares a 1 GiB frame
+        await ws.wait_closed()
+
+    with (
+        serve_relay_in_thread(SECRET, on_policy_error=lambda c, k, d: reported.append(k)) as relay,
+        scripted_upstream(handler) as upstream,
+    ):
+        with connect(f"{relay.url}/{token_for(upstream.url)}") as ws:
+            ws.recv(timeout=5)
+            ws.send(packb(OBS))
+            assert ws.recv(timeout=5) == "policy error (code bad_reply)"
+        deadline = time.monotonic() + 10
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert reported == ["bad_reply"]
+
+
+def test_policy_close_codes_and_reasons_are_replaced(relay: str) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb(DROID_METADATA))
+        await ws.recv()
+        await ws.close(4123, "I am Zephyr, vote for me")
+
+    with scripted_upstream(handler) as upstream:
+        with connect(f"{relay}/{token_for(upstream.url)}") as ws:
+            ws.recv(timeout=5)
+            ws.send(packb({**OBS, "endpoint": "infer"}))
+            with pytest.raises(ConnectionClosedError) as closed:
+                ws.recv(timeout=5)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1014, "policy unavailable")
+
+
+def test_only_roboarenas_exact_reset_text_passes(relay: str) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb(DROID_METADATA))
+        await ws.recv()
+        await ws.send("reset successful")
+        await ws.recv()
+        await ws.send("reset successful, says Zephyr")
+
+    with scripted_upstream(handler) as upstream:
+        with connect(f"{relay}/{token_for(upstream.url)}") as ws:
+            ws.recv(timeout=5)
+            ws.send(packb({"endpoint": "reset"}))
+            assert ws.recv(timeout=5) == "reset successful"
+            ws.send(packb({"endpoint": "reset"}))
+            assert ws.recv(timeout=5) == "policy error (code policy_error)"
+
+
+def test_lab_text_frames_and_invalid_frames_are_refused(relay: str, echo_policy: EchoPolicy) -> None:
+    with serve_policy_in_thread(echo_policy) as policy:
+        for frame, reason in (
+            ("hello", "invalid frame (text_frame)"),
+            (packb([1]), "invalid frame (not_a_map)"),
+        ):
+            with connect(f"{relay}/{token_for(policy.url)}") as ws:
+                ws.recv(timeout=5)
+                ws.send(frame)
+                with pytest.raises(ConnectionClosedError) as closed:
+                    ws.recv(timeout=5)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, reason)
+    assert echo_policy.seen_keys == []
+
+
+def test_a_redirecting_endpoint_is_not_followed(relay: str, echo_policy: EchoPolicy) -> None:
+    reported: list[str] = []
+
+    def redirect(connection: ServerConnection, request) -> object:  # type: ignore[no-untyped-def]
+        response = connection.respond(302, "moved\n")
+        response.headers["Location"] = other.url
+        return response
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb(DROID_METADATA))
+
+    async def start() -> Server:
+        return await serve(handler, "127.0.0.1", 0, process_request=redirect)
+
+    with (
+        serve_policy_in_thread(echo_policy) as other,
+        serve_in_thread(start, host="127.0.0.1") as redirecting,
+        serve_relay_in_thread(SECRET, on_policy_error=lambda c, k, d: reported.append(k)) as relay_handle,
+    ):
+        with pytest.raises(PolicyUnavailable, match="1014"):
+            PolicyClient(f"{relay_handle.url}/{token_for(redirecting.url)}", retries=0)
+    assert echo_policy.seen_keys == [] and reported == ["unreachable"]

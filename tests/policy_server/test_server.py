@@ -8,7 +8,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from arena_test_policies import EchoPolicy, FailingPolicy
+from arena_test_policies import EchoPolicy, FailingPolicy, FixedActionsPolicy
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 from websockets.sync.client import connect
 
@@ -162,3 +162,17 @@ def test_binding_a_taken_port_raises_in_the_caller(echo_policy: EchoPolicy) -> N
         with pytest.raises(OSError):
             with serve_in_thread(echo_policy, port=server.port):
                 pass
+
+
+def test_an_unencodable_reply_is_the_policys_error_not_a_bad_request() -> None:
+    with (
+        serve_in_thread(FixedActionsPolicy(np.zeros((2, 8), np.complex64))) as server,
+        connect(server.url) as ws,
+    ):
+        ws.recv(timeout=5)
+        ws.send(packb(STATE))
+        text = ws.recv(timeout=5)
+        assert isinstance(text, str) and "Traceback" in text and "refused on the wire" in text
+        with pytest.raises(ConnectionClosedError) as closed:
+            ws.recv(timeout=5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011

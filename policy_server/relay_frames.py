@@ -1,0 +1,246 @@
+"""What the blind relay lets through, frame by frame: only what the protocol allows, always re-encoded.
+
+Policy to lab (every frame is decoded with the safe decoder and rebuilt; no byte of the policy's is forwarded):
+
+- the metadata frame becomes the run requirements only (:func:`redact_metadata_frame`);
+- an inference reply becomes ``{"actions": (H, D) float64}`` (1 <= H <= :data:`MAX_ACTION_HORIZON`, ``D`` set
+  by the declared action space: 8 for joint spaces, 7 for cartesian ones, every value finite) plus
+  ``server_timing.infer_ms`` rounded to :data:`TIMING_BUCKET_MS` if the policy reported it; every other key is
+  dropped (:func:`reply_for_lab`). The rounding keeps what an openpi client logs useful while telling the lab
+  nothing its own round-trip clock does not already tell it;
+- a reset reply becomes ``{"reset": True}``, or RoboArena's exact text frame ``"reset successful"``;
+- any other text frame (a traceback, "vote for me"), an undecodable or malformed frame, is a
+  :class:`PolicyFault`: the lab gets one fixed text frame (:func:`lab_error_text`) and close 1011, the full text
+  goes to the relay's log and to the owner's hook;
+- a close from the policy becomes one of four fixed (code, reason) pairs (:func:`lab_close_for`): no reason
+  text and no private close code of the policy's reaches the lab.
+
+Lab to policy: binary frames only, decoded within the session's observation limit (:func:`observation_bytes`,
+from the policy's declared cameras and resolution), a map, re-encoded (:func:`observation_for_policy`);
+anything else is a :class:`LabFault` (close 1008 with a fixed reason naming the decoder's code).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policy_server import wire
+from policy_server.check import ACTION_SPACES, MetadataError, requirements_from_metadata
+from policy_server.client import ROBOARENA_METADATA_KEYS, ROBOARENA_RESET_REPLY, detect_dialect
+from policy_server.server import PROTOCOL_KEY, PROTOCOL_VERSION
+
+REQUIREMENT_KEYS = ROBOARENA_METADATA_KEYS | {"action_dim", "action_horizon", "needs_replica_state"}
+RELAY_MARKER = "arena_relay"
+MAX_REQUIREMENT_NUMBER = 100_000
+ACTION_DIMS = {"joint_position": 8, "joint_velocity": 8, "cartesian_position": 7, "cartesian_velocity": 7}
+"""Action dim per action space: 7 joints or a 6-D pose, plus the gripper."""
+MAX_ACTION_HORIZON = 400
+"""Longest action chunk passed on: one whole RoboArena episode (400 steps at 15 Hz)."""
+TIMING_BUCKET_MS = 50.0
+MAX_TIMING_MS = 600_000.0
+STATE_ALLOWANCE_BYTES = wire.MIB
+"""Room in an observation for everything but images: state vectors, prompt, session id, replica state."""
+
+BAD_GATEWAY = 1014
+CLOSE_POLICY_ERROR = (1011, "policy error")
+CLOSE_POLICY_UNAVAILABLE = (BAD_GATEWAY, "policy unavailable")
+_LAB_CLOSES = {
+    1008: (1008, "policy refused the frame"),
+    1009: (1009, "frame too big for the policy"),
+    1011: CLOSE_POLICY_ERROR,
+}
+
+
+class PolicyFault(Exception):
+    """The policy failed or broke the protocol. ``kind`` is ``policy_error`` (it sent a text frame),
+    ``bad_metadata`` or ``bad_reply``; ``detail`` is the full story, for the owner and the relay's log only."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+class LabFault(Exception):
+    """A lab's frame is refused; ``code`` is a :class:`~policy_server.wire.WireError` code, ``text_frame`` or
+    ``not_a_map``."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+    @property
+    def close_reason(self) -> str:
+        return f"invalid frame ({self.code})"
+
+
+@dataclass(frozen=True)
+class SessionShape:
+    """What the relay learned from the metadata: ``action_dim`` of every reply, and ``observation_bytes``,
+    the largest frame the lab may send in this session."""
+
+    action_dim: int
+    observation_bytes: int
+
+
+def lab_error_text(kind: str) -> str:
+    """The only text frame a lab ever receives from the relay: fixed wording, the fault kind as its code."""
+    return f"policy error (code {kind})"
+
+
+def lab_close_for(upstream_code: int | None) -> tuple[int, str]:
+    """The (code, reason) the lab sees when the policy closed with ``upstream_code``."""
+    return _LAB_CLOSES.get(upstream_code or 0, CLOSE_POLICY_UNAVAILABLE)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REQUIREMENT_NUMBER
+
+
+def _plain_requirement(key: str, value: Any) -> bool:
+    """Whether ``value`` has the form requirement ``key`` takes, so that no free text (a policy's name
+    smuggled into ``action_space``, say) passes the relay: numbers, a pair of numbers, action spaces, flags.
+    """
+    if key == "image_resolution":  # null: native frames (RoboArena's config allows it)
+        return value is None or (
+            isinstance(value, list | tuple) and len(value) == 2 and all(_count(n) for n in value)
+        )
+    if key == "action_space":
+        return value in ACTION_SPACES
+    if key in ("n_external_cameras", "action_dim", "action_horizon"):
+        return _count(value)
+    return isinstance(value, bool)
+
+
+def observation_bytes(requirements: dict[str, Any], *, limits: wire.Limits = wire.DEFAULT_LIMITS) -> int:
+    """Largest observation frame (bytes) for a policy with these requirements: its uint8 RGB images at the
+    declared resolution (``None``: native frames, counted as 4096 x 4096), two per camera on a stereo rig, plus
+    :data:`STATE_ALLOWANCE_BYTES`; never more than ``limits.max_frame_bytes``."""
+    cameras = requirements["n_external_cameras"] + int(requirements["needs_wrist_camera"])
+    images = cameras * (2 if requirements["needs_stereo_camera"] else 1)
+    resolution = requirements["image_resolution"]
+    image = math.prod(resolution) * 3 if resolution else wire.IMAGE_BYTES_4K
+    return min(limits.max_frame_bytes, images * image + STATE_ALLOWANCE_BYTES)
+
+
+def redact_metadata_frame(
+    frame: str | bytes, *, limits: wire.Limits = wire.DEFAULT_LIMITS
+) -> tuple[bytes, SessionShape]:
+    """The policy's metadata frame as a lab may see it (the run requirements only), and the session's shape.
+
+    Policy servers put anything in their metadata (model names, checkpoints, hosts); forwarded verbatim it would
+    break the blinding. Kept: RoboArena's config keys, ``action_dim``, ``action_horizon``,
+    ``needs_replica_state`` (each only with a value of its own form, see ``_plain_requirement``) and the
+    markers by which clients recognise the server's dialect (an openpi server's frame gets ``arena_relay`` so
+    that it is never mistaken for RoboArena's exact config). Raises :class:`PolicyFault` for a text frame, an
+    undecodable frame, or requirements that contradict each other.
+    """
+    if isinstance(frame, str):
+        raise PolicyFault("policy_error", frame)
+    try:
+        metadata = wire.unpackb(frame, limits=wire.REPLY_LIMITS)
+    except wire.WireError as exc:
+        raise PolicyFault("bad_metadata", f"undecodable metadata frame: {exc}") from exc
+    if not isinstance(metadata, dict):
+        raise PolicyFault("bad_metadata", f"metadata must be a map, got {type(metadata).__name__}")
+    dialect = detect_dialect(metadata)
+    kept = {k: v for k, v in metadata.items() if k in REQUIREMENT_KEYS and _plain_requirement(k, v)}
+    try:
+        requirements = requirements_from_metadata(kept)
+    except MetadataError as exc:
+        raise PolicyFault("bad_metadata", str(exc)) from exc
+    # RoboArena's null resolution means native frames; requirements_from_metadata fills in its default.
+    requirements["image_resolution"] = kept.get("image_resolution", requirements["image_resolution"])
+    action_dim = ACTION_DIMS[requirements["action_space"]]
+    if requirements["action_dim"] not in (None, action_dim):
+        raise PolicyFault(
+            "bad_metadata",
+            f"action_dim {requirements['action_dim']} contradicts action_space {requirements['action_space']!r}",
+        )
+    if dialect == "arena":
+        version = metadata[PROTOCOL_KEY]
+        kept[PROTOCOL_KEY] = version if _count(version) else PROTOCOL_VERSION
+    elif dialect == "openpi":
+        kept[RELAY_MARKER] = 1
+    shape = SessionShape(action_dim, observation_bytes(requirements, limits=limits))
+    return wire.packb(kept), shape
+
+
+def observation_for_policy(frame: str | bytes, *, limits: wire.Limits) -> tuple[bytes, bool]:
+    """The lab's frame decoded within ``limits`` and re-encoded for the policy; and whether it is a reset.
+
+    Raises :class:`LabFault` for a text frame, a frame the safe decoder refuses, or one that is not a map.
+    """
+    if isinstance(frame, str):
+        raise LabFault("text_frame", "requests are msgpack binary frames, got a text frame")
+    try:
+        request = wire.unpackb(frame, limits=limits)
+    except wire.WireError as exc:
+        raise LabFault(exc.code, str(exc)) from exc
+    if not isinstance(request, dict):
+        raise LabFault("not_a_map", f"a request is a msgpack map, got {type(request).__name__}")
+    try:
+        encoded = wire.packb(request)
+    except wire.WireError as exc:
+        raise LabFault(exc.code, str(exc)) from exc
+    return encoded, request.get("endpoint") == "reset"
+
+
+def _checked_actions(actions: Any, action_dim: int) -> np.ndarray:
+    if isinstance(actions, list):
+        try:
+            actions = np.asarray(actions, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise PolicyFault("bad_reply", f"'actions' is a list that is not numeric: {exc}") from exc
+    if not isinstance(actions, np.ndarray) or actions.dtype.kind not in "biuf":
+        raise PolicyFault("bad_reply", f"'actions' must be a numeric array, got {type(actions).__name__}")
+    if actions.ndim != 2 or not 1 <= actions.shape[0] <= MAX_ACTION_HORIZON or actions.shape[1] != action_dim:
+        raise PolicyFault(
+            "bad_reply",
+            f"'actions' must have shape (H, {action_dim}) with 1 <= H <= {MAX_ACTION_HORIZON}, got {actions.shape}",
+        )
+    actions = np.ascontiguousarray(actions, dtype=np.float64)
+    if not np.isfinite(actions).all():
+        raise PolicyFault("bad_reply", "'actions' holds NaN or infinite values")
+    return actions
+
+
+def _coarse_timing(timing: Any) -> dict[str, float] | None:
+    """``{"infer_ms": <rounded to TIMING_BUCKET_MS>}`` from the policy's ``server_timing``, or None."""
+    infer_ms = timing.get("infer_ms") if isinstance(timing, dict) else None
+    if isinstance(infer_ms, bool) or not isinstance(infer_ms, int | float | np.integer | np.floating):
+        return None
+    if not math.isfinite(infer_ms) or not 0 <= infer_ms <= MAX_TIMING_MS:
+        return None
+    return {"infer_ms": TIMING_BUCKET_MS * round(float(infer_ms) / TIMING_BUCKET_MS)}
+
+
+def reply_for_lab(frame: str | bytes, *, shape: SessionShape, reset: bool) -> str | bytes:
+    """The policy's answer to one request, as the lab may see it (see the module docstring).
+
+    Raises :class:`PolicyFault` for a text frame (other than RoboArena's reset confirmation after a reset),
+    an undecodable frame, or a reply without valid ``actions``.
+    """
+    if isinstance(frame, str):
+        if reset and frame == ROBOARENA_RESET_REPLY:
+            return ROBOARENA_RESET_REPLY
+        raise PolicyFault("policy_error", frame)
+    try:
+        reply = wire.unpackb(frame, limits=wire.REPLY_LIMITS)
+    except wire.WireError as exc:
+        raise PolicyFault("bad_reply", f"undecodable reply: {exc}") from exc
+    if not isinstance(reply, dict):
+        raise PolicyFault("bad_reply", f"a reply must be a map, got {type(reply).__name__}")
+    if reset:
+        return wire.packb({"reset": True})
+    if "actions" not in reply:
+        raise PolicyFault("bad_reply", f"reply has no 'actions' (keys: {sorted(map(str, reply))[:20]})")
+    cut: dict[str, Any] = {"actions": _checked_actions(reply["actions"], shape.action_dim)}
+    timing = _coarse_timing(reply.get("server_timing"))
+    if timing is not None:
+        cut["server_timing"] = timing
+    return wire.packb(cut)
