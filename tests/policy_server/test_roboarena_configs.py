@@ -13,7 +13,8 @@ from roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_
 
 from policy_server.check import dummy_observation, policy_check, requirements_from_metadata
 from policy_server.client import PolicyClient, PolicyError, detect_dialect
-from policy_server.relay import RELAY_MARKER, serve_relay_in_thread
+from policy_server.relay import serve_relay_in_thread
+from policy_server.relay_frames import RELAY_MARKER
 from policy_server.relay_token import mint_token
 from policy_server.server import serve_in_thread
 
