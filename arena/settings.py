@@ -158,6 +158,9 @@ ARENA_PROVISIONAL_MIN_COMPARISONS = env_int("ARENA_PROVISIONAL_MIN_COMPARISONS",
 ARENA_LAB_MAX_SHARE = float(env_str("ARENA_LAB_MAX_SHARE", "0.5"))
 ARENA_RELAY_URL = env_str("ARENA_RELAY_URL", "ws://127.0.0.1:8765").rstrip("/")
 ARENA_RELAY_SECRET = env_str("ARENA_RELAY_SECRET") or _embedded_secret("relay_secret")
+# A relay connection holds its session slot this long unless the relay's status poll renews it.
+ARENA_RELAY_ATTACHMENT_LEASE_SECONDS = env_int("ARENA_RELAY_ATTACHMENT_LEASE_SECONDS", 10)
+ARENA_POLICY_INCIDENTS_KEPT = env_int("ARENA_POLICY_INCIDENTS_KEPT", 200)
 
 # --- REST API -----------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

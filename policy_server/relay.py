@@ -9,8 +9,13 @@ side learns the other's address: the evaluator sees only the relay, the policy s
 relay's connection, with none of the evaluator's headers. If the policy server cannot be reached, or
 drops without a closing handshake, the evaluator's websocket is closed with 1014 (bad gateway).
 
+Before a handshake succeeds the arena admits it (see :mod:`policy_server.relay_admission`): the session must be
+open, the lab key the token was minted for unrevoked and the slot free (403, 409; 503 when the arena cannot be
+asked); open connections are closed (1008) within a poll period once their session closes.
+
 The relay keeps no state beyond open connections: run as many copies as needed behind any load balancer, all
-configured with the same secret. ``GET /healthz`` answers 200.
+configured with the same secret and arena URL (``--arena-url`` or ``$ARENA_INTERNAL_URL``). ``GET /healthz``
+answers 200.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from policy_server._serving import ServerHandle, health_response, run_until_sign
 from policy_server._serving import serve_in_thread as _serve_in_thread
 from policy_server.check import ACTION_SPACES
 from policy_server.client import ROBOARENA_METADATA_KEYS, detect_dialect
+from policy_server.relay_admission import ARENA_URL_ENV, AdmissionRefused, ArenaLink, RelayGate
 from policy_server.relay_token import TokenClaims, TokenExpired, TokenInvalid, derive_key, open_token
 from policy_server.server import PROTOCOL_KEY, PROTOCOL_VERSION
 
@@ -61,7 +67,9 @@ def token_from_request(request: Request) -> str | None:
 
 
 class Relay:
-    """The relay server. ``secret`` is the string shared with the arena server that mints tokens."""
+    """The relay server. ``secret`` is the string shared with the arena server that mints tokens; ``arena``
+    admits and revokes connections (None: a standalone relay, see :mod:`policy_server.relay_admission`),
+    polled every ``poll_interval`` seconds."""
 
     def __init__(
         self,
@@ -71,9 +79,12 @@ class Relay:
         port: int = 8765,
         upstream_timeout: float = 10.0,
         max_size: int | None = wire.DEFAULT_MAX_SIZE,
+        arena: ArenaLink | None = None,
+        poll_interval: float = 1.5,
     ) -> None:
         derive_key(secret)  # fail at startup, not at the first evaluator, if the secret is unusable
         self._secret = secret
+        self._gate = RelayGate(arena, poll_interval=poll_interval)
         self.host = host
         self.port = port
         self._upstream_timeout = upstream_timeout
@@ -82,7 +93,7 @@ class Relay:
     async def start(self) -> Server:
         """Listen on the running loop and return the websockets :class:`Server`."""
         return await serve(
-            self._handle,
+            self._handle_admitted,
             self.host,
             self.port,
             process_request=self._process_request,
@@ -100,19 +111,29 @@ class Relay:
             raise TokenInvalid("no relay token")
         return open_token(token, key=self._secret)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         health = health_response(connection, request)
         if health is not None:
             return health
         if token_from_request(request) is None:
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing relay token\n")
         try:
-            self._claims(request)
+            claims = self._claims(request)
         except TokenExpired:
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "relay token expired\n")
         except TokenInvalid:
             return connection.respond(http.HTTPStatus.FORBIDDEN, "invalid relay token\n")
+        try:
+            await self._gate.admit(connection, claims)
+        except AdmissionRefused as refused:
+            return connection.respond(http.HTTPStatus(refused.status), f"{refused.message}\n")
         return None
+
+    async def _handle_admitted(self, downstream: ServerConnection) -> None:
+        try:
+            await self._handle(downstream)
+        finally:
+            self._gate.release(downstream)
 
     async def _handle(self, downstream: ServerConnection) -> None:
         assert downstream.request is not None  # set once the handshake succeeded
@@ -215,12 +236,33 @@ async def _splice(downstream: ServerConnection, upstream: ClientConnection) -> N
 
 @contextlib.contextmanager
 def serve_relay_in_thread(
-    secret: bytes | str, host: str = "127.0.0.1", port: int = 0, *, upstream_timeout: float = 10.0
+    secret: bytes | str,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    upstream_timeout: float = 10.0,
+    arena_url: str | None = None,
+    poll_interval: float = 1.5,
 ) -> Iterator[ServerHandle]:
-    """Run a relay in a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``."""
-    relay = Relay(secret, host=host, port=port, upstream_timeout=upstream_timeout)
-    with _serve_in_thread(relay.start, host=host) as handle:
-        yield handle
+    """Run a relay in a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``.
+
+    ``arena_url`` (``http://host:port`` of the arena) admits and revokes connections; None runs standalone.
+    """
+    arena = ArenaLink(arena_url, secret) if arena_url else None
+    relay = Relay(
+        secret,
+        host=host,
+        port=port,
+        upstream_timeout=upstream_timeout,
+        arena=arena,
+        poll_interval=poll_interval,
+    )
+    try:
+        with _serve_in_thread(relay.start, host=host) as handle:
+            yield handle
+    finally:
+        if arena is not None:
+            arena.close()
 
 
 def _read_secret(secret_file: Path | None) -> str:
@@ -232,8 +274,27 @@ def _read_secret(secret_file: Path | None) -> str:
     return secret
 
 
+def _arena_link(args: argparse.Namespace, secret: str) -> ArenaLink | None:
+    if args.standalone:
+        if args.arena_url:
+            raise SystemExit("arena-relay: give --arena-url or --standalone, not both")
+        logger.warning(
+            "standalone relay: tokens are checked for their own expiry only; closed sessions, revoked keys "
+            "and other relays' connections are NOT enforced (development and protocol tests only)"
+        )
+        return None
+    url = args.arena_url or os.environ.get(ARENA_URL_ENV, "")
+    if not url:
+        raise SystemExit(
+            f"arena-relay: no arena configured: set {ARENA_URL_ENV} or pass --arena-url "
+            "(the arena's internal http(s) address, which admits and revokes connections)"
+        )
+    return ArenaLink(url, secret)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``arena-relay --host H --port P [--secret-file F]``; the secret defaults to ``$ARENA_RELAY_SECRET``."""
+    """``arena-relay --host H --port P [--secret-file F] [--arena-url URL | --standalone]``; the secret
+    defaults to ``$ARENA_RELAY_SECRET``, the arena URL to ``$ARENA_INTERNAL_URL``."""
     parser = argparse.ArgumentParser(
         prog="arena-relay", description="Blind websocket relay to policy servers."
     )
@@ -243,14 +304,29 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--secret-file", type=Path, help=f"file holding the shared secret (else ${SECRET_ENV})"
     )
     parser.add_argument("--upstream-timeout", type=float, default=10.0, help="seconds to reach a policy")
+    parser.add_argument(
+        "--arena-url",
+        help=f"the arena's internal http(s) address, which admits connections (else ${ARENA_URL_ENV})",
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="no arena: check tokens' own expiry only (development)"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.5, help="seconds between session status checks (default 1.5)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.poll_interval <= 0:
+        raise SystemExit("arena-relay: --poll-interval must be positive")
     try:
+        secret = _read_secret(args.secret_file)
         relay = Relay(
-            _read_secret(args.secret_file),
+            secret,
             host=args.host,
             port=args.port,
             upstream_timeout=args.upstream_timeout,
+            arena=_arena_link(args, secret),
+            poll_interval=args.poll_interval,
         )
     except ValueError as exc:
         raise SystemExit(f"arena-relay: {exc}") from exc

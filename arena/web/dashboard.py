@@ -58,7 +58,10 @@ def _render(
                 "keys": list(ApiKey.objects.filter(lab=lab).order_by("-created_at")),
                 "key_form": key_form[1] if key_form and key_form[0].pk == lab.pk else _key_form(lab),
                 "new_key": new_key[1].plaintext if new_key and new_key[0].pk == lab.pk else None,
-                "sessions": [session_for_evaluator(s) for s in sessions_for_lab(lab=lab)[:SESSIONS_SHOWN]],
+                "sessions": [
+                    session_for_evaluator(s, minted_for=None)
+                    for s in sessions_for_lab(lab=lab)[:SESSIONS_SHOWN]
+                ],
             }
         )
     return render_page(

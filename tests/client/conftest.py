@@ -1,4 +1,4 @@
-"""A live arena for client tests: the Django server (pytest-django's live_server), the blind relay, baseline
+"""A live arena for client tests: the Django server (pytest-django's live_server), the blind relay it admits, baseline
 policy servers on loopback, an owner who registered them and a lab with a configured client home."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import requests
 
 from evaluator_client.cli import main as arena_eval
 from policy_server.baselines import make_baseline
-from policy_server.relay import serve_relay_in_thread
 from policy_server.server import serve_in_thread
 from tests.api.actors import make_actor
 
@@ -56,12 +55,10 @@ class Network:
 
 
 @pytest.fixture
-def network(live_server, settings, tmp_path, transactional_db):
+def network(live_server, arena_relay, settings, tmp_path, transactional_db):
     settings.ARENA_PUBLIC_URL = live_server.url
     settings.VIDEO_DIR = tmp_path / "videos"
     with ExitStack() as stack:
-        relay = stack.enter_context(serve_relay_in_thread(settings.ARENA_RELAY_SECRET))
-        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
         owner = make_actor("owner", owner="olivia", organization="Baselines Inc")
         lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
         net = Network(url=live_server.url, lab_key=lab.key, owner_key=owner.key, home=tmp_path / "client")

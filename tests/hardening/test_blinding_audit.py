@@ -24,7 +24,7 @@ from arena.services.policies import policy_check_record
 from policy_server import wire
 from policy_server.base import BasePolicy
 from policy_server.client import PolicyClient
-from policy_server.relay import REQUIREMENT_KEYS, serve_relay_in_thread
+from policy_server.relay import REQUIREMENT_KEYS
 from policy_server.relay_token import TokenInvalid, open_token
 from policy_server.server import PROTOCOL_KEY, serve_in_thread
 from tests.api.actors import DROID_REQS, EPISODE, Actor, make_actor, register_robot
@@ -260,16 +260,11 @@ SMUGGLED = {
 }
 
 
-def test_metadata_through_the_relay_carries_requirements_only(settings, db):
+def test_metadata_through_the_relay_carries_requirements_only(arena_relay):
     requirements = {k: v for k, v in DROID_REQS.items() if k in REQUIREMENT_KEYS}
     self_naming = SelfNamingPolicy({**requirements, **IDENTIFYING_METADATA, **SMUGGLED})
     plain = SelfNamingPolicy(dict(requirements))
-    with (
-        serve_relay_in_thread(settings.ARENA_RELAY_SECRET) as relay,
-        serve_in_thread(self_naming) as named,
-        serve_in_thread(plain) as other,
-    ):
-        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
+    with serve_in_thread(self_naming) as named, serve_in_thread(plain) as other:
         make_actor("quintessa", owner=OWNER, organization=ORGANIZATION)
         organization = Organization.objects.get(name=ORGANIZATION)
         for slug, handle in (("zephyr-vla-7b", named), ("plain-policy", other)):
