@@ -176,6 +176,9 @@ def open_token(token: str, *, key: bytes | str, now: float | None = None) -> Tok
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except binascii.Error as exc:
         raise TokenInvalid("token is not unpadded base64url") from exc
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
+        # Unused low bits in the last character: another spelling of some token, never one the arena minted.
+        raise TokenInvalid("token is not in canonical base64url")
     if raw[:1] != TOKEN_VERSION:
         raise TokenInvalid("token is of an unknown version")
     nonce, sealed = raw[1 : 1 + _NONCE_BYTES], raw[1 + _NONCE_BYTES :]
