@@ -19,6 +19,7 @@ from arena.auth import NewKey
 from arena.errors import ArenaError, NotFound
 from arena.models import ApiKey, Lab
 from arena.selectors.policies import policies_for_owner, policy_get_for_owner
+from arena.selectors.relay import incidents_for_owner
 from arena.selectors.sessions import session_for_evaluator, sessions_for_lab
 from arena.services.accounts import api_key_issue, api_key_revoke
 from arena.services.policies import policy_register, policy_retire
@@ -28,6 +29,7 @@ from arena.web.render import render_page, stylesheet
 
 signed_in = login_required(login_url="web-login")
 CHECKS_SHOWN = 5
+INCIDENTS_SHOWN = 5
 SESSIONS_SHOWN = 25
 
 
@@ -46,7 +48,14 @@ def _render(
     user = request.user
     is_owner = user.organizations.exists()
     policies = (
-        [{"policy": p, "checks": list(p.checks.all()[:CHECKS_SHOWN])} for p in policies_for_owner(user=user)]
+        [
+            {
+                "policy": p,
+                "checks": list(p.checks.all()[:CHECKS_SHOWN]),
+                "incidents": incidents_for_owner(policy=p, limit=INCIDENTS_SHOWN),
+            }
+            for p in policies_for_owner(user=user)
+        ]
         if is_owner
         else []
     )

@@ -72,14 +72,15 @@ class Command(BaseCommand):
             servers = {}
             for k, name in enumerate(TRUE_ORDER):
                 servers[name] = stack.enter_context(serve_in_thread(make_baseline(name, seed=seed + k)))
-            relay = stack.enter_context(serve_relay_in_thread(settings.ARENA_RELAY_SECRET))
-            settings.ARENA_RELAY_URL = relay.url.rstrip("/")
             web = ThreadedWSGIServer(("127.0.0.1", port), QuietHandler)
             web.set_app(get_wsgi_application())
             threading.Thread(target=web.serve_forever, daemon=True).start()
             stack.callback(web.shutdown)
             url = f"http://127.0.0.1:{web.server_address[1]}"
             settings.ARENA_PUBLIC_URL = url
+            # The relay asks this web server to admit each connection and polls it for closed sessions.
+            relay = stack.enter_context(serve_relay_in_thread(settings.ARENA_RELAY_SECRET, arena_url=url))
+            settings.ARENA_RELAY_URL = relay.url.rstrip("/")
             self._say(f"2/5 serving: web {url}, relay {relay.url}, {len(servers)} baseline policy servers")
 
             owner_key = api_key_issue(
