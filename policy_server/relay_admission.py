@@ -218,7 +218,7 @@ class RelayGate:
     poll_interval: float = 1.5
     _open: dict[str, _Open] = field(default_factory=dict)
     _by_connection: dict[int, str] = field(default_factory=dict)
-    _slots: set[tuple[str, str]] = field(default_factory=set)
+    _slots: set[tuple[str, str]] = field(default_factory=set)  # standalone only: the arena keeps attachments
     _lease_s: float = 10.0
     _last_status_ok: float = field(default_factory=time.monotonic)
     _poller: asyncio.Task[None] | None = None
@@ -226,22 +226,21 @@ class RelayGate:
 
     async def admit(self, connection: ServerConnection, claims: TokenClaims) -> None:
         """Admit ``connection`` for ``claims`` or raise :class:`AdmissionRefused`."""
-        slot = (claims.session_id, claims.slot)
-        if slot in self._slots:
-            raise AdmissionRefused(409, "this slot already has a connection")
-        self._slots.add(slot)  # before awaiting the arena, so that a concurrent handshake sees it
         connection_id = secrets.token_hex(16)
-        try:
-            if self.arena is not None:
-                try:
-                    admission = await asyncio.to_thread(self.arena.admit, claims, connection_id)
-                except ArenaUnreachable as exc:
-                    logger.warning("refusing a connection: %s", exc)
-                    raise AdmissionRefused(503, "the relay cannot confirm the session right now") from exc
-                self._lease_s = admission.lease_s
-        except BaseException:
-            self._slots.discard(slot)
-            raise
+        if self.arena is None:
+            slot = (claims.session_id, claims.slot)
+            if slot in self._slots:
+                raise AdmissionRefused(409, "this slot already has a connection")
+            self._slots.add(slot)
+        else:
+            # The arena's attachment decides (across relays, and with the session's state first, so that a
+            # closed session's token gets 403 even while its last connection is still winding down here).
+            try:
+                admission = await asyncio.to_thread(self.arena.admit, claims, connection_id)
+            except ArenaUnreachable as exc:
+                logger.warning("refusing a connection: %s", exc)
+                raise AdmissionRefused(503, "the relay cannot confirm the session right now") from exc
+            self._lease_s = admission.lease_s
         if not self._open:
             self._last_status_ok = time.monotonic()
         self._open[connection_id] = _Open(connection, claims)
@@ -287,9 +286,10 @@ class RelayGate:
             self._close_all(closed, SESSION_CLOSED_CODE, "session closed")
 
     def _close_all(self, connection_ids: Iterable[str], code: int, reason: str) -> None:
-        for connection_id in connection_ids:
+        for connection_id in list(connection_ids):
             entry = self._open.get(connection_id)
             if entry is not None:
+                self.release(entry.connection)  # no longer polled, whatever the closing handshake takes
                 self._in_background(entry.connection.close(code, reason))
 
     def _release_quietly(self, connection_ids: list[str]) -> None:
