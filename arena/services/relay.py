@@ -46,14 +46,18 @@ def relay_admit(*, claim: SlotClaim) -> float:
     lease = timedelta(seconds=settings.ARENA_RELAY_ATTACHMENT_LEASE_SECONDS)
     now = timezone.now()
     with transaction.atomic():
+        # A write first: on SQLite it takes the write lock at once (waiting its turn), instead of a read lock
+        # that cannot be upgraded while another connection writes ("database is locked" at once).
+        RelayAttachment.objects.filter(
+            session_id=session_id, slot=claim.slot, lease_expires_at__lte=now
+        ).delete()
         session = EvaluationSession.objects.filter(pk=session_id).first()
         if session is None:
             raise NotFound("session_not_found", "No such session.", field="session")
         if not _session_open(session, now):
             raise Conflict("session_closed", "The session is closed; its relay tokens are void.")
-        if not _active_keys({claim.lab_key}).get(claim.lab_key) == session.lab_id:
+        if _active_keys({claim.lab_key}).get(claim.lab_key) != session.lab_id:
             raise PermissionDenied("key_revoked", "The lab key this token was minted for is not active.")
-        RelayAttachment.objects.filter(session=session, slot=claim.slot, lease_expires_at__lte=now).delete()
         renewed = RelayAttachment.objects.filter(
             session=session, slot=claim.slot, connection=claim.connection
         ).update(lease_expires_at=now + lease)
@@ -100,7 +104,10 @@ def relay_status(*, claims: list[SlotClaim]) -> list[str]:
                 and keys.get(claim.lab_key) == attachment.session.lab_id
             )
             (valid if ok else closed).append(claim.connection)
-        RelayAttachment.objects.filter(connection__in=valid).update(lease_expires_at=now + lease)
+        # Renewed once half the lease is spent, so most polls write nothing (and cost no commit to disk).
+        RelayAttachment.objects.filter(connection__in=valid, lease_expires_at__lt=now + lease / 2).update(
+            lease_expires_at=now + lease
+        )
         RelayAttachment.objects.filter(connection__in=closed).delete()
     return closed
 
