@@ -40,75 +40,74 @@ def relay_admit(*, claim: SlotClaim) -> float:
 
     Raises NotFound (no such session), Conflict ``session_closed`` (voted, aborted or past its lease),
     PermissionDenied ``key_revoked`` (the lab key is revoked or not the session's lab's), Conflict
-    ``slot_in_use`` (another connection holds the slot). Repeating an admission of the same connection renews it.
+    ``slot_in_use`` (another connection holds the slot).
+
+    Each write is one statement, outside a multi-statement transaction: on SQLite a transaction that reads and
+    then writes fails at once ("database is locked") when another writer commits meanwhile, and the relay's
+    steady calls would turn that into failures of the labs' own writes. A session closing between the check and
+    the insert leaves an attachment that the relay's next status call closes.
     """
     session_id = _check_claim(claim)
     lease = timedelta(seconds=settings.ARENA_RELAY_ATTACHMENT_LEASE_SECONDS)
     now = timezone.now()
-    with transaction.atomic():
-        # A write first: on SQLite it takes the write lock at once (waiting its turn), instead of a read lock
-        # that cannot be upgraded while another connection writes ("database is locked" at once).
-        RelayAttachment.objects.filter(
-            session_id=session_id, slot=claim.slot, lease_expires_at__lte=now
-        ).delete()
-        session = EvaluationSession.objects.filter(pk=session_id).first()
-        if session is None:
-            raise NotFound("session_not_found", "No such session.", field="session")
-        if not _session_open(session, now):
-            raise Conflict("session_closed", "The session is closed; its relay tokens are void.")
-        if _active_keys({claim.lab_key}).get(claim.lab_key) != session.lab_id:
-            raise PermissionDenied("key_revoked", "The lab key this token was minted for is not active.")
-        renewed = RelayAttachment.objects.filter(
-            session=session, slot=claim.slot, connection=claim.connection
-        ).update(lease_expires_at=now + lease)
-        if not renewed:
-            try:
-                with transaction.atomic():
-                    RelayAttachment.objects.create(
-                        session=session,
-                        slot=claim.slot,
-                        connection=claim.connection,
-                        lease_expires_at=now + lease,
-                        created_at=now,
-                    )
-            except IntegrityError as exc:
-                raise Conflict("slot_in_use", "Another connection serves this slot.") from exc
+    session = EvaluationSession.objects.filter(pk=session_id).first()
+    if session is None:
+        raise NotFound("session_not_found", "No such session.", field="session")
+    if not _session_open(session, now):
+        raise Conflict("session_closed", "The session is closed; its relay tokens are void.")
+    if _active_keys({claim.lab_key}).get(claim.lab_key) != session.lab_id:
+        raise PermissionDenied("key_revoked", "The lab key this token was minted for is not active.")
+    RelayAttachment.objects.filter(session=session, slot=claim.slot, lease_expires_at__lte=now).delete()
+    try:
+        with transaction.atomic():  # a savepoint when called inside a transaction (tests, admin shells)
+            RelayAttachment.objects.create(
+                session=session,
+                slot=claim.slot,
+                connection=claim.connection,
+                lease_expires_at=now + lease,
+                created_at=now,
+            )
+    except IntegrityError as exc:
+        raise Conflict("slot_in_use", "Another connection serves this slot.") from exc
     return lease.total_seconds()
 
 
 def relay_status(*, claims: list[SlotClaim]) -> list[str]:
     """The connections among ``claims`` that must close; renews the attachments of all the others.
 
-    A constant number of queries whatever the number of connections. A malformed claim is simply closed.
+    A constant number of queries whatever the number of connections, and no write at all in most calls: leases
+    are renewed once half spent, and rows are deleted only for connections that close or lapsed (a relay died
+    or stopped polling). A malformed claim is simply closed. Statements stand alone, as in ``relay_admit``.
     """
     now = timezone.now()
     lease = timedelta(seconds=settings.ARENA_RELAY_ATTACHMENT_LEASE_SECONDS)
-    with transaction.atomic():
-        # Attachments that lapsed (a relay died or stopped polling) free their slots for good.
-        RelayAttachment.objects.filter(lease_expires_at__lte=now).delete()
-        attachments = {
-            a.connection: a
-            for a in RelayAttachment.objects.filter(
-                connection__in=[c.connection for c in claims]
-            ).select_related("session")
-        }
-        keys = _active_keys({c.lab_key for c in claims})
-        valid, closed = [], []
-        for claim in claims:
-            attachment = attachments.get(claim.connection)
-            ok = (
-                attachment is not None
-                and str(attachment.session_id) == claim.session
-                and attachment.slot == claim.slot
-                and _session_open(attachment.session, now)
-                and keys.get(claim.lab_key) == attachment.session.lab_id
-            )
-            (valid if ok else closed).append(claim.connection)
-        # Renewed once half the lease is spent, so most polls write nothing (and cost no commit to disk).
-        RelayAttachment.objects.filter(connection__in=valid, lease_expires_at__lt=now + lease / 2).update(
-            lease_expires_at=now + lease
+    attachments = {
+        a.connection: a
+        for a in RelayAttachment.objects.filter(
+            connection__in=[c.connection for c in claims], lease_expires_at__gt=now
+        ).select_related("session")
+    }
+    keys = _active_keys({c.lab_key for c in claims})
+    renew, closed = [], []
+    for claim in claims:
+        attachment = attachments.get(claim.connection)
+        ok = (
+            attachment is not None
+            and str(attachment.session_id) == claim.session
+            and attachment.slot == claim.slot
+            and _session_open(attachment.session, now)
+            and keys.get(claim.lab_key) == attachment.session.lab_id
         )
+        if not ok:
+            closed.append(claim.connection)
+        elif attachment is not None and attachment.lease_expires_at < now + lease / 2:
+            renew.append(claim.connection)
+    if renew:
+        RelayAttachment.objects.filter(connection__in=renew).update(lease_expires_at=now + lease)
+    if closed:
         RelayAttachment.objects.filter(connection__in=closed).delete()
+    if RelayAttachment.objects.filter(lease_expires_at__lte=now).exists():
+        RelayAttachment.objects.filter(lease_expires_at__lte=now).delete()
     return closed
 
 
@@ -124,13 +123,14 @@ def incident_record(*, session: str, slot: str, kind: str, detail: str) -> Polic
     session_id = _check_session_and_slot(session, slot)
     if not kind.strip():
         raise InvalidInput("required", "Name the kind of error.", field="kind")
+    found = EvaluationSession.objects.select_related("policy_a", "policy_b").filter(pk=session_id).first()
+    if found is None:
+        raise NotFound("session_not_found", "No such session.", field="session")
+    if PolicyIncident.objects.filter(session=found, slot=slot).count() >= INCIDENTS_PER_SLOT:
+        return None
+    policy = found.policy_in(slot)
+    # The insert opens the transaction, so that it holds the write lock from its first statement (SQLite).
     with transaction.atomic():
-        found = EvaluationSession.objects.select_related("policy_a", "policy_b").filter(pk=session_id).first()
-        if found is None:
-            raise NotFound("session_not_found", "No such session.", field="session")
-        if PolicyIncident.objects.filter(session=found, slot=slot).count() >= INCIDENTS_PER_SLOT:
-            return None
-        policy = found.policy_in(slot)
         incident = PolicyIncident.objects.create(
             policy=policy, session=found, slot=slot, kind=kind.strip(), detail=detail
         )
