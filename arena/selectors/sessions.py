@@ -103,9 +103,12 @@ def _public_identity(policy: Policy) -> dict[str, str]:
 
 
 def _relay_url(session: EvaluationSession, slot: str, policy: Policy, minted_for: ApiKey) -> str:
-    # The token's own expiry (the lease as it stands) bounds it even offline; the relay's admission checks the
-    # session's current state and lease at every connection and while it is open.
-    ttl = max(1, int((session.lease_expires_at - timezone.now()).total_seconds()))
+    # The relay's admission checks the session's state and its current lease at every connection and while it
+    # is open. The token's own expiry is only an outer bound: the lease as it stands plus one lease period, the
+    # most one episode report extends it by, so that slot B's token (minted with the session) still connects
+    # after slot A's report renewed the lease.
+    remaining = (session.lease_expires_at - timezone.now()).total_seconds()
+    ttl = max(1, int(remaining + settings.ARENA_SESSION_LEASE_MINUTES * 60))
     token = mint_token(
         endpoint=policy.endpoint_url,
         session_id=str(session.id),

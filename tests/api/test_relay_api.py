@@ -186,3 +186,16 @@ def test_an_endpoint_and_key_too_long_for_a_token_are_refused(owner):
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "endpoint_too_long"
     assert response.json()["error"]["field"] == "endpoint_url"
+
+
+def test_slot_b_token_outlives_the_lease_it_was_minted_under(settings, lab1, pool, robot1):
+    """The arena checks the live lease at every handshake; the token's own expiry leaves room for the renewal
+    slot A's episode report brings (one lease period), so slot B can still connect after it."""
+    from policy_server.relay_token import open_token
+
+    session = open_session(lab1)
+    lease_end = EvaluationSession.objects.get(pk=session["id"]).lease_expires_at.timestamp()
+    token = session["slots"]["B"]["relay_url"].rsplit("/", 1)[1]
+    expires_at = open_token(token, key=settings.ARENA_RELAY_SECRET).expires_at
+    period = settings.ARENA_SESSION_LEASE_MINUTES * 60
+    assert lease_end + period - 5 <= expires_at <= lease_end + period + 5
