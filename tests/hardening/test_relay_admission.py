@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ from tests.api.actors import (
     register_robot,
     request_session,
 )
+from tests.client.proxy import FlakyLink
 
 WAIT_S = 30.0
 SESSION_CLOSED = 1008
@@ -217,3 +219,23 @@ def test_relay_cli_refuses_to_start_without_an_arena():
     )
     assert started.returncode != 0
     assert "ARENA_INTERNAL_URL" in started.stderr and "--arena-url" in started.stderr
+
+
+def test_a_relay_that_loses_the_arena_closes_its_connections(live_pool, live_server, settings):
+    """Past the attachment lease without a status answer the arena may give the slot to another relay, so this
+    relay can no longer vouch for its connections: it closes them (1013) and refuses handshakes (503)."""
+    settings.ARENA_RELAY_ATTACHMENT_LEASE_SECONDS = 2
+    lab = live_pool
+    token = open_session(lab)["slots"]["A"]["relay_url"].rsplit("/", 1)[1]
+    target = urlsplit(live_server.url)
+    link = FlakyLink(target.hostname, target.port)
+    try:
+        with serve_relay_in_thread(
+            settings.ARENA_RELAY_SECRET, arena_url=link.url, poll_interval=0.3
+        ) as relay:
+            running = attach(f"{relay.url}/{token}")
+            link.cut()
+            assert closed_by_relay(running) == 1013
+            assert refused_status(f"{relay.url}/{token}") == 503
+    finally:
+        link.close()
