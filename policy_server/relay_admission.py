@@ -34,7 +34,7 @@ import secrets
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -204,24 +204,25 @@ class _Open:
     claims: TokenClaims
 
 
-@dataclass
 class RelayGate:
-    """The relay's side of admission: one connection per (session, slot) on this relay, the arena's verdict
-    at each handshake, and a poll that closes connections whose session closed or whose key was revoked.
+    """The relay's side of admission: the arena's verdict at each handshake (without an arena, a relay-local
+    one-connection-per-slot rule), and a poll that closes connections whose session closed or whose key was
+    revoked.
 
     ``arena`` is None for a standalone relay (see the module docstring). ``poll_interval`` in seconds.
     Runs on the relay's event loop; not thread-safe.
     """
 
-    arena: ArenaLink | None
-    poll_interval: float = 1.5
-    _open: dict[str, _Open] = field(default_factory=dict)
-    _by_connection: dict[int, str] = field(default_factory=dict)
-    _slots: set[tuple[str, str]] = field(default_factory=set)  # standalone only: the arena keeps attachments
-    _lease_s: float = 10.0
-    _last_status_ok: float = field(default_factory=time.monotonic)
-    _poller: asyncio.Task[None] | None = None
-    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    def __init__(self, arena: ArenaLink | None, *, poll_interval: float = 1.5) -> None:
+        self.arena = arena
+        self.poll_interval = poll_interval
+        self._open: dict[str, _Open] = {}  # connection id -> its connection and claims
+        self._by_connection: dict[int, str] = {}  # id(connection) -> connection id
+        self._slots: set[tuple[str, str]] = set()  # standalone only: with an arena, its attachments decide
+        self._lease_s = 10.0  # replaced by the arena's answer at the first admission
+        self._last_status_ok = time.monotonic()
+        self._poller: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def admit(self, connection: ServerConnection, claims: TokenClaims) -> None:
         """Admit ``connection`` for ``claims`` or raise :class:`AdmissionRefused`."""
@@ -259,10 +260,6 @@ class RelayGate:
             self._poller = None
         if self.arena is not None:
             self._in_background(asyncio.to_thread(self._release_quietly, [connection_id]))
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._open)
 
     async def _poll(self) -> None:
         while self._open:
