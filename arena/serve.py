@@ -1,7 +1,8 @@
 """``make serve`` / ``python -m arena.serve``: the production shape on one machine.
 
 gunicorn (the web app and API), a Celery worker and Celery beat over Redis (or RabbitMQ), PostgreSQL from
-``DATABASE_URL``, SeaweedFS as S3 (unless ``S3_ENDPOINT_URL`` points elsewhere) and the blind relay. One command,
+``DATABASE_URL``, SeaweedFS as S3 (unless ``S3_ENDPOINT_URL`` points elsewhere) and the blind relay (admitted by
+the web app at ``ARENA_INTERNAL_URL``, default gunicorn's own address). One command,
 every process's log lines in one stream (prefixed, and kept in ``var/serve/arena.log``), a clean stop on Ctrl-C
 or SIGTERM: children get SIGTERM, then SIGKILL after a grace period. If any process dies, everything stops.
 """
@@ -168,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         env.setdefault("REDIS_URL", env["CELERY_BROKER_URL"])
     env.setdefault("ARENA_PUBLIC_URL", f"http://127.0.0.1:{args.port}")
     env.setdefault("ARENA_RELAY_URL", f"ws://127.0.0.1:{args.relay_port}")
+    # Where the relay asks the arena to admit connections (gunicorn's own address: not through a public proxy).
+    env.setdefault("ARENA_INTERNAL_URL", f"http://127.0.0.1:{args.port}")
     env["ARENA_VAR_DIR"] = str(var)
     # Small per-request matrices (the pair sampler, 10^2 items) are 10x slower with BLAS threads competing.
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -247,7 +250,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         sup.start(
             "relay",
-            [py, "-m", "policy_server.relay", "--host", "127.0.0.1", "--port", str(args.relay_port)],
+            [
+                py,
+                "-m",
+                "policy_server.relay",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(args.relay_port),
+                "--arena-url",
+                env["ARENA_INTERNAL_URL"],
+            ],
             env,
         )
         wait_http(f"http://127.0.0.1:{args.port}/api/v1/leaderboard/", 30)

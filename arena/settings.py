@@ -109,6 +109,9 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers (gunicorn threads, an eager refit) wait for the lock instead of failing at once.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Transactions take the write lock when they begin: a deferred one that reads and then writes fails at once
+    # ("database is locked", no waiting) whenever another connection commits in between, e.g. a relay's call.
+    DATABASES["default"]["OPTIONS"]["transaction_mode"] = "IMMEDIATE"
     # A file, not memory, so that a Celery worker process started by the tests sees the test database.
     # One file per test run, so that concurrent runs on one machine do not share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
@@ -167,6 +170,9 @@ ARENA_PROVISIONAL_MIN_COMPARISONS = env_int("ARENA_PROVISIONAL_MIN_COMPARISONS",
 ARENA_LAB_MAX_SHARE = float(env_str("ARENA_LAB_MAX_SHARE", "0.5"))
 ARENA_RELAY_URL = env_str("ARENA_RELAY_URL", "ws://127.0.0.1:8765").rstrip("/")
 ARENA_RELAY_SECRET = env_str("ARENA_RELAY_SECRET") or _embedded_secret("relay_secret")
+# A relay connection holds its session slot this long unless the relay's status poll renews it.
+ARENA_RELAY_ATTACHMENT_LEASE_SECONDS = env_int("ARENA_RELAY_ATTACHMENT_LEASE_SECONDS", 10)
+ARENA_POLICY_INCIDENTS_KEPT = env_int("ARENA_POLICY_INCIDENTS_KEPT", 200)
 
 # --- Policy endpoints and health checks (issue 13: SSRF guard, abort re-checks, coarse public times) -------
 # Address classes policy endpoints may have besides public ones: "public" (the default), "private" (RFC 1918,

@@ -157,6 +157,7 @@ def run(*, calls: int, warmup: int) -> list[tuple[str, LatencyStats]]:
         "127.0.0.1",
         "--port",
         str(relay_port),
+        "--standalone",  # the forwarding path alone; admission costs one arena call per handshake, none per frame
     ]
     env = {**os.environ, "ARENA_RELAY_SECRET": RELAY_SECRET, "PYTHONPATH": str(REPO)}
     with _process(serve, server_port, env) as server_url, _process(relay, relay_port, env) as relay_url:

@@ -21,8 +21,13 @@ decoded in a worker thread, so one peer's frame never stalls the other sessions.
 connects only to addresses the endpoint guard allows (:mod:`policy_server.netguard`; ``--endpoint-allow`` or
 ``$ARENA_ENDPOINT_ALLOW``, default public addresses only), on a socket connected to the checked address.
 
+Before a handshake succeeds the arena admits it (see :mod:`policy_server.relay_admission`): the session must be
+open, the lab key the token was minted for unrevoked and the slot free (403, 409; 503 when the arena cannot be
+asked); open connections are closed (1008) within a poll period once their session closes.
+
 The relay keeps no state beyond open connections: run as many copies as needed behind any load balancer, all
-configured with the same secret. ``GET /healthz`` answers 200.
+configured with the same secret and arena URL (``--arena-url`` or ``$ARENA_INTERNAL_URL``). ``GET /healthz``
+answers 200.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from websockets.http11 import Request, Response
 from policy_server import netguard, wire
 from policy_server._serving import ServerHandle, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
+from policy_server.relay_admission import ARENA_URL_ENV, AdmissionRefused, ArenaLink, RelayGate
 from policy_server.relay_frames import (
     CLOSE_POLICY_ERROR,
     CLOSE_POLICY_UNAVAILABLE,
@@ -106,6 +112,9 @@ class Relay:
     ``limits`` bound the evaluators' frames (each session lowers ``max_frame_bytes`` to what its policy
     declares); ``on_policy_error`` is told the full story whenever a policy fails a session (see
     :data:`PolicyErrorHook`; the default logs it).
+
+    ``arena`` admits and revokes connections and hears of every policy error for the policy's owner (None: a
+    standalone relay, see :mod:`policy_server.relay_admission`), polled every ``poll_interval`` seconds.
     """
 
     def __init__(
@@ -118,6 +127,8 @@ class Relay:
         limits: wire.Limits = wire.DEFAULT_LIMITS,
         on_policy_error: PolicyErrorHook = log_policy_error,
         endpoint_allow: str | None = None,
+        arena: ArenaLink | None = None,
+        poll_interval: float = 1.5,
     ) -> None:
         derive_key(secret)  # fail at startup, not at the first evaluator, if the secret is unusable
         self._secret = secret
@@ -125,6 +136,8 @@ class Relay:
         self._endpoint_allow = (
             netguard.allow_from_env() if endpoint_allow is None else netguard.parse_allow(endpoint_allow)
         )
+        self._gate = RelayGate(arena, poll_interval=poll_interval)
+        self._arena = arena
         self.host = host
         self.port = port
         self._upstream_timeout = upstream_timeout
@@ -134,7 +147,7 @@ class Relay:
     async def start(self) -> Server:
         """Listen on the running loop and return the websockets :class:`Server`."""
         return await serve(
-            self._handle,
+            self._handle_admitted,
             self.host,
             self.port,
             process_request=self._process_request,
@@ -153,19 +166,29 @@ class Relay:
             raise TokenInvalid("no relay token")
         return open_token(token, key=self._secret)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         health = health_response(connection, request)
         if health is not None:
             return health
         if token_from_request(request) is None:
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing relay token\n")
         try:
-            self._claims(request)
+            claims = self._claims(request)
         except TokenExpired:
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "relay token expired\n")
         except TokenInvalid:
             return connection.respond(http.HTTPStatus.FORBIDDEN, "invalid relay token\n")
+        try:
+            await self._gate.admit(connection, claims)
+        except AdmissionRefused as refused:
+            return connection.respond(http.HTTPStatus(refused.status), f"{refused.message}\n")
         return None
+
+    async def _handle_admitted(self, downstream: ServerConnection) -> None:
+        try:
+            await self._handle(downstream)
+        finally:
+            self._gate.release(downstream)
 
     async def _handle(self, downstream: ServerConnection) -> None:
         assert downstream.request is not None  # set once the handshake succeeded
@@ -241,6 +264,9 @@ class Relay:
             await downstream.send(await _off_loop(reply_for_lab, answer, shape=shape, reset=reset))
 
     async def _report(self, claims: TokenClaims, kind: str, detail: str) -> None:
+        """Tell the hook (the log by default) and, with an arena, the policy's owner (queued, never raises)."""
+        if self._arena is not None:
+            self._arena.report_policy_error(claims, kind, detail)
         try:
             await asyncio.to_thread(self._on_policy_error, claims, kind, detail)
         except Exception:
@@ -294,8 +320,14 @@ def serve_relay_in_thread(
     limits: wire.Limits = wire.DEFAULT_LIMITS,
     on_policy_error: PolicyErrorHook = log_policy_error,
     endpoint_allow: str | None = None,
+    arena_url: str | None = None,
+    poll_interval: float = 1.5,
 ) -> Iterator[ServerHandle]:
-    """Run a relay in a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``."""
+    """Run a relay in a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``.
+
+    ``arena_url`` (``http://host:port`` of the arena) admits and revokes connections; None runs standalone.
+    """
+    arena = ArenaLink(arena_url, secret) if arena_url else None
     relay = Relay(
         secret,
         host=host,
@@ -304,9 +336,15 @@ def serve_relay_in_thread(
         limits=limits,
         on_policy_error=on_policy_error,
         endpoint_allow=endpoint_allow,
+        arena=arena,
+        poll_interval=poll_interval,
     )
-    with _serve_in_thread(relay.start, host=host) as handle:
-        yield handle
+    try:
+        with _serve_in_thread(relay.start, host=host) as handle:
+            yield handle
+    finally:
+        if arena is not None:
+            arena.close()
 
 
 def _read_secret(secret_file: Path | None) -> str:
@@ -318,8 +356,27 @@ def _read_secret(secret_file: Path | None) -> str:
     return secret
 
 
+def _arena_link(args: argparse.Namespace, secret: str) -> ArenaLink | None:
+    if args.standalone:
+        if args.arena_url:
+            raise SystemExit("arena-relay: give --arena-url or --standalone, not both")
+        logger.warning(
+            "standalone relay: tokens are checked for their own expiry only; closed sessions, revoked keys "
+            "and other relays' connections are NOT enforced (development and protocol tests only)"
+        )
+        return None
+    url = args.arena_url or os.environ.get(ARENA_URL_ENV, "")
+    if not url:
+        raise SystemExit(
+            f"arena-relay: no arena configured: set {ARENA_URL_ENV} or pass --arena-url "
+            "(the arena's internal http(s) address, which admits and revokes connections)"
+        )
+    return ArenaLink(url, secret)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``arena-relay --host H --port P [--secret-file F]``; the secret defaults to ``$ARENA_RELAY_SECRET``."""
+    """``arena-relay --host H --port P [--secret-file F] [--arena-url URL | --standalone]``; the secret
+    defaults to ``$ARENA_RELAY_SECRET``, the arena URL to ``$ARENA_INTERNAL_URL``."""
     parser = argparse.ArgumentParser(
         prog="arena-relay", description="Blind websocket relay to policy servers."
     )
@@ -333,15 +390,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--endpoint-allow",
         help=f"address classes policies may have besides public: private, loopback (else ${netguard.ALLOW_ENV})",
     )
+    parser.add_argument(
+        "--arena-url",
+        help=f"the arena's internal http(s) address, which admits connections (else ${ARENA_URL_ENV})",
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="no arena: check tokens' own expiry only (development)"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=1.5, help="seconds between session status checks (default 1.5)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.poll_interval <= 0:
+        raise SystemExit("arena-relay: --poll-interval must be positive")
     try:
+        secret = _read_secret(args.secret_file)
         relay = Relay(
-            _read_secret(args.secret_file),
+            secret,
             host=args.host,
             port=args.port,
             upstream_timeout=args.upstream_timeout,
             endpoint_allow=args.endpoint_allow,
+            arena=_arena_link(args, secret),
+            poll_interval=args.poll_interval,
         )
     except ValueError as exc:
         raise SystemExit(f"arena-relay: {exc}") from exc

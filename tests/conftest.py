@@ -80,3 +80,20 @@ def _fresh_cache():
 def _loopback_endpoints_allowed(settings):
     """Policy endpoints on loopback and private addresses are allowed in tests (see TEST_ENDPOINT_ALLOW)."""
     settings.ARENA_ENDPOINT_ALLOW = TEST_ENDPOINT_ALLOW
+
+
+RELAY_TEST_POLL_S = 0.3
+
+
+@pytest.fixture
+def arena_relay(live_server, settings):
+    """The blind relay as deployed: admitted by the live arena (pytest-django's ``live_server``, which makes the
+    test transactional so that the server's thread sees the test's rows), polling it every 0.3 s; points
+    ``ARENA_RELAY_URL`` at it. Yields the relay's handle (``.url``, ``.port``, ``.stop()``)."""
+    from policy_server.relay import serve_relay_in_thread
+
+    with serve_relay_in_thread(
+        settings.ARENA_RELAY_SECRET, arena_url=live_server.url, poll_interval=RELAY_TEST_POLL_S
+    ) as relay:
+        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
+        yield relay

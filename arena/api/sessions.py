@@ -36,8 +36,9 @@ IDEMPOTENCY = OpenApiParameter(
 )
 
 
-def _view(lab, session_id: uuid.UUID, code: int = status.HTTP_200_OK) -> Response:
-    return Response(session_for_evaluator(session_get_for_lab(lab=lab, session_id=session_id)), status=code)
+def _view(request, session_id: uuid.UUID, code: int = status.HTTP_200_OK) -> Response:
+    session = session_get_for_lab(lab=request.user.lab, session_id=session_id)
+    return Response(session_for_evaluator(session, minted_for=request.user.api_key), status=code)
 
 
 class SessionListView(ApiView):
@@ -55,7 +56,12 @@ class SessionListView(ApiView):
         limit = query.validated_data["limit"]
         sessions = sessions_for_lab(lab=request.user.lab, state=query.validated_data.get("state"))
         return Response(
-            {"count": sessions.count(), "results": [session_for_evaluator(s) for s in sessions[:limit]]}
+            {
+                "count": sessions.count(),
+                "results": [
+                    session_for_evaluator(s, minted_for=request.user.api_key) for s in sessions[:limit]
+                ],
+            }
         )
 
     @extend_schema(
@@ -82,7 +88,7 @@ class SessionListView(ApiView):
             scene_notes=data.validated_data["scene_notes"],
             created_by=request.user.api_key,
         )
-        return _view(lab, session.id, status.HTTP_201_CREATED)
+        return _view(request, session.id, status.HTTP_201_CREATED)
 
 
 class SessionDetailView(ApiView):
@@ -90,7 +96,7 @@ class SessionDetailView(ApiView):
 
     @extend_schema(operation_id="sessions_retrieve", responses={200: SessionOut, **ERRORS})
     def get(self, request, session_id: uuid.UUID):
-        return _view(request.user.lab, session_id)
+        return _view(request, session_id)
 
 
 class _SessionWrite(ApiView):
@@ -105,7 +111,7 @@ class _SessionWrite(ApiView):
         data = self.payload(data=request.data)
         data.is_valid(raise_exception=True)
         self.write(lab=request.user.lab, session_id=session_id, **data.validated_data)
-        return _view(request.user.lab, session_id, self.status_code)
+        return _view(request, session_id, self.status_code)
 
 
 @extend_schema_view(

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from arena.api import accounts, leaderboard, policies, sessions, videos
+from arena.api import accounts, leaderboard, policies, relay, sessions, videos
 
 urlpatterns = [
     path("me/", accounts.MeView.as_view(), name="api-me"),
@@ -11,6 +11,11 @@ urlpatterns = [
     path("policies/<slug:slug>/", policies.PolicyDetailView.as_view(), name="api-policy"),
     path("policies/<slug:slug>/retire/", policies.PolicyRetireView.as_view(), name="api-policy-retire"),
     path("policies/<slug:slug>/checks/", policies.PolicyChecksView.as_view(), name="api-policy-checks"),
+    path(
+        "policies/<slug:slug>/incidents/",
+        relay.PolicyIncidentsView.as_view(),
+        name="api-policy-incidents",
+    ),
     path("sessions/", sessions.SessionListView.as_view(), name="api-sessions"),
     path("sessions/<uuid:session_id>/", sessions.SessionDetailView.as_view(), name="api-session"),
     path("sessions/<uuid:session_id>/episodes/", sessions.EpisodeReportView.as_view(), name="api-episodes"),
@@ -24,4 +29,8 @@ urlpatterns = [
     path("videos/<uuid:video_id>/", videos.VideoDetailView.as_view(), name="api-video"),
     path("videos/<uuid:video_id>/finish/", videos.VideoFinishView.as_view(), name="api-video-finish"),
     path("leaderboard/", leaderboard.LeaderboardView.as_view(), name="api-leaderboard"),
+    path("relay/admit/", relay.RelayAdmitView.as_view(), name="api-relay-admit"),
+    path("relay/status/", relay.RelayStatusView.as_view(), name="api-relay-status"),
+    path("relay/release/", relay.RelayReleaseView.as_view(), name="api-relay-release"),
+    path("relay/incidents/", relay.RelayIncidentView.as_view(), name="api-relay-incidents"),
 ]

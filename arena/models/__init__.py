@@ -1,6 +1,7 @@
 from arena.models.accounts import ACTION_SPACES, ApiKey, KeyUse, Lab, Organization, Robot
 from arena.models.policies import Policy, PolicyCheck
 from arena.models.records import ComparisonTally, IdempotencyRecord, RankingSnapshot
+from arena.models.relay import PolicyIncident, RelayAttachment
 from arena.models.sessions import SLOTS, Episode, EvaluationSession, Preference, Video
 
 __all__ = [
@@ -16,8 +17,10 @@ __all__ = [
     "Organization",
     "Policy",
     "PolicyCheck",
+    "PolicyIncident",
     "Preference",
     "RankingSnapshot",
+    "RelayAttachment",
     "Robot",
     "Video",
 ]

@@ -3,6 +3,9 @@
 Before the preference is stored the view holds slot labels, the task, what each slot needs to run and a relay
 address whose token carries the endpoint encrypted; nothing that identifies a policy (id, slug, name, owner,
 organization, endpoint, metadata). Once the preference is stored, ``reveal`` names both policies.
+
+Relay tokens are minted here only, for the lab key that asked (the relay's admission refuses them once that key
+is revoked or the session closes, see ``arena.services.relay``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from arena.errors import NotFound
-from arena.models import SLOTS, EvaluationSession, Lab, Policy
+from arena.models import SLOTS, ApiKey, EvaluationSession, Lab, Policy
 from policy_server.relay_token import mint_token
 
 
@@ -36,8 +39,12 @@ def session_get_for_lab(*, lab: Lab, session_id: uuid.UUID | str) -> EvaluationS
     return session
 
 
-def session_for_evaluator(session: EvaluationSession) -> dict[str, Any]:
-    """The redacted view of a session for its lab. See the module docstring for what it may contain."""
+def session_for_evaluator(session: EvaluationSession, *, minted_for: ApiKey | None) -> dict[str, Any]:
+    """The redacted view of a session for its lab. See the module docstring for what it may contain.
+
+    ``minted_for`` is the lab API key the relay tokens are minted for (None, e.g. for the web dashboard: no
+    relay addresses).
+    """
     preference = (
         getattr(session, "preference", None) if session.state == EvaluationSession.State.SUBMITTED else None
     )
@@ -49,7 +56,9 @@ def session_for_evaluator(session: EvaluationSession) -> dict[str, Any]:
         episode = episodes.get(slot)
         slots[slot] = {
             "requirements": policy.requirements(),
-            "relay_url": _relay_url(session, slot, policy) if session.is_open else None,
+            "relay_url": _relay_url(session, slot, policy, minted_for)
+            if session.is_open and minted_for is not None
+            else None,
             "episode": None
             if episode is None
             else {
@@ -93,8 +102,13 @@ def _public_identity(policy: Policy) -> dict[str, str]:
     return {"slug": policy.slug, "name": policy.name, "organization": policy.organization.name}
 
 
-def _relay_url(session: EvaluationSession, slot: str, policy: Policy) -> str:
-    ttl = max(1, int((session.lease_expires_at - timezone.now()).total_seconds()))
+def _relay_url(session: EvaluationSession, slot: str, policy: Policy, minted_for: ApiKey) -> str:
+    # The relay's admission checks the session's state and its current lease at every connection and while it
+    # is open. The token's own expiry is only an outer bound: the lease as it stands plus one lease period, the
+    # most one episode report extends it by, so that slot B's token (minted with the session) still connects
+    # after slot A's report renewed the lease.
+    remaining = (session.lease_expires_at - timezone.now()).total_seconds()
+    ttl = max(1, int(remaining + settings.ARENA_SESSION_LEASE_MINUTES * 60))
     token = mint_token(
         endpoint=policy.endpoint_url,
         session_id=str(session.id),
@@ -102,5 +116,6 @@ def _relay_url(session: EvaluationSession, slot: str, policy: Policy) -> str:
         key=settings.ARENA_RELAY_SECRET,
         ttl_s=ttl,
         api_key=policy.endpoint_api_key or None,
+        lab_key=minted_for.prefix,
     )
     return f"{settings.ARENA_RELAY_URL}/{token}"

@@ -28,6 +28,7 @@ from arena.errors import Conflict, InvalidInput, PermissionDenied
 from arena.models import ACTION_SPACES, Organization, Policy, PolicyCheck
 from arena.services.accounts import check_owner_in_organization
 from policy_server import netguard
+from policy_server.relay_token import MAX_ENDPOINT_AND_KEY_BYTES, endpoint_fits
 from policy_server.server import NONCE_KEY
 
 # Both are also the OpenAPI patterns of the fields (ECMA dialect): ASCII classes only, matched with fullmatch.
@@ -162,6 +163,17 @@ def _endpoint_claimed_elsewhere(policy: Policy) -> bool:
     return any(rival.endpoint_proven_at is not None for rival in rivals)
 
 
+def check_relay_capacity(endpoint_url: str, endpoint_api_key: str) -> None:
+    """Relay tokens have one fixed size, so the endpoint and its key must fit in it together."""
+    if not endpoint_fits(endpoint_url, endpoint_api_key):
+        raise InvalidInput(
+            "endpoint_too_long",
+            f"The endpoint URL and its API key may take {MAX_ENDPOINT_AND_KEY_BYTES} bytes together "
+            "(UTF-8); shorten one of them.",
+            field="endpoint_url",
+        )
+
+
 def policy_register(
     *,
     owner,
@@ -181,6 +193,7 @@ def policy_register(
             "invalid_slug", "A slug is 3-80 lowercase letters, digits and hyphens.", field="slug"
         )
     endpoint = check_endpoint_url(endpoint_url)
+    check_relay_capacity(endpoint_url, endpoint_api_key)
     if organization is None:
         orgs = list(owner.organizations.all()[:2])
         if len(orgs) != 1:
@@ -239,6 +252,10 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
         )
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
+        check_relay_capacity(
+            changes.get("endpoint_url", policy.endpoint_url),
+            changes.get("endpoint_api_key", policy.endpoint_api_key),
+        )
         endpoint_changed = any(
             k in changes and changes[k] != getattr(policy, k) for k in ("endpoint_url", "endpoint_api_key")
         )

@@ -19,6 +19,7 @@ from arena.auth import NewKey, client_address, failed_sign_ins
 from arena.errors import ArenaError, NotFound
 from arena.models import ApiKey, Lab
 from arena.selectors.policies import policies_for_owner, policy_get_for_owner
+from arena.selectors.relay import incidents_for_owner
 from arena.selectors.sessions import session_for_evaluator, sessions_for_lab
 from arena.services.accounts import api_key_issue, api_key_revoke
 from arena.services.policies import policy_register, policy_retire
@@ -28,6 +29,7 @@ from arena.web.render import render_page, stylesheet
 
 signed_in = login_required(login_url="web-login")
 CHECKS_SHOWN = 5
+INCIDENTS_SHOWN = 5
 SESSIONS_SHOWN = 25
 
 
@@ -46,7 +48,14 @@ def _render(
     user = request.user
     is_owner = user.organizations.exists()
     policies = (
-        [{"policy": p, "checks": list(p.checks.all()[:CHECKS_SHOWN])} for p in policies_for_owner(user=user)]
+        [
+            {
+                "policy": p,
+                "checks": list(p.checks.all()[:CHECKS_SHOWN]),
+                "incidents": incidents_for_owner(policy=p, limit=INCIDENTS_SHOWN),
+            }
+            for p in policies_for_owner(user=user)
+        ]
         if is_owner
         else []
     )
@@ -58,7 +67,10 @@ def _render(
                 "keys": list(ApiKey.objects.filter(lab=lab).order_by("-created_at")),
                 "key_form": key_form[1] if key_form and key_form[0].pk == lab.pk else _key_form(lab),
                 "new_key": new_key[1].plaintext if new_key and new_key[0].pk == lab.pk else None,
-                "sessions": [session_for_evaluator(s) for s in sessions_for_lab(lab=lab)[:SESSIONS_SHOWN]],
+                "sessions": [
+                    session_for_evaluator(s, minted_for=None)
+                    for s in sessions_for_lab(lab=lab)[:SESSIONS_SHOWN]
+                ],
             }
         )
     return render_page(

@@ -7,7 +7,6 @@ from arena.models import Policy
 from arena.tasks import policy_check_all, policy_check_one
 from policy_server.base import BasePolicy
 from policy_server.client import PolicyClient
-from policy_server.relay import serve_relay_in_thread
 from policy_server.server import serve_in_thread
 from tests.api.actors import register_policy, register_robot, request_session
 
@@ -70,23 +69,22 @@ def test_periodic_check_marks_a_dead_policy_failing(settings, owner, two_servers
     assert Policy.objects.get(slug="live-a").status == "active"
 
 
-def test_evaluator_reaches_each_slot_through_the_relay_only(settings, owner, lab1, two_servers):
-    with serve_relay_in_thread(settings.ARENA_RELAY_SECRET) as relay:
-        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
-        for slug, server in zip(("live-a", "live-b"), two_servers, strict=True):
-            register_policy(owner, slug, endpoint_url=server.url)
-            policy_check_one(Policy.objects.get(slug=slug).pk)
-        register_robot(lab1)
-        session = request_session(lab1).json()
-        markers = {}
-        for slot in "AB":
-            relay_url = session["slots"][slot]["relay_url"]
-            assert relay_url.startswith(relay.url.rstrip("/"))
-            assert str(two_servers[0].port) not in relay_url and str(two_servers[1].port) not in relay_url
-            with PolicyClient(relay_url) as client:
-                markers[slot] = float(client.infer({"prompt": "x"})["actions"][0, 0])
-        from arena.models import EvaluationSession
+def test_evaluator_reaches_each_slot_through_the_relay_only(arena_relay, owner, lab1, two_servers):
+    relay = arena_relay
+    for slug, server in zip(("live-a", "live-b"), two_servers, strict=True):
+        register_policy(owner, slug, endpoint_url=server.url)
+        policy_check_one(Policy.objects.get(slug=slug).pk)
+    register_robot(lab1)
+    session = request_session(lab1).json()
+    markers = {}
+    for slot in "AB":
+        relay_url = session["slots"][slot]["relay_url"]
+        assert relay_url.startswith(relay.url.rstrip("/"))
+        assert str(two_servers[0].port) not in relay_url and str(two_servers[1].port) not in relay_url
+        with PolicyClient(relay_url) as client:
+            markers[slot] = float(client.infer({"prompt": "x"})["actions"][0, 0])
+    from arena.models import EvaluationSession
 
-        stored = EvaluationSession.objects.get(pk=session["id"])
-        expected = {"live-a": 0.25, "live-b": 0.75}
-        assert markers == {"A": expected[stored.policy_a.slug], "B": expected[stored.policy_b.slug]}
+    stored = EvaluationSession.objects.get(pk=session["id"])
+    expected = {"live-a": 0.25, "live-b": 0.75}
+    assert markers == {"A": expected[stored.policy_a.slug], "B": expected[stored.policy_b.slug]}

@@ -79,7 +79,9 @@ def live_arena(live_server, settings, tmp_path: Path) -> Iterator[Network]:
     """The server, the relay, an owner and a lab: no policies registered yet."""
     settings.ARENA_PUBLIC_URL = live_server.url
     settings.VIDEO_DIR = tmp_path / "videos"
-    with serve_relay_in_thread(settings.ARENA_RELAY_SECRET) as relay:
+    with serve_relay_in_thread(
+        settings.ARENA_RELAY_SECRET, arena_url=live_server.url, poll_interval=0.3
+    ) as relay:
         settings.ARENA_RELAY_URL = relay.url.rstrip("/")
         owner = make_actor("owner", owner="olivia", organization="Baselines Inc")
         lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")

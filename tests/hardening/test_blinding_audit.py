@@ -269,16 +269,11 @@ SMUGGLED = {
 }
 
 
-def test_metadata_through_the_relay_carries_requirements_only(settings, db):
+def test_metadata_through_the_relay_carries_requirements_only(arena_relay):
     requirements = {k: v for k, v in DROID_REQS.items() if k in REQUIREMENT_KEYS}
     self_naming = SelfNamingPolicy({**requirements, **IDENTIFYING_METADATA, **SMUGGLED})
     plain = SelfNamingPolicy(dict(requirements))
-    with (
-        serve_relay_in_thread(settings.ARENA_RELAY_SECRET) as relay,
-        serve_in_thread(self_naming) as named,
-        serve_in_thread(plain) as other,
-    ):
-        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
+    with serve_in_thread(self_naming) as named, serve_in_thread(plain) as other:
         make_actor("quintessa", owner=OWNER, organization=ORGANIZATION)
         organization = Organization.objects.get(name=ORGANIZATION)
         for slug, handle in (("zephyr-vla-7b", named), ("plain-policy", other)):

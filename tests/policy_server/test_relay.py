@@ -235,7 +235,16 @@ def test_relay_cli_serves_and_stops_on_sigterm(tmp_path: Path, echo_policy: Echo
     secret_file.write_text(SECRET + "\n")
     env = {k: v for k, v in os.environ.items() if k != "ARENA_RELAY_SECRET"}
     process = subprocess.Popen(
-        [*RELAY_MAIN, "--host", "127.0.0.1", "--port", str(port), "--secret-file", str(secret_file)],
+        [
+            *RELAY_MAIN,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--secret-file",
+            str(secret_file),
+            "--standalone",
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -261,7 +270,7 @@ def test_relay_cli_reads_the_secret_from_the_environment_and_requires_one() -> N
     assert missing.returncode != 0 and "ARENA_RELAY_SECRET" in missing.stderr
     port = free_port()
     process = subprocess.Popen(
-        [*RELAY_MAIN, "--host", "127.0.0.1", "--port", str(port)],
+        [*RELAY_MAIN, "--host", "127.0.0.1", "--port", str(port), "--standalone"],
         cwd=REPO,
         env={**env, "ARENA_RELAY_SECRET": SECRET},
         stdout=subprocess.PIPE,

@@ -7,7 +7,18 @@ import time
 
 import pytest
 
-from policy_server.relay_token import TokenExpired, TokenInvalid, mint_token, open_token
+from policy_server.relay_token import (
+    MAX_ENDPOINT_AND_KEY_BYTES,
+    TOKEN_CHARS,
+    ClaimsTooLong,
+    TokenExpired,
+    TokenInvalid,
+    derive_key,
+    endpoint_fits,
+    mint_token,
+    open_token,
+    relay_api_credential,
+)
 
 SECRET = "correct horse battery staple, arena relay"
 ENDPOINT = "ws://10.20.30.40:8123"
@@ -44,6 +55,42 @@ def test_token_length_does_not_depend_on_the_endpoint() -> None:
         len(mint(endpoint=endpoint)) for endpoint in ("ws://a:1", ENDPOINT, "wss://policy.lab.example.org/x")
     }
     assert len(lengths) == 1
+
+
+def test_a_10_and_a_400_character_endpoint_give_tokens_of_one_length() -> None:
+    short, long = "ws://h0:80", "ws://" + "h" * 390 + ":8000"
+    assert (len(short), len(long)) == (10, 400)
+    tokens = [
+        mint(endpoint=short),
+        mint(endpoint=long, api_key="k" * 100, lab_key="0123456789ab"),
+        mint(endpoint="ws://" + "é" * 253, api_key="k"),  # the capacity, counted in UTF-8 bytes
+    ]
+    assert {len(t) for t in tokens} == {TOKEN_CHARS}
+    assert open_token(tokens[1], key=SECRET).endpoint == long
+
+
+def test_claims_over_the_capacity_are_refused_with_a_reason() -> None:
+    endpoint = "ws://" + "h" * (MAX_ENDPOINT_AND_KEY_BYTES - 5)
+    assert endpoint_fits(endpoint) and not endpoint_fits(endpoint, "k")
+    with pytest.raises(ClaimsTooLong, match=f"at most {MAX_ENDPOINT_AND_KEY_BYTES}"):
+        mint(endpoint=endpoint, api_key="k")
+    with pytest.raises(ClaimsTooLong):
+        mint(session_id="s" * 65)
+
+
+def test_the_lab_key_prefix_travels_sealed() -> None:
+    token = mint(lab_key="0123456789ab")
+    assert open_token(token, key=SECRET).lab_key == "0123456789ab"
+    assert open_token(mint(), key=SECRET).lab_key == ""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert b"0123456789ab" not in raw
+
+
+def test_the_relay_api_credential_is_neither_the_secret_nor_the_token_key() -> None:
+    credential = relay_api_credential(SECRET)
+    assert len(credential) == 64 and credential != SECRET
+    assert bytes.fromhex(credential) != derive_key(SECRET)
+    assert relay_api_credential("another secret of enough length!") != credential
 
 
 def test_tokens_for_the_same_claims_differ() -> None:

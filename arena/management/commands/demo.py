@@ -75,16 +75,17 @@ class Command(BaseCommand):
             # The baselines listen on loopback: this demo's arena and relay may connect there (a deployment's
             # default is public addresses only).
             settings.ARENA_ENDPOINT_ALLOW = "loopback"
-            relay = stack.enter_context(
-                serve_relay_in_thread(settings.ARENA_RELAY_SECRET, endpoint_allow="loopback")
-            )
-            settings.ARENA_RELAY_URL = relay.url.rstrip("/")
             web = ThreadedWSGIServer(("127.0.0.1", port), QuietHandler)
             web.set_app(get_wsgi_application())
             threading.Thread(target=web.serve_forever, daemon=True).start()
             stack.callback(web.shutdown)
             url = f"http://127.0.0.1:{web.server_address[1]}"
             settings.ARENA_PUBLIC_URL = url
+            # The relay asks this web server to admit each connection and polls it for closed sessions.
+            relay = stack.enter_context(
+                serve_relay_in_thread(settings.ARENA_RELAY_SECRET, arena_url=url, endpoint_allow="loopback")
+            )
+            settings.ARENA_RELAY_URL = relay.url.rstrip("/")
             self._say(f"2/5 serving: web {url}, relay {relay.url}, {len(servers)} baseline policy servers")
 
             owner_key = api_key_issue(
