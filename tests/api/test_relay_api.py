@@ -163,7 +163,8 @@ def test_the_relays_report_reaches_the_owner(live_server, owner, lab1, pool, rob
 
 
 def test_a_10_and_a_400_character_endpoint_give_tokens_of_one_length(owner, lab1, robot1):
-    endpoints = {"short-one": "ws://h0:80", "long-one": "ws://" + "h" * 390 + ":8000"}
+    long_prefix = "ws://policy.example.org:8000/"
+    endpoints = {"short-one": "ws://h0:80", "long-one": long_prefix + "p" * (400 - len(long_prefix))}
     assert sorted(len(e) for e in endpoints.values()) == [10, 400]
     for slug, endpoint in endpoints.items():
         register_policy(owner, slug, endpoint_url=endpoint, endpoint_api_key="k" * 100)
@@ -179,7 +180,7 @@ def test_an_endpoint_and_key_too_long_for_a_token_are_refused(owner):
         {
             "slug": "too-long",
             "name": "Too long",
-            "endpoint_url": "ws://" + "h" * 400 + ":8000",
+            "endpoint_url": "ws://policy.example.org:8000/" + "p" * 400,
             "endpoint_api_key": "k" * 200,
         },
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import tracemalloc
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -60,7 +61,10 @@ BOMBS = {
 
 
 def token_for(endpoint: str) -> str:
-    return mint_token(endpoint=endpoint, session_id="s-7", slot="A", key=SECRET, ttl_s=300)
+    """A token of a session of its own: the relay admits one connection per session slot at a time."""
+    return mint_token(
+        endpoint=endpoint, session_id=f"s-{uuid.uuid4().hex[:12]}", slot="A", key=SECRET, ttl_s=300
+    )
 
 
 class Bounded:
