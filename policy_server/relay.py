@@ -35,6 +35,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import http
 import logging
 import os
@@ -199,7 +201,7 @@ class Relay:
             return
         async with upstream:
             try:
-                await self._relay(downstream, upstream)
+                await self._relay(downstream, upstream, session_alias=self._session_alias(claims))
             except PolicyFault as fault:
                 await _send_then_close(downstream, lab_error_text(fault.kind), CLOSE_POLICY_ERROR)
                 await self._report(claims, fault.kind, fault.detail)
@@ -228,7 +230,15 @@ class Relay:
             await self._report(claims, "unreachable", str(exc))
             return None
 
-    async def _relay(self, downstream: ServerConnection, upstream: ClientConnection) -> None:
+    def _session_alias(self, claims: TokenClaims) -> str:
+        """What the policy is told for ``session_id``: stable for the session's slot, unlinkable to the session
+        without the relay secret (an HMAC under the token key, with a label of its own)."""
+        message = f"session-alias:{claims.session_id}:{claims.slot}".encode()
+        return hmac.new(derive_key(self._secret), message, hashlib.sha256).hexdigest()[:32]
+
+    async def _relay(
+        self, downstream: ServerConnection, upstream: ClientConnection, *, session_alias: str
+    ) -> None:
         """Metadata, then request/reply pairs in lockstep until either side leaves. Raises PolicyFault."""
         try:
             first = await asyncio.wait_for(upstream.recv(), self._upstream_timeout)
@@ -246,7 +256,9 @@ class Relay:
             except ConnectionClosed:
                 return  # the evaluator left; leaving the ``async with`` closes the policy's side with 1000
             try:
-                request, reset = await _off_loop(observation_for_policy, frame, limits=self._limits)
+                request, reset = await _off_loop(
+                    observation_for_policy, frame, limits=self._limits, session_alias=session_alias
+                )
             except LabFault as fault:
                 await downstream.close(CloseCode.POLICY_VIOLATION, fault.close_reason)
                 return

@@ -17,7 +17,10 @@ Policy to lab (every frame is decoded with the safe decoder and rebuilt; no byte
 
 Lab to policy: binary frames only, decoded within the session's observation limit (:func:`observation_bytes`,
 from the policy's declared cameras and resolution), a map, re-encoded (:func:`observation_for_policy`);
-anything else is a :class:`LabFault` (close 1008 with a fixed reason naming the decoder's code).
+anything else is a :class:`LabFault` (close 1008 with a fixed reason naming the decoder's code). A
+``session_id`` the lab sends (RoboArena's ``needs_session_id``) is replaced by an alias that names the episode
+to the policy without naming the arena's session, which its owner could otherwise hand to a colluding lab or
+match against the lab's records.
 """
 
 from __future__ import annotations
@@ -29,15 +32,13 @@ from typing import Any
 import numpy as np
 
 from policy_server import wire
-from policy_server.check import ACTION_SPACES, MetadataError, requirements_from_metadata
+from policy_server.check import ACTION_DIMS, ACTION_SPACES, MetadataError, requirements_from_metadata
 from policy_server.client import ROBOARENA_METADATA_KEYS, ROBOARENA_RESET_REPLY, detect_dialect
 from policy_server.server import PROTOCOL_KEY, PROTOCOL_VERSION
 
 REQUIREMENT_KEYS = ROBOARENA_METADATA_KEYS | {"action_dim", "action_horizon", "needs_replica_state"}
 RELAY_MARKER = "arena_relay"
 MAX_REQUIREMENT_NUMBER = 100_000
-ACTION_DIMS = {"joint_position": 8, "joint_velocity": 8, "cartesian_position": 7, "cartesian_velocity": 7}
-"""Action dim per action space: 7 joints or a 6-D pose, plus the gripper."""
 MAX_ACTION_HORIZON = 400
 """Longest action chunk passed on: one whole RoboArena episode (400 steps at 15 Hz)."""
 TIMING_BUCKET_MS = 50.0
@@ -170,8 +171,12 @@ def redact_metadata_frame(
     return wire.packb(kept), shape
 
 
-def observation_for_policy(frame: str | bytes, *, limits: wire.Limits) -> tuple[bytes, bool]:
+def observation_for_policy(
+    frame: str | bytes, *, limits: wire.Limits, session_alias: str | None = None
+) -> tuple[bytes, bool]:
     """The lab's frame decoded within ``limits`` and re-encoded for the policy; and whether it is a reset.
+
+    A ``session_id`` in the request becomes ``session_alias`` (dropped when no alias is given).
 
     Raises :class:`LabFault` for a text frame, a frame the safe decoder refuses, or one that is not a map.
     """
@@ -183,6 +188,10 @@ def observation_for_policy(frame: str | bytes, *, limits: wire.Limits) -> tuple[
         raise LabFault(exc.code, str(exc)) from exc
     if not isinstance(request, dict):
         raise LabFault("not_a_map", f"a request is a msgpack map, got {type(request).__name__}")
+    if "session_id" in request:
+        request.pop("session_id")
+        if session_alias is not None:
+            request["session_id"] = session_alias
     try:
         encoded = wire.packb(request)
     except wire.WireError as exc:

@@ -7,6 +7,7 @@ it. The policy (``ConfigPolicy``) fails the request on anything its config asks 
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -76,8 +77,11 @@ def test_roboarena_config_is_evaluated_end_to_end(arena, name):
     reveal = arena.lab_get(f"/sessions/{session.id}/")["reveal"]
     assert reveal[slot]["slug"] == slug
 
-    episode_id = f"{session.id}-{slot}"
-    assert policy.resets == [{"session_id": episode_id}]
+    # The relay hands the policy an alias of the episode, never the arena's session id (which its owner could
+    # pass to a colluding lab): the same in the reset and in every observation.
+    assert len(policy.resets) == 1
+    episode_id = policy.resets[0]["session_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", episode_id) and session.id.hex not in episode_id
     n_inferences = -(-MAX_STEPS // case.horizon)
     if case.config.needs_session_id:
         assert policy.session_ids[checked:] == [episode_id] * n_inferences

@@ -86,8 +86,10 @@ def test_session_id_in_every_observation_and_in_reset_info(relay: str) -> None:
             for _ in range(3):
                 assert client.infer(observation_for(config))["actions"].shape == (8, 8)
             client.reset({"episode": 2})
-    assert policy.session_ids == ["0f3c-A"] * 3
-    assert policy.resets == [{"session_id": "0f3c-A"}, {"episode": 2, "session_id": "0f3c-A"}]
+    # Through the relay the policy sees an alias of the session's slot, the same every time, never the id sent.
+    (alias,) = set(policy.session_ids)
+    assert len(policy.session_ids) == 3 and alias != "0f3c-A" and len(alias) == 32
+    assert policy.resets == [{"session_id": alias}, {"episode": 2, "session_id": alias}]
 
 
 def test_a_policy_needing_the_session_id_fails_without_it() -> None:
@@ -106,7 +108,8 @@ def test_session_id_is_sent_only_to_policies_that_ask(relay: str) -> None:
             client.infer(observation_for(PolicyServerConfig()))
             client.reset()
     assert "session_id" not in policy.seen_keys[0]
-    assert policy.resets == [{"session_id": "0f3c-B"}]  # RoboArena's evaluator always resets with it
+    # RoboArena's evaluator always resets with it; through the relay it is the slot's alias.
+    assert len(policy.resets) == 1 and len(policy.resets[0]["session_id"]) == 32
 
 
 @pytest.mark.parametrize(
