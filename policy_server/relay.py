@@ -257,7 +257,11 @@ class Relay:
                 return  # the evaluator left; leaving the ``async with`` closes the policy's side with 1000
             try:
                 request, reset = await _off_loop(
-                    observation_for_policy, frame, limits=self._limits, session_alias=session_alias
+                    observation_for_policy,
+                    frame,
+                    limits=self._limits,
+                    shape=shape,
+                    session_alias=session_alias,
                 )
             except LabFault as fault:
                 await downstream.close(CloseCode.POLICY_VIOLATION, fault.close_reason)

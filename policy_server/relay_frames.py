@@ -26,16 +26,30 @@ match against the lab's records.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from policy_server import wire
-from policy_server.check import ACTION_DIMS, ACTION_SPACES, MetadataError, requirements_from_metadata
+from policy_server.check import (
+    ACTION_DIMS,
+    ACTION_SPACES,
+    MAX_IMAGE_SIDE,
+    MetadataError,
+    requirements_from_metadata,
+)
 from policy_server.client import ROBOARENA_METADATA_KEYS, ROBOARENA_RESET_REPLY, detect_dialect
 from policy_server.server import PROTOCOL_KEY, PROTOCOL_VERSION
 
+PROPRIO_SHAPES = {
+    "observation/joint_position": 7,
+    "observation/cartesian_position": 6,
+    "observation/gripper_position": 1,
+}
+"""DROID's proprioception keys and their lengths: 7 joint angles, the TCP pose (xyz + rpy), the gripper."""
+MAX_PROMPT_CHARS = 2000
 REQUIREMENT_KEYS = ROBOARENA_METADATA_KEYS | {"action_dim", "action_horizon", "needs_replica_state"}
 RELAY_MARKER = "arena_relay"
 MAX_REQUIREMENT_NUMBER = 100_000
@@ -86,6 +100,7 @@ class SessionShape:
 
     action_dim: int
     observation_bytes: int
+    requirements: dict[str, Any] = field(default_factory=dict)
 
 
 def lab_error_text(kind: str) -> str:
@@ -167,18 +182,20 @@ def redact_metadata_frame(
         kept[PROTOCOL_KEY] = version if _count(version) else PROTOCOL_VERSION
     elif dialect == "openpi":
         kept[RELAY_MARKER] = 1
-    shape = SessionShape(action_dim, observation_bytes(requirements, limits=limits))
+    shape = SessionShape(action_dim, observation_bytes(requirements, limits=limits), requirements)
     return wire.packb(kept), shape
 
 
 def observation_for_policy(
-    frame: str | bytes, *, limits: wire.Limits, session_alias: str | None = None
+    frame: str | bytes, *, limits: wire.Limits, shape: SessionShape, session_alias: str | None = None
 ) -> tuple[bytes, bool]:
-    """The lab's frame decoded within ``limits`` and re-encoded for the policy; and whether it is a reset.
+    """The lab's frame decoded within ``limits``, cut to what the protocol allows and re-encoded for the policy;
+    and whether it is a reset.
 
-    A ``session_id`` in the request becomes ``session_alias`` (dropped when no alias is given).
-
-    Raises :class:`LabFault` for a text frame, a frame the safe decoder refuses, or one that is not a map.
+    An inference request carries exactly what the policy's requirements (``shape.requirements``) ask for, each
+    of its own form (:func:`checked_request`); a reset carries nothing but ``endpoint`` and the session alias.
+    Raises :class:`LabFault` for a text frame, a frame the safe decoder refuses, one that is not a map, or a
+    request the requirements do not allow.
     """
     if isinstance(frame, str):
         raise LabFault("text_frame", "requests are msgpack binary frames, got a text frame")
@@ -188,15 +205,84 @@ def observation_for_policy(
         raise LabFault(exc.code, str(exc)) from exc
     if not isinstance(request, dict):
         raise LabFault("not_a_map", f"a request is a msgpack map, got {type(request).__name__}")
-    if "session_id" in request:
-        request.pop("session_id")
-        if session_alias is not None:
-            request["session_id"] = session_alias
+    checked = checked_request(request, shape.requirements, session_alias=session_alias)
     try:
-        encoded = wire.packb(request)
+        encoded = wire.packb(checked)
     except wire.WireError as exc:
         raise LabFault(exc.code, str(exc)) from exc
-    return encoded, request.get("endpoint") == "reset"
+    return encoded, checked.get("endpoint") == "reset"
+
+
+def image_keys(requirements: Mapping[str, Any]) -> list[str]:
+    """The camera keys a policy with ``requirements`` receives: its exterior cameras, the wrist camera if it
+    needs one, and each one's ``_right`` frame when it needs stereo."""
+    keys = [
+        f"observation/exterior_image_{i}_left" for i in range(1, int(requirements["n_external_cameras"]) + 1)
+    ]
+    if requirements["needs_wrist_camera"]:
+        keys.append("observation/wrist_image_left")
+    if requirements["needs_stereo_camera"]:
+        keys += [key.removesuffix("_left") + "_right" for key in keys]
+    return keys
+
+
+def checked_request(
+    request: Mapping[Any, Any], requirements: Mapping[str, Any], *, session_alias: str | None = None
+) -> dict[str, Any]:
+    """``request`` cut to what the policy's requirements allow, every value checked for its form.
+
+    Why: a policy's reaction to a request it never declared (an unknown ``endpoint``, a missing camera, an
+    extra key it chokes on) differs from policy to policy, and a lab that provokes it learns which policy is
+    behind a slot. The relay therefore answers such requests itself (:class:`LabFault`, the same for every
+    policy) and forwards only well-formed ones: the declared cameras as uint8 (H, W, 3) at the declared
+    resolution (any size up to :data:`~policy_server.check.MAX_IMAGE_SIDE` for native frames), the DROID
+    proprioception (:data:`PROPRIO_SHAPES`, finite numbers), ``prompt`` (text up to :data:`MAX_PROMPT_CHARS`),
+    the session alias, and ``replica/*`` values for a policy that asks for the replica's state.
+    """
+    endpoint = request.get("endpoint", "infer")
+    out: dict[str, Any] = {}
+    if "session_id" in request and session_alias is not None:
+        out["session_id"] = session_alias
+    if endpoint == "reset":
+        return {**out, "endpoint": "reset"}
+    if endpoint != "infer":
+        raise LabFault("unknown_endpoint", "a request's endpoint is 'infer' or 'reset'")
+    if "endpoint" in request:
+        out["endpoint"] = "infer"
+    resolution = requirements.get("image_resolution")
+    for key in image_keys(requirements):
+        image = request.get(key)
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.uint8
+            or image.ndim != 3
+            or image.shape[2] != 3
+        ):
+            raise LabFault("bad_observation", f"{key} must be a uint8 (H, W, 3) image")
+        if resolution is not None and tuple(image.shape[:2]) != tuple(resolution):
+            raise LabFault(
+                "bad_observation", f"{key} must be {resolution[0]}x{resolution[1]}, as the policy asks"
+            )
+        if resolution is None and max(image.shape[:2]) > MAX_IMAGE_SIDE:
+            raise LabFault("bad_observation", f"{key} is larger than {MAX_IMAGE_SIDE} pixels")
+        out[key] = image
+    for key, size in PROPRIO_SHAPES.items():
+        value = request.get(key)
+        if (
+            not isinstance(value, np.ndarray)
+            or value.dtype.kind not in "iuf"
+            or value.shape != (size,)
+            or not np.isfinite(value).all()
+        ):
+            raise LabFault("bad_observation", f"{key} must be {size} finite numbers")
+        out[key] = value
+    prompt = request.get("prompt")
+    if not isinstance(prompt, str) or len(prompt) > MAX_PROMPT_CHARS:
+        raise LabFault("bad_observation", f"prompt must be text of at most {MAX_PROMPT_CHARS} characters")
+    out["prompt"] = prompt
+    if requirements.get("needs_replica_state"):
+        out.update({k: v for k, v in request.items() if isinstance(k, str) and k.startswith("replica/")})
+    return out
 
 
 def _checked_actions(actions: Any, action_dim: int) -> np.ndarray:

@@ -42,4 +42,6 @@ def test_each_policy_runs_in_its_own_space_on_a_droid_station(arena, monkeypatch
     # the joint policy asked for native frames: DROID's 16:9 at the adapter's size
     assert policies["joint-pol"].frame_shapes["observation/exterior_image_1_left"] == (288, 512, 3)
     cart_slot = "A" if session.policy_a.slug == "cart-pol" else "B"
-    assert policies["cart-pol"].session_ids[-1] == f"{session.id}-{cart_slot}"
+    # the relay hands the policy an alias of the session's slot, never the arena's session id
+    alias = policies["cart-pol"].session_ids[-1]
+    assert len(alias) == 32 and session.id.hex not in alias and f"{session.id}-{cart_slot}" != alias

@@ -24,6 +24,7 @@ from arena.models import EvaluationSession, Organization, Policy
 from arena.services.policies import policy_check_record
 from policy_server import wire
 from policy_server.base import BasePolicy
+from policy_server.check import dummy_observation, requirements_from_metadata
 from policy_server.client import PolicyClient
 from policy_server.relay import serve_relay_in_thread
 from policy_server.relay_frames import REQUIREMENT_KEYS
@@ -313,7 +314,7 @@ def _every_frame_through(relay_url: str) -> list[str]:
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
-    obs = {"observation/joint_position": np.zeros(7), "prompt": "open the drawer"}
+    obs = {**dummy_observation(requirements_from_metadata({})), "prompt": "open the drawer"}
     received: list[str | bytes] = []
     with connect(relay_url, open_timeout=10) as ws:
         received.append(ws.recv(timeout=10))

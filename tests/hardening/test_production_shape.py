@@ -27,7 +27,19 @@ def production_env(tmp_path: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "CELERY_", "S3_", "REDIS_URL", "ARENA_", "DJANGO_SETTINGS"))
+        # DJANGO_ALLOW_ASYNC_UNSAFE: the browser tests' session fixture sets it in this process; a deployment
+        # never has it (the deploy check refuses it).
+        if not k.startswith(
+            (
+                "DATABASE_URL",
+                "CELERY_",
+                "S3_",
+                "REDIS_URL",
+                "ARENA_",
+                "DJANGO_SETTINGS",
+                "DJANGO_ALLOW_ASYNC_UNSAFE",
+            )
+        )
     }
     env.update(
         ARENA_VAR_DIR=str(tmp_path / "var"),

@@ -25,14 +25,17 @@ from websockets.sync.client import connect
 
 from policy_server import wire
 from policy_server._serving import serve_in_thread
-from policy_server.check import policy_check
+from policy_server.check import dummy_observation, policy_check, requirements_from_metadata
 from policy_server.client import PolicyClient
 from policy_server.relay import serve_relay_in_thread
 from policy_server.relay_token import mint_token
 from policy_server.server import serve_in_thread as serve_policy_in_thread
 
 SECRET = "relay secret for the hostile frame tests"
-OBS = {"observation/joint_position": np.zeros(7), "observation/gripper_position": np.ones(1), "prompt": "p"}
+OBS = {
+    **dummy_observation(requirements_from_metadata({})),  # the full DROID observation the relay asks for
+    "prompt": "p",
+}
 MAX_PEAK_BYTES = 32 * 2**20
 MAX_CPU_S = 2.0
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 
-import numpy as np
 import pytest
 from arena_test_policies import EchoPolicy
 
 from policy_server import netguard
+from policy_server.check import dummy_observation, requirements_from_metadata
 from policy_server.client import PolicyClient, PolicyUnavailable
 from policy_server.relay import serve_relay_in_thread
 from policy_server.relay_token import mint_token
@@ -134,7 +134,7 @@ def test_the_relay_connects_to_the_address_it_checked(monkeypatch) -> None:
             ttl_s=300,
         )
         with PolicyClient(f"{relay.url.rstrip('/')}/{token}", retries=0) as client:
-            obs = {"observation/joint_position": np.zeros(7), "observation/gripper_position": np.ones(1)}
+            obs = dummy_observation(requirements_from_metadata({}))
             assert client.infer(obs)["actions"].shape[0] >= 1
     assert answers == ["169.254.169.254"]
 
