@@ -22,6 +22,7 @@ with respect to :math:`\varphi`), and the per-observation scores of each outcome
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,12 +99,22 @@ def half_scores(table: PairTable, d: FloatArray) -> CellScores:
 def _davidson_probabilities(
     d: FloatArray, phi: float
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    half = 0.5 * d
-    log_denominator = np.logaddexp(np.logaddexp(half, -half), phi)
-    p_i = np.exp(half - log_denominator)
-    p_j = np.exp(-half - log_denominator)
-    p_t = np.exp(phi - log_denominator)
-    return p_i, p_j, p_t, log_denominator
+    """``P(i won)``, ``P(j won)``, ``P(tie)`` and ``log D`` at differences ``d``.
+
+    Scaled by ``e^{-|d|/2}`` so one exp and one log per pair suffice and nothing overflows:
+    ``D e^{-|d|/2} = 1 + e^{-|d|} + nu e^{-|d|/2}``.
+    """
+    half_abs = 0.5 * np.abs(d)
+    q = np.exp(-half_abs)
+    smaller = q * q
+    tie = math.exp(phi) * q
+    scaled = 1.0 + smaller + tie
+    inv = 1.0 / scaled
+    favoured = d >= 0.0
+    p_small = smaller * inv
+    p_i = np.where(favoured, inv, p_small)
+    p_j = np.where(favoured, p_small, inv)
+    return p_i, p_j, tie * inv, half_abs + np.log(scaled)
 
 
 def davidson_terms(table: PairTable, d: FloatArray, phi: float) -> EdgeTerms:

@@ -359,9 +359,23 @@ def lifted_inverse(solution: Solution, n: int) -> FloatArray:
     Its ``theta`` block differs from the true inverse only along the constant direction; the extras' block
     is exact, because the constant direction is decoupled from them.
     """
+    return lifted_inverse_logdet(solution, n)[0]
+
+
+def lifted_inverse_logdet(solution: Solution, n: int) -> tuple[FloatArray, float]:
+    """:func:`lifted_inverse` and ``log det`` of the (unlifted) penalised Hessian.
+
+    The lift raises the constant direction's eigenvalue from ``ridge`` to ``ridge + c`` (``c`` the mean
+    diagonal of the theta block), so ``log det H = log det L - log(ridge + c) + log(ridge)``; the ridge is read
+    off the Hessian as ``H 1 = ridge 1``.
+    """
     hess = solution.hessian
     dense = hess if isinstance(hess, np.ndarray) else hess.toarray()
-    return _spd_inverse(_lifted(dense, n))
+    lifted = _lifted(dense, n)
+    lift = float(np.mean(np.diag(dense)[:n]))
+    ridge = float(dense[:n, :n].sum(axis=1).mean())
+    inverse, logdet = _spd_inverse_logdet(lifted)
+    return inverse, logdet - np.log(ridge + lift) + np.log(ridge)
 
 
 def covariance(
@@ -428,17 +442,21 @@ def parameter_covariance(
     return np.einsum("ij,ij->j", inv, meat @ inv)
 
 
-def _spd_inverse(matrix: FloatArray) -> FloatArray:
-    """Inverse of a symmetric positive definite matrix via LAPACK Cholesky (falls back to ``pinvh``).
+def _spd_inverse_logdet(matrix: FloatArray) -> tuple[FloatArray, float]:
+    """Inverse and log-determinant of a symmetric positive definite matrix via LAPACK Cholesky (falls back
+    to ``pinvh`` and an eigenvalue log-determinant).
 
     Small matrices solve against the identity (potrs): OpenBLAS's threaded potri has a large fixed cost.
     """
     factor, info = lapack.dpotrf(matrix, lower=True, clean=False)
     if info != 0:
-        return scipy.linalg.pinvh(matrix)
+        eigenvalues = np.linalg.eigvalsh(matrix)
+        positive = eigenvalues[eigenvalues > 0]
+        return scipy.linalg.pinvh(matrix), float(np.sum(np.log(positive)))
+    logdet = 2.0 * float(np.sum(np.log(np.diag(factor))))
     if matrix.shape[0] < SMALL_INVERSE:
         inverse, info = lapack.dpotrs(factor, np.eye(matrix.shape[0]), lower=True)
-        return inverse
+        return inverse, logdet
     inverse, info = lapack.dpotri(factor, lower=True)
     lower = np.tril(inverse)
-    return lower + np.tril(lower, -1).T
+    return lower + np.tril(lower, -1).T, logdet
