@@ -189,8 +189,9 @@ def theta_to_score(theta: FloatArray) -> FloatArray:
 
 
 def score_to_theta(scores: FloatArray) -> FloatArray:
-    """Elo-like scores to log-strengths (nats), centred to mean zero."""
+    """Elo-like scores to log-strengths (nats), centred to mean zero; unrated (nan) items at the prior mean."""
     theta = (np.asarray(scores, dtype=np.float64) - BASE_SCORE) / ELO_SCALE
+    theta = np.where(np.isfinite(theta), theta, 0.0)
     return theta - theta.mean()
 
 

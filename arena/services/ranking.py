@@ -8,6 +8,7 @@ Votes of labs an operator excluded, and preferences the lab marked invalid, are 
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ import ranking
 from arena.models import Lab, Policy, Preference, RankingSnapshot
 
 OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
-METHOD = "bradley-terry, ties as half wins, sandwich 95% CI, ridge {ridge}, lab share cap {cap}"
+METHOD = "bradley-terry, davidson ties, order effect, hierarchical prior, 95% posterior CI, holm rank bands, lab cap {cap}"
 MIN_CATEGORY_COMPARISONS = 20
 
 
@@ -123,12 +124,11 @@ def ranking_snapshot_create() -> RankingSnapshot:
     matrices: dict[str, Any] = {"slugs": [], "wins": [], "counts": []}
     integrity: dict[str, Any] = {}
     breakdowns: dict[str, Any] = {}
-    ridge = ranking.DEFAULT_RIDGE
+    model: dict[str, Any] = {}
     if data.total:
         weights = ranking.cap_influence(data.a, data.b, data.lab, weights=data.count, max_share=cap)
-        ratings = ranking.fit(
-            data.a, data.b, data.outcome, len(data.policy_ids), weights=weights, ridge=ridge
-        )
+        ratings = ranking.fit(data.a, data.b, data.outcome, len(data.policy_ids), weights=weights)
+        model = _model(ratings)
         policies = {
             p.pk: p for p in Policy.objects.select_related("organization").filter(pk__in=data.policy_ids)
         }
@@ -146,7 +146,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
                 snapshot = RankingSnapshot.objects.create(
                     version=(last.version + 1) if last else 1,
                     created_at=timezone.now(),
-                    method=METHOD.format(ridge=ridge, cap=cap),
+                    method=METHOD.format(cap=cap),
                     data_hash=data.digest(),
                     n_comparisons=data.total,
                     n_policies=len(data.policy_ids),
@@ -155,6 +155,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
                     matrices=matrices,
                     breakdowns=breakdowns,
                     integrity=integrity,
+                    model=model,
                 )
                 _flag_labs(integrity)
                 return snapshot
@@ -173,7 +174,7 @@ def _raw_wins(data: Comparisons) -> np.ndarray:
 
 
 def _rows(data: Comparisons, ratings: ranking.Ratings, policies: dict[int, Policy]) -> list[dict[str, Any]]:
-    """Leaderboard rows, provisional ones last, each ordered by rank then score."""
+    """Leaderboard rows, provisional ones last, each ordered by comparison group, rank, then score."""
     extras = _policy_extras(data)
     rows = []
     for k, pid in enumerate(data.policy_ids):
@@ -191,12 +192,30 @@ def _rows(data: Comparisons, ratings: ranking.Ratings, policies: dict[int, Polic
                 "ci_low": float(ratings.ci_low[k]),
                 "ci_high": float(ratings.ci_high[k]),
                 "rank": int(ratings.rank[k]),
+                "rank_low": int(ratings.rank_low[k]),
+                "rank_high": int(ratings.rank_high[k]),
+                "group": int(ratings.group[k]),
                 "provisional": n_comp < settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
                 **extras[pid],
             }
         )
-    rows.sort(key=lambda r: (r["provisional"], r["rank"], -r["score"]))
+    rows.sort(key=lambda r: (r["provisional"], r["group"], r["rank"], -r["score"]))
     return rows
+
+
+def _model(ratings: ranking.Ratings) -> dict[str, Any]:
+    """The fit's board-wide parameters: the order effect (nats; None when one slot order only), Davidson's
+    tie parameter, the prior scale and the fit's own method string."""
+    low, high = ratings.order_effect_ci
+    finite = math.isfinite(ratings.order_effect)
+    return {
+        "order_effect": ratings.order_effect if finite else None,
+        "order_effect_ci": [low, high] if finite else None,
+        "tie_param": ratings.tie_param,
+        "prior_sd": ratings.prior_sd,
+        "n_groups": int(ratings.group.max()) + 1,
+        "fit": ratings.method,
+    }
 
 
 def _integrity(data: Comparisons) -> dict[str, Any]:
