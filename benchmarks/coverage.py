@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import ranking
-from ranking.simulate import simulate_outcomes
+from ranking.simulate import simulate_adaptive, simulate_outcomes
 
 NU = 0.8
 Z95 = 1.959963984540054
@@ -103,19 +103,7 @@ def draw_board(
     """(a, b, outcome) of one simulated board, ``a`` = slot A."""
     n, m = condition.n_items, condition.n_comparisons
     if condition.design == "adaptive":
-        sampler = ranking.PairSampler(n, seed=int(rng.integers(1 << 31)))
-        a_list, b_list, y_list = [], [], []
-        for start in range(0, m, BATCH):
-            pairs = np.array([sampler.next_pair() for _ in range(min(BATCH, m - start))])
-            swap = rng.random(len(pairs)) < 0.5  # the server randomises slots separately
-            a = np.where(swap, pairs[:, 1], pairs[:, 0])
-            b = np.where(swap, pairs[:, 0], pairs[:, 1])
-            y = simulate_outcomes(theta[a] - theta[b], rng, NU)
-            sampler.update_many(a, b, y)
-            a_list.append(a)
-            b_list.append(b)
-            y_list.append(y)
-        return np.concatenate(a_list), np.concatenate(b_list), np.concatenate(y_list)
+        return simulate_adaptive(theta, m, rng, NU, batch=BATCH)
     first = rng.integers(0, n, m)
     second = (first + rng.integers(1, n, m)) % n
     if condition.design == "slotted":

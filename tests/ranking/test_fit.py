@@ -36,7 +36,9 @@ def test_dense_and_conjugate_gradient_paths_agree() -> None:
     rng = np.random.default_rng(1)
     theta = rng.normal(0, 1, 450)
     a, b, y = simulate_comparisons(theta, 10_000, rng)
-    large = ranking.fit(a, b, y, 450, ties="half", order="ignore", ridge=ranking.DEFAULT_RIDGE)  # more than DIRECT_SOLVE_MAX parameters: CG Newton steps
+    large = ranking.fit(
+        a, b, y, 450, ties="half", order="ignore", ridge=ranking.DEFAULT_RIDGE
+    )  # more than DIRECT_SOLVE_MAX parameters: CG Newton steps
     data = np.column_stack([np.where(y == 1, a, b), np.where(y == 1, b, a)])
     expected = choix.opt_pairwise(450, data, alpha=ranking.DEFAULT_RIDGE / 2, tol=1e-10)
     np.testing.assert_allclose(_theta(large), expected - expected.mean(), atol=1e-4)
