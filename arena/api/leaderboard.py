@@ -25,6 +25,9 @@ class LeaderboardRowOut(serializers.Serializer):
         required=False, help_text="95% rank band, family-wise over the board."
     )
     rank_high = serializers.IntegerField(required=False)
+    anchor = serializers.BooleanField(
+        required=False, help_text="The scale anchor: its score is fixed at 1000."
+    )
     group = serializers.IntegerField(
         required=False, help_text="Connected component of the comparison graph; ranks are within a group."
     )

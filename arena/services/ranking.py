@@ -24,6 +24,8 @@ from arena.models import Lab, Policy, Preference, RankingSnapshot
 OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
 METHOD = "bradley-terry, davidson ties, order effect, hierarchical prior, 95% posterior CI, holm rank bands, lab cap {cap}"
 MIN_CATEGORY_COMPARISONS = 20
+SCALE_ANCHOR = 0
+"""Index (into the ascending policy ids) of the policy whose score is fixed at 1000: the oldest one rated."""
 
 
 @dataclass(frozen=True)
@@ -127,12 +129,16 @@ def ranking_snapshot_create() -> RankingSnapshot:
     model: dict[str, Any] = {}
     if data.total:
         weights = ranking.cap_influence(data.a, data.b, data.lab, weights=data.count, max_share=cap)
-        ratings = ranking.fit(data.a, data.b, data.outcome, len(data.policy_ids), weights=weights)
-        model = _model(ratings)
+        # the scale's anchor: the longest-registered policy with comparisons (policy ids ascend), pinned at
+        # 1000, so newcomers and retirements do not move the other scores
+        ratings = ranking.fit(
+            data.a, data.b, data.outcome, len(data.policy_ids), weights=weights, anchor=SCALE_ANCHOR
+        )
         policies = {
             p.pk: p for p in Policy.objects.select_related("organization").filter(pk__in=data.policy_ids)
         }
         slugs = [policies[pid].slug for pid in data.policy_ids]
+        model = _model(ratings, anchor=slugs[SCALE_ANCHOR])
         rows = _rows(data, ratings, policies)
         wins = _raw_wins(data)
         matrices = {"slugs": slugs, "wins": wins.tolist(), "counts": (wins + wins.T).tolist()}
@@ -195,6 +201,7 @@ def _rows(data: Comparisons, ratings: ranking.Ratings, policies: dict[int, Polic
                 "rank_low": int(ratings.rank_low[k]),
                 "rank_high": int(ratings.rank_high[k]),
                 "group": int(ratings.group[k]),
+                "anchor": k == SCALE_ANCHOR,
                 "provisional": n_comp < settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
                 **extras[pid],
             }
@@ -203,9 +210,9 @@ def _rows(data: Comparisons, ratings: ranking.Ratings, policies: dict[int, Polic
     return rows
 
 
-def _model(ratings: ranking.Ratings) -> dict[str, Any]:
+def _model(ratings: ranking.Ratings, *, anchor: str) -> dict[str, Any]:
     """The fit's board-wide parameters: the order effect (nats; None when one slot order only), Davidson's
-    tie parameter, the prior scale and the fit's own method string."""
+    tie parameter, the prior scale, the scale's anchor policy and the fit's own method string."""
     low, high = ratings.order_effect_ci
     finite = math.isfinite(ratings.order_effect)
     return {
@@ -214,6 +221,7 @@ def _model(ratings: ranking.Ratings) -> dict[str, Any]:
         "tie_param": ratings.tie_param,
         "prior_sd": ratings.prior_sd,
         "n_groups": int(ratings.group.max()) + 1,
+        "anchor": anchor,
         "fit": ratings.method,
     }
 

@@ -102,7 +102,7 @@ def test_methodology_states_the_model_and_the_settings(settings, db):
         "Ties follow Davidson's model",
         "Order effect.",
         "1000 + 400 · log<sub>10</sub>(odds)",
-        "average 1000",
+        "The scale is anchored",
         "hierarchical model",
         "one lucky win never makes a policy significantly best",
         "95% rank band",
