@@ -11,6 +11,14 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name="rankingsnapshot",
+            name="fitted_rows",
+            field=models.JSONField(
+                default=dict,
+                help_text="Exactly the rows the fit used (columns, rows), as downloaded; data_hash is the CSV's sha256.",
+            ),
+        ),
+        migrations.AddField(
+            model_name="rankingsnapshot",
             name="model",
             field=models.JSONField(
                 default=dict,

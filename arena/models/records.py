@@ -47,6 +47,10 @@ class RankingSnapshot(models.Model):
         default=dict,
         help_text="Board-wide fit parameters: order effect and its CI (nats), tie parameter, prior.",
     )
+    fitted_rows = models.JSONField(
+        default=dict,
+        help_text="Exactly the rows the fit used (columns, rows), as downloaded; data_hash is the CSV's sha256.",
+    )
 
     class Meta:
         ordering = ["-version"]

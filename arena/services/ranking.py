@@ -7,7 +7,6 @@ Votes of labs an operator excluded, and preferences the lab marked invalid, are 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from django.utils import timezone
 
 import ranking
 from arena.models import Lab, Policy, Preference, RankingSnapshot
+from arena.selectors.leaderboard import FITTED_COLUMNS, fitted_rows_csv, fitted_rows_hash
 
 OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
 METHOD = "bradley-terry, davidson ties, order effect, hierarchical prior, 95% posterior CI, holm rank bands, lab cap {cap}"
@@ -50,13 +50,6 @@ class Comparisons:
     @property
     def total(self) -> int:
         return int(self.count.sum())
-
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for arr in (self.a, self.b, self.outcome, self.lab, self.category, self.count):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(repr((self.policy_ids, self.lab_ids, self.categories)).encode())
-        return h.hexdigest()
 
 
 COUNTED = """
@@ -127,6 +120,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
     integrity: dict[str, Any] = {}
     breakdowns: dict[str, Any] = {}
     model: dict[str, Any] = {}
+    fitted_rows: dict[str, Any] = {"columns": list(FITTED_COLUMNS), "rows": []}
     if data.total:
         weights = ranking.cap_influence(data.a, data.b, data.lab, weights=data.count, max_share=cap)
         # the scale's anchor: the longest-registered policy with comparisons (policy ids ascend), pinned at
@@ -139,6 +133,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
         }
         slugs = [policies[pid].slug for pid in data.policy_ids]
         model = _model(ratings, anchor=slugs[SCALE_ANCHOR])
+        fitted_rows["rows"] = _fitted_rows(data, weights, slugs)
         rows = _rows(data, ratings, policies)
         wins = _raw_wins(data)
         matrices = {"slugs": slugs, "wins": wins.tolist(), "counts": (wins + wins.T).tolist()}
@@ -153,7 +148,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
                     version=(last.version + 1) if last else 1,
                     created_at=timezone.now(),
                     method=METHOD.format(cap=cap),
-                    data_hash=data.digest(),
+                    data_hash=fitted_rows_hash(fitted_rows_csv(fitted_rows)),
                     n_comparisons=data.total,
                     n_policies=len(data.policy_ids),
                     fit_seconds=fit_seconds,
@@ -162,12 +157,30 @@ def ranking_snapshot_create() -> RankingSnapshot:
                     breakdowns=breakdowns,
                     integrity=integrity,
                     model=model,
+                    fitted_rows=fitted_rows,
                 )
                 _flag_labs(integrity)
                 return snapshot
         except IntegrityError:
             continue  # another refit took the same version number at the same moment
     raise RuntimeError("could not allocate a snapshot version")
+
+
+def _fitted_rows(data: Comparisons, weights: np.ndarray, slugs: list[str]) -> list[list[Any]]:
+    """The rows exactly as fitted (see ``arena.selectors.leaderboard.FITTED_COLUMNS``), in fit order."""
+    return [
+        [a, b, slugs[a], slugs[b], y, data.categories[c], lab + 1, int(n), w]
+        for a, b, y, c, lab, n, w in zip(
+            data.a.tolist(),
+            data.b.tolist(),
+            data.outcome.tolist(),
+            data.category.tolist(),
+            data.lab.tolist(),
+            data.count.tolist(),
+            np.asarray(weights, dtype=np.float64).tolist(),
+            strict=True,
+        )
+    ]
 
 
 def _raw_wins(data: Comparisons) -> np.ndarray:

@@ -18,7 +18,13 @@ import ranking
 from arena.api.leaderboard import LeaderboardOut
 from arena.errors import NotFound
 from arena.models import RankingSnapshot
-from arena.selectors.leaderboard import comparison_groups, leaderboard, snapshot_get, snapshot_latest
+from arena.selectors.leaderboard import (
+    comparison_groups,
+    fitted_rows_csv,
+    leaderboard,
+    snapshot_get,
+    snapshot_latest,
+)
 from arena.selectors.pages import COMPARISON_LOG_HEADER, comparison_log
 from arena.services.ranking import MIN_CATEGORY_COMPARISONS
 from arena.web import charts
@@ -269,3 +275,13 @@ def comparisons_csv(request: HttpRequest, version: int) -> HttpResponse:
         content_type="text/csv; charset=utf-8",
     )
     return _attachment(response, f"comparisons-{snapshot.version}.csv")
+
+
+@require_GET
+def fitted_csv(request: HttpRequest, version: int) -> HttpResponse:
+    """Exactly the rows the snapshot fitted (same window, exclusions and weights); the file's sha256 is the
+    snapshot's data hash, also sent as ``X-Data-Hash``. ``manage.py refit_snapshot FILE`` refits it."""
+    snapshot = _snapshot_or_404(version)
+    response = HttpResponse(fitted_rows_csv(snapshot.fitted_rows), content_type="text/csv; charset=utf-8")
+    response["X-Data-Hash"] = snapshot.data_hash
+    return _attachment(response, f"fitted-{snapshot.version}.csv")
