@@ -52,6 +52,7 @@ from ranking.newton import (
     lifted_inverse_logdet,
     newton_fit,
     parameter_covariance,
+    performance_start,
 )
 from ranking.pairs import FloatArray, IntArray, PairTable, check_comparisons, outcome_cells, table_from_cells
 
@@ -66,8 +67,9 @@ yet it makes the fit unique and finite for undefeated or winless items and on di
 PRIOR_SD_RANGE = (0.02, 10.0)
 """Bounds of the empirical-Bayes prior standard deviation, in nats (0.02 nats = 3.5 Elo points)."""
 
-EB_TOLERANCE = 1e-4
-"""Convergence of the empirical-Bayes fixed point: relative change of the prior variance."""
+EB_TOLERANCE = 1e-2
+"""Convergence of the empirical-Bayes fixed point: relative change of the prior precision. Its effect on
+the scores is of order ``tolerance * ridge / information``, far below their standard errors."""
 
 EB_MAX_ITER = 30
 
@@ -422,7 +424,8 @@ def hierarchical_fit(table: PairTable, *, ties: Ties, order: bool) -> Posterior:
     1. Empirical Bayes: MacKay's fixed point for the Laplace-approximated evidence, with
        :math:`\Sigma = (H + \lambda I)^{-1}` at the penalised optimum, :math:`\gamma = n - \lambda
        \operatorname{tr}\Sigma` (the number of well-measured directions; an unrated item contributes 0) and
-       :math:`1/\lambda \leftarrow |\hat\theta|^2 / \gamma`, from ``tau = 1`` with warm starts.
+       :math:`1/\lambda \leftarrow |\hat\theta|^2 / \gamma`, started from the spread of
+       :func:`ranking.newton.performance_start`, with warm starts.
     2. ``tau`` is then integrated out on a grid of step :data:`TAU_GRID_STEP` in ``log tau`` around that
        mode, walking outwards until the log posterior falls :data:`TAU_GRID_DROP` below its maximum (one or
        two points when the data pin ``tau`` down, a dozen at 10 comparisons per item): at each point
@@ -437,7 +440,11 @@ def hierarchical_fit(table: PairTable, *, ties: Ties, order: bool) -> Posterior:
     """
     n = table.n_items
     low, high = 1.0 / PRIOR_SD_RANGE[1] ** 2, 1.0 / PRIOR_SD_RANGE[0] ** 2
-    lam = 1.0
+    # start from the spread of the opponent-adjusted win log-odds (close to the fit's once data abound)
+    start = performance_start(table)
+    rated = table.counts.sum(axis=1) > 0
+    start_spread = float(np.sum((start[rated] - start[rated].mean()) ** 2)) if rated.sum() > 1 else 0.0
+    lam = min(max((rated.sum() - 1) / start_spread, low), high) if start_spread > 0 else 1.0
     solution: Solution | None = None
 
     def refit(ridge: float, start: Solution | None) -> Solution:
@@ -582,12 +589,18 @@ def rank_bands(
     variance = theta_cov[i, i] + theta_cov[j, j] - 2.0 * theta_cov[i, j]
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.abs(theta[i] - theta[j]) / np.sqrt(np.maximum(variance, 1e-300))
-    p_value = 2.0 * norm.sf(z)
-    m = p_value.size
-    by_p = np.argsort(p_value, kind="stable")
-    exceeds = p_value[by_p] > alpha / (m - np.arange(m))
-    n_rejected = int(np.argmax(exceeds)) if exceeds.any() else m
-    significant = by_p[:n_rejected]
+    # Holm without sorting: after r rejections (the r largest z) the next threshold is alpha / (m - r), and
+    # every z above it passes its own, laxer, Holm threshold too; iterate to the fixed point
+    m = z.size
+    rejected = np.zeros(m, dtype=bool)
+    n_rejected = 0
+    while n_rejected < m:
+        now = z >= float(norm.isf(alpha / (2.0 * (m - n_rejected))))
+        count = int(np.count_nonzero(now))
+        if count == n_rejected:
+            break
+        rejected, n_rejected = now, count
+    significant = np.flatnonzero(rejected)
     i_above = theta[i[significant]] > theta[j[significant]]
     winners = np.where(i_above, i[significant], j[significant])
     losers = np.where(i_above, j[significant], i[significant])

@@ -8,6 +8,7 @@ Every fit starts here: the rows ``(a, b, outcome, weight)`` are reduced, with on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -49,10 +50,20 @@ class PairTable:
         """Number of distinct compared pairs."""
         return int(self.i.size)
 
-    @property
+    @cached_property
     def totals(self) -> FloatArray:
-        """(E,) float64, total weight per pair."""
+        """(E,) float64, total weight per pair (computed once: the fit's inner loop reads it)."""
         return self.wins_i + self.wins_j + self.ties
+
+    @cached_property
+    def margin(self) -> FloatArray:
+        """(E,) float64, ``wins_i - wins_j`` per pair."""
+        return self.wins_i - self.wins_j
+
+    @cached_property
+    def tie_total(self) -> float:
+        """Total weight of tied rows."""
+        return float(self.ties.sum())
 
     def with_cells(self, wins_i: FloatArray, wins_j: FloatArray, ties: FloatArray) -> PairTable:
         """The same pairs with replaced cell weights (used by the bootstrap); matrices are not rebuilt."""
