@@ -46,6 +46,7 @@ from scipy.stats import norm
 from ranking.errors import RankingError
 from ranking.newton import (
     DIRECT_SOLVE_MAX,
+    STEP_TOL,
     Solution,
     Ties,
     lifted_inverse,
@@ -72,6 +73,10 @@ EB_TOLERANCE = 1e-2
 the scores is of order ``tolerance * ridge / information``, far below their standard errors."""
 
 EB_MAX_ITER = 30
+
+PILOT_STEP_TOL = 1e-2
+"""Newton convergence of the first (pilot) fit of the empirical-Bayes iteration, nats; every later fit, and so
+the returned one, converges to :data:`ranking.newton.STEP_TOL`."""
 
 TAU_GRID_STEP = 0.1
 """Grid step of the integration over the prior scale, in log tau."""
@@ -447,7 +452,7 @@ def hierarchical_fit(table: PairTable, *, ties: Ties, order: bool) -> Posterior:
     lam = min(max((rated.sum() - 1) / start_spread, low), high) if start_spread > 0 else 1.0
     solution: Solution | None = None
 
-    def refit(ridge: float, start: Solution | None) -> Solution:
+    def refit(ridge: float, start: Solution | None, pilot: bool = False) -> Solution:
         return newton_fit(
             table,
             ties=ties,
@@ -456,13 +461,15 @@ def hierarchical_fit(table: PairTable, *, ties: Ties, order: bool) -> Posterior:
             theta0=None if start is None else start.theta,
             phi0=None if start is None else start.phi,
             order0=0.0 if start is None or start.order is None else start.order,
+            # the pilot fit only sets the next prior precision: stopping it early saves Newton iterations
+            step_tol=PILOT_STEP_TOL if pilot else STEP_TOL,
         )
 
     exact = n + (ties == "davidson") + order <= DIRECT_SOLVE_MAX
     n_components = np.unique(comparison_groups(table.counts, table.counts.sum(axis=1) > 0)).size
     gamma = float(n)
-    for _ in range(EB_MAX_ITER):
-        solution = refit(lam, solution)
+    for iteration in range(EB_MAX_ITER):
+        solution = refit(lam, solution, pilot=iteration == 0)
         if exact:
             inverse, _ = lifted_inverse_logdet(solution, n)
             lift = float(np.mean(solution.hessian.diagonal()[:n]))
@@ -479,6 +486,8 @@ def hierarchical_fit(table: PairTable, *, ties: Ties, order: bool) -> Posterior:
             break
         lam = proposal
     assert solution is not None
+    if iteration == 0:  # the pilot already agreed with its prior: converge it fully
+        solution = refit(lam, solution)
     mode, mode_ridge = solution, lam
     if gamma > 0.5 / (TAU_GRID_STEP / 2) ** 2:
         # log tau is known to within TAU_GRID_STEP / 2 (posterior sd about 1 / sqrt(2 gamma)): the mixture

@@ -142,7 +142,7 @@ def bordered_laplacian_dense(
     columns, block = _border(table, edge_weights, cross, corner, order)
     m = n + len(columns)
     out = np.zeros((m, m))
-    off = np.bincount(table.i * n + table.j, weights=edge_weights, minlength=n * n).reshape(n, n)
+    off = np.bincount(table.pair_key, weights=edge_weights, minlength=n * n).reshape(n, n)
     out[:n, :n] = -(off + off.T)
     degree = np.bincount(table.i, weights=edge_weights, minlength=n)
     degree += np.bincount(table.j, weights=edge_weights, minlength=n)
@@ -263,6 +263,7 @@ def newton_fit(
     phi0: float | None = None,
     order0: float = 0.0,
     max_iter: int = 200,
+    step_tol: float = STEP_TOL,
 ) -> Solution:
     """Minimise the penalised negative log-likelihood.
 
@@ -276,9 +277,10 @@ def newton_fit(
         phi0: warm start of ``log(nu)`` (Davidson only); default from the tie share.
         order0: warm start of ``h``.
         max_iter: Newton iteration budget.
+        step_tol: convergence threshold on the last step, nats (a looser one serves a pilot fit).
 
     Raises:
-        ConvergenceError: if the steps do not fall below :data:`STEP_TOL` within ``max_iter`` iterations.
+        ConvergenceError: if the steps do not fall below ``step_tol`` within ``max_iter`` iterations.
     """
     n = table.n_items
     theta = performance_start(table) if theta0 is None else np.asarray(theta0, dtype=np.float64)
@@ -318,7 +320,7 @@ def newton_fit(
                 break
             scale *= 0.5
         theta, phi, h, terms, value = trial, trial_phi, trial_h, trial_terms, trial_value
-        if scale * np.max(np.abs(step), initial=0.0) < STEP_TOL:
+        if scale * np.max(np.abs(step), initial=0.0) < step_tol:
             return Solution(theta=theta, phi=phi, order=h, terms=terms, hessian=hess, n_iter=iteration)
     raise ConvergenceError(f"Newton's method did not converge in {max_iter} iterations")
 

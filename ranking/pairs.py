@@ -56,6 +56,11 @@ class PairTable:
         return self.wins_i + self.wins_j + self.ties
 
     @cached_property
+    def pair_key(self) -> IntArray:
+        """(E,) int64, ``i * n_items + j``: the flat index of each pair in an (n, n) matrix."""
+        return self.i * self.n_items + self.j
+
+    @cached_property
     def margin(self) -> FloatArray:
         """(E,) float64, ``wins_i - wins_j`` per pair."""
         return self.wins_i - self.wins_j
