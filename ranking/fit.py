@@ -426,7 +426,9 @@ def _extras(solution: Solution) -> list[float]:
 def hierarchical_fit(table: PairTable, *, ties: Ties, order: bool) -> Posterior:
     r"""Posterior of the strengths under :math:`\theta_i \sim N(0, \tau^2)` with ``tau`` integrated out.
 
-    1. Empirical Bayes: MacKay's fixed point for the Laplace-approximated evidence, with
+    1. Empirical Bayes: MacKay's fixed point for the Laplace-approximated evidence (exact traces up to
+       :data:`ranking.newton.DIRECT_SOLVE_MAX` parameters; beyond, a Jacobi estimate, and the fixed point is
+       iterated inside one Newton fit), with
        :math:`\Sigma = (H + \lambda I)^{-1}` at the penalised optimum, :math:`\gamma = n - \lambda
        \operatorname{tr}\Sigma` (the number of well-measured directions; an unrated item contributes 0) and
        :math:`1/\lambda \leftarrow |\hat\theta|^2 / \gamma`, started from the spread of
@@ -465,29 +467,36 @@ def hierarchical_fit(table: PairTable, *, ties: Ties, order: bool) -> Posterior:
             step_tol=PILOT_STEP_TOL if pilot else STEP_TOL,
         )
 
-    exact = n + (ties == "davidson") + order <= DIRECT_SOLVE_MAX
-    n_components = np.unique(comparison_groups(table.counts, table.counts.sum(axis=1) > 0)).size
-    gamma = float(n)
-    for iteration in range(EB_MAX_ITER):
-        solution = refit(lam, solution, pilot=iteration == 0)
-        if exact:
+    n_components = np.unique(comparison_groups(table.counts, rated)).size
+    if n + (ties == "davidson") + order > DIRECT_SOLVE_MAX:
+        # large boards: an O(n) trace estimate, so the fixed point runs inside one Newton fit
+
+        def proposal_of(theta: FloatArray, diagonal: FloatArray, ridge: float) -> float:
+            gamma = _gamma_jacobi(diagonal, ridge, n_components)
+            spread = float(np.dot(theta, theta))
+            return min(max(gamma / spread, low), high) if spread > 0 and gamma > 0 else high
+
+        solution = newton_fit(
+            table, ties=ties, ridge=lam, order=order, ridge_update=proposal_of, ridge_tol=EB_TOLERANCE
+        )
+        lam = solution.ridge
+        gamma = _gamma_jacobi(solution.hessian.diagonal()[:n], lam, n_components)
+    else:
+        for iteration in range(EB_MAX_ITER):
+            solution = refit(lam, solution, pilot=iteration == 0)
             inverse, _ = lifted_inverse_logdet(solution, n)
             lift = float(np.mean(solution.hessian.diagonal()[:n]))
             trace = float(np.trace(inverse[:n, :n])) - 1.0 / (lam + lift) + 1.0 / lam
-        else:
-            # Jacobi estimate (an O(n) lower bound, close on the dense graphs of large boards) plus each
-            # rated component's mean, which only the prior measures
-            trace = float(np.sum(1.0 / solution.hessian.diagonal()[:n])) + (n_components - 1) / lam
-        gamma = n - lam * trace
-        spread = float(np.dot(solution.theta, solution.theta))
-        proposal = gamma / spread if spread > 0 and gamma > 0 else high
-        proposal = min(max(proposal, low), high)
-        if abs(proposal - lam) <= EB_TOLERANCE * lam:
-            break
-        lam = proposal
-    assert solution is not None
-    if iteration == 0:  # the pilot already agreed with its prior: converge it fully
-        solution = refit(lam, solution)
+            gamma = n - lam * trace
+            spread = float(np.dot(solution.theta, solution.theta))
+            proposal = gamma / spread if spread > 0 and gamma > 0 else high
+            proposal = min(max(proposal, low), high)
+            if abs(proposal - lam) <= EB_TOLERANCE * lam:
+                break
+            lam = proposal
+        assert solution is not None
+        if iteration == 0:  # the pilot already agreed with its prior: converge it fully
+            solution = refit(lam, solution)
     mode, mode_ridge = solution, lam
     if gamma > 0.5 / (TAU_GRID_STEP / 2) ** 2:
         # log tau is known to within TAU_GRID_STEP / 2 (posterior sd about 1 / sqrt(2 gamma)): the mixture
@@ -533,6 +542,13 @@ def hierarchical_fit(table: PairTable, *, ties: Ties, order: bool) -> Posterior:
     )
     prior_sd = float(sum(w * p[3] for w, p in zip(weights, points.values(), strict=True)))
     return Posterior(params=mean, covariance=second, prior_sd=prior_sd, mode=mode, mode_ridge=mode_ridge)
+
+
+def _gamma_jacobi(diagonal: FloatArray, ridge: float, n_components: int) -> float:
+    """Effective number of parameters ``n - ridge tr(H^-1)`` with the Jacobi estimate of the trace (an O(n)
+    lower bound, close on the dense graphs of large boards) plus each rated component's mean beyond the
+    first, which only the prior measures."""
+    return float(diagonal.size - ridge * float(np.sum(1.0 / diagonal)) - (n_components - 1))
 
 
 def comparison_groups(counts: FloatArray, rated: np.ndarray) -> IntArray:

@@ -16,6 +16,7 @@ descent step, so undefeated items and disconnected graphs converge to the finite
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,6 +69,7 @@ class Solution:
         hessian: the penalised Hessian (dense array or CSR) at the previous iterate, which is closer than
             :data:`STEP_TOL` to the solution; reused by :func:`covariance`.
         n_iter: Newton iterations used.
+        ridge: the penalty weight on ``theta`` at the solution (and in ``hessian``).
     """
 
     theta: FloatArray
@@ -76,6 +78,7 @@ class Solution:
     terms: EdgeTerms
     hessian: FloatArray | scipy.sparse.csr_matrix
     n_iter: int
+    ridge: float
 
 
 def edge_terms(
@@ -264,6 +267,8 @@ def newton_fit(
     order0: float = 0.0,
     max_iter: int = 200,
     step_tol: float = STEP_TOL,
+    ridge_update: Callable[[FloatArray, FloatArray, float], float] | None = None,
+    ridge_tol: float = 0.0,
 ) -> Solution:
     """Minimise the penalised negative log-likelihood.
 
@@ -278,6 +283,10 @@ def newton_fit(
         order0: warm start of ``h``.
         max_iter: Newton iteration budget.
         step_tol: convergence threshold on the last step, nats (a looser one serves a pilot fit).
+        ridge_update: if given, ``ridge_update(theta, hessian_diagonal, ridge)`` proposes a new ridge after
+            every step (an empirical-Bayes fixed point run inside Newton's iterations); the fit has converged
+            when the step is below ``step_tol`` and the proposal within ``ridge_tol`` (relative) of the ridge
+            in use, which :attr:`Solution.ridge` then reports.
 
     Raises:
         ConvergenceError: if the steps do not fall below ``step_tol`` within ``max_iter`` iterations.
@@ -320,8 +329,16 @@ def newton_fit(
                 break
             scale *= 0.5
         theta, phi, h, terms, value = trial, trial_phi, trial_h, trial_terms, trial_value
-        if scale * np.max(np.abs(step), initial=0.0) < step_tol:
-            return Solution(theta=theta, phi=phi, order=h, terms=terms, hessian=hess, n_iter=iteration)
+        settled = True
+        if ridge_update is not None:
+            proposal = ridge_update(theta, hess.diagonal()[:n], ridge)
+            if abs(proposal - ridge) > ridge_tol * ridge:
+                ridge, settled = proposal, False
+                value = _objective(terms, theta, phi, h, ridge, nuisance_ridge)
+        if settled and scale * np.max(np.abs(step), initial=0.0) < step_tol:
+            return Solution(
+                theta=theta, phi=phi, order=h, terms=terms, hessian=hess, n_iter=iteration, ridge=ridge
+            )
     raise ConvergenceError(f"Newton's method did not converge in {max_iter} iterations")
 
 

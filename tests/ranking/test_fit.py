@@ -222,3 +222,14 @@ def test_disconnected_graph_single_item_and_empty_data() -> None:
     empty = ranking.fit(np.array([], dtype=int), np.array([], dtype=int), [], 4, ties="davidson")
     assert np.all(np.isnan(empty.scores)) and empty.n_total == 0
     assert np.all(empty.rank == 0) and np.all(empty.group == -1)
+
+
+def test_large_boards_estimate_the_prior_scale_inside_newton() -> None:
+    # beyond DIRECT_SOLVE_MAX parameters the empirical-Bayes fixed point runs inside one Newton fit
+    rng = np.random.default_rng(17)
+    theta = rng.normal(0, 1.0, 450)
+    a, b, y = simulate_comparisons(theta, 40_000, rng, nu=0.8)
+    r = ranking.fit(a, b, y, 450)
+    assert r.prior_sd == pytest.approx(np.std(theta), rel=0.1)
+    truth = 1000 + ELO_SCALE * (theta - theta.mean())
+    assert 0.92 <= np.mean((r.ci_low <= truth) & (truth <= r.ci_high)) <= 0.98
