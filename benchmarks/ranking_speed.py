@@ -5,7 +5,10 @@ method fits the same likelihood). Times are the best of ``--repeats`` runs after
 shared; best-of is the least noisy estimate of the cost), in seconds; tau is Kendall's tau of the point
 estimates against the true strengths.
 
-- ``ours``: ``ranking.fit(a, b, outcome, n)`` with sandwich 95% intervals (aggregation included).
+- ``ours``: ``ranking.fit(a, b, outcome, n)`` with the public defaults (Davidson ties, order effect,
+  hierarchical prior, posterior 95% intervals and rank bands; aggregation included).
+- ``base`` (with ``--baseline DIR``): the same call, same data, timed the same way, in a subprocess that imports
+  ``ranking`` from another checkout DIR (e.g. the previous release), and ``ratio`` = ours / base.
 - ``ilsr``, ``opt``: ``choix.ilsr_pairwise`` / ``choix.opt_pairwise`` (point estimates only, no intervals),
   fed (winner, loser) pairs; ``alpha`` = our ridge / 2 so all fit the same penalised likelihood.
 - ``fastchat``: FastChat's leaderboard recipe: collapse to unique (a, b, outcome) rows with counts, fit a
@@ -17,13 +20,15 @@ Combinations where a baseline would take minutes are skipped (``skip``): choix's
 n_items * comparisons > 5e7 (it took 117 s at 1,000 x 10^6), ``ilsr_pairwise`` when > 1e9 (9 s at 1,000 x
 10^6, and it grows with both).
 
-Run: ``python -m benchmarks.ranking_speed [--quick] [--repeats R]``.
+Run: ``python -m benchmarks.ranking_speed [--quick] [--repeats R] [--baseline DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -103,13 +108,48 @@ def _tau(estimate: np.ndarray, truth: np.ndarray) -> float:
     return float(kendalltau(estimate, truth).statistic)
 
 
-def bench(n: int, m: int, repeats: int) -> dict[str, str]:
+BASELINE_SCRIPT = """
+import sys, time, math
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import ranking
+from ranking.simulate import simulate_comparisons
+n, m, repeats = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = np.random.default_rng(n * 7 + m)
+theta = rng.normal(0, 1, n)
+a, b, y = simulate_comparisons(theta, m, rng)
+ranking.fit(a, b, y, n)
+best = math.inf
+for _ in range(repeats):
+    started = time.perf_counter()
+    ranking.fit(a, b, y, n)
+    best = min(best, time.perf_counter() - started)
+print(best)
+"""
+
+
+def _baseline_time(directory: str, n: int, m: int, repeats: int) -> float:
+    """Best-of-``repeats`` seconds of ``ranking.fit`` imported from the checkout ``directory``, same data."""
+    done = subprocess.run(
+        [sys.executable, "-c", BASELINE_SCRIPT, directory, str(n), str(m), str(repeats)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(done.stdout.strip())
+
+
+def bench(n: int, m: int, repeats: int, baseline: str | None = None) -> dict[str, str]:
     rng = np.random.default_rng(n * 7 + m)
     theta = rng.normal(0, 1, n)
     a, b, y = simulate_comparisons(theta, m, rng)
     row: dict[str, str] = {"n": str(n), "m": f"{m:.0e}"}
     ours_time, ratings = _best_time(lambda: ranking.fit(a, b, y, n), repeats)
     row["ours"] = f"{ours_time:.3f}"
+    if baseline:
+        base_time = _baseline_time(baseline, n, m, repeats)
+        row["base"] = f"{base_time:.3f}"
+        row["ratio"] = f"{ours_time / base_time:.2f}"
     row["tau"] = f"{_tau(ratings.scores, theta):.3f}"
     pairs = np.column_stack([np.where(y == 1, a, b), np.where(y == 1, b, a)])
     alpha = ranking.DEFAULT_RIDGE / 2
@@ -138,6 +178,8 @@ COLUMNS = [
     ("n", 5),
     ("m", 6),
     ("ours", 7),
+    ("base", 7),
+    ("ratio", 6),
     ("tau", 6),
     ("ilsr", 7),
     ("tau_ilsr", 8),
@@ -153,16 +195,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="three combinations only")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of our fit (best is shown)")
+    parser.add_argument("--baseline", help="another checkout whose ranking.fit is timed on the same data")
     args = parser.parse_args()
     grid = QUICK_GRID if args.quick else [(n, m) for n in FULL_ITEMS for m in FULL_COMPARISONS]
-    print("Seconds (ours: best of repeats, with sandwich CIs; choix: point estimates only;")
+    print("Seconds (ours: best of repeats, public defaults with intervals; choix: point estimates only;")
     print(f"fastchat: 1 fit + {BOOTSTRAP_ROUNDS} bootstrap refits, * = extrapolated from timed rounds)")
     header = " ".join(f"{name:>{width}}" for name, width in COLUMNS)
     print(header)
     print("-" * len(header))
     for n, m in grid:
-        row = bench(n, m, args.repeats)
-        print(" ".join(f"{row[name]:>{width}}" for name, width in COLUMNS), flush=True)
+        row = bench(n, m, args.repeats, args.baseline)
+        print(" ".join(f"{row.get(name, '-'):>{width}}" for name, width in COLUMNS), flush=True)
 
 
 if __name__ == "__main__":

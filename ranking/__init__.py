@@ -1,8 +1,17 @@
-"""Pure rating engine for pairwise comparisons: Bradley-Terry fits with confidence intervals, an adaptive
-pair sampler, and evaluator-integrity checks. numpy / scipy only; no I/O."""
+"""Pure rating engine for pairwise comparisons: Bradley-Terry fits with posterior intervals, rank bands and
+an order effect, an adaptive pair sampler, and evaluator-integrity checks. numpy / scipy only; no I/O."""
 
 from ranking.errors import ConvergenceError, InvalidComparisons, NoEligiblePair, RankingError
-from ranking.fit import DEFAULT_RIDGE, ELO_SCALE, Ratings, fit, fit_groups, fit_table
+from ranking.fit import (
+    DEFAULT_RIDGE,
+    ELO_SCALE,
+    FAMILY_ALPHA,
+    PRIOR_SD_RANGE,
+    Ratings,
+    fit,
+    fit_groups,
+    fit_table,
+)
 from ranking.integrity import LabAgreement, cap_influence, lab_agreement
 from ranking.pairs import PairTable, aggregate
 from ranking.sampler import PairChoice, PairSampler
@@ -10,6 +19,8 @@ from ranking.sampler import PairChoice, PairSampler
 __all__ = [
     "DEFAULT_RIDGE",
     "ELO_SCALE",
+    "FAMILY_ALPHA",
+    "PRIOR_SD_RANGE",
     "ConvergenceError",
     "InvalidComparisons",
     "LabAgreement",

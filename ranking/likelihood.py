@@ -22,6 +22,7 @@ with respect to :math:`\varphi`), and the per-observation scores of each outcome
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -98,27 +99,53 @@ def half_scores(table: PairTable, d: FloatArray) -> CellScores:
 def _davidson_probabilities(
     d: FloatArray, phi: float
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    half = 0.5 * d
-    log_denominator = np.logaddexp(np.logaddexp(half, -half), phi)
-    p_i = np.exp(half - log_denominator)
-    p_j = np.exp(-half - log_denominator)
-    p_t = np.exp(phi - log_denominator)
-    return p_i, p_j, p_t, log_denominator
+    """``P(i won)``, ``P(j won)``, ``P(tie)`` and ``log D`` at differences ``d``.
+
+    Scaled by ``e^{-|d|/2}`` so one exp and one log per pair suffice and nothing overflows:
+    ``D e^{-|d|/2} = 1 + e^{-|d|} + nu e^{-|d|/2}``.
+    """
+    half_abs = 0.5 * np.abs(d)
+    q = np.exp(-half_abs)
+    smaller = q * q
+    tie = math.exp(phi) * q
+    scaled = 1.0 + smaller + tie
+    inv = 1.0 / scaled
+    favoured = d >= 0.0
+    p_small = smaller * inv
+    p_i = np.where(favoured, inv, p_small)
+    p_j = np.where(favoured, p_small, inv)
+    return p_i, p_j, tie * inv, half_abs + np.log(scaled)
 
 
 def davidson_terms(table: PairTable, d: FloatArray, phi: float) -> EdgeTerms:
-    """Terms of Davidson's tie model at differences ``d`` (E,) and ``phi = log(nu)``."""
+    """Terms of Davidson's tie model at differences ``d`` (E,) and ``phi = log(nu)``.
+
+    With ``q = e^{-|d|/2}``: ``D e^{-|d|/2} = 1 + q^2 + nu q``, ``P(i) - P(j) = sign(d) (1 - q^2) / (1 + q^2 + nu q)``
+    and ``P(i) + P(j) = 1 - P(tie)``: one exp and one log per pair, few temporaries (this is the fit's inner loop).
+    """
     n = table.totals
-    p_i, p_j, p_t, log_denominator = _davidson_probabilities(d, phi)
-    diff = p_i - p_j
-    loglik = 0.5 * np.dot(table.wins_i - table.wins_j, d) + phi * table.ties.sum()
-    objective = float(np.dot(n, log_denominator) - loglik)
+    margin = table.margin
+    tie_total = table.tie_total
+    half_abs = 0.5 * np.abs(d)
+    q = np.exp(-half_abs)
+    small = q * q
+    tie = math.exp(phi) * q
+    scaled = small + tie
+    scaled += 1.0
+    inv = 1.0 / scaled
+    p_t = tie * inv
+    diff = (1.0 - small) * inv
+    np.copysign(diff, d, out=diff)
+    log_denominator = np.log(scaled)
+    log_denominator += half_abs
+    objective = float(np.dot(n, log_denominator) - 0.5 * np.dot(margin, d) - phi * tie_total)
+    n_diff = n * diff
     return EdgeTerms(
         objective=objective,
-        grad_d=0.5 * (n * diff - (table.wins_i - table.wins_j)),
-        hess_d=0.25 * n * ((p_i + p_j) - diff * diff),
-        cross=-0.5 * n * diff * p_t,
-        grad_phi=float(np.dot(n, p_t) - table.ties.sum()),
+        grad_d=0.5 * (n_diff - margin),
+        hess_d=0.25 * (n - n * p_t - n_diff * diff),
+        cross=-0.5 * n_diff * p_t,
+        grad_phi=float(np.dot(n, p_t) - tie_total),
         hess_phi=float(np.dot(n, p_t * (1.0 - p_t))),
     )
 

@@ -8,6 +8,7 @@ Every fit starts here: the rows ``(a, b, outcome, weight)`` are reduced, with on
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -20,15 +21,17 @@ IntArray = NDArray[np.int64]
 
 @dataclass(frozen=True, eq=False)
 class PairTable:
-    """Outcome counts per compared unordered pair.
+    """Outcome counts per compared pair: unordered (``i < j``), or oriented by slot (``i`` ran first).
 
     Attributes:
         n_items: number of items.
-        i, j: (E,) int64, the compared pairs with ``i < j``.
+        i, j: (E,) int64, the compared pairs: ``i < j``; if ``oriented``, ``i`` = slot A, ``j`` = slot B (a
+            pair compared in both orders has two entries).
         wins_i, wins_j, ties: (E,) float64, total weight of rows won by ``i``, won by ``j``, tied.
         wins: (n_items, n_items) float64, ``wins[i, j]`` = weight of wins of ``i`` over ``j``, ties half.
         counts: (n_items, n_items) float64, symmetric, total weight of comparisons between ``i`` and ``j``.
         n_total: total weight of all rows.
+        oriented: whether ``i``, ``j`` keep the slot order.
     """
 
     n_items: int
@@ -40,16 +43,32 @@ class PairTable:
     wins: FloatArray
     counts: FloatArray
     n_total: float
+    oriented: bool = False
 
     @property
     def n_pairs(self) -> int:
         """Number of distinct compared pairs."""
         return int(self.i.size)
 
-    @property
+    @cached_property
     def totals(self) -> FloatArray:
-        """(E,) float64, total weight per pair."""
+        """(E,) float64, total weight per pair (computed once: the fit's inner loop reads it)."""
         return self.wins_i + self.wins_j + self.ties
+
+    @cached_property
+    def pair_key(self) -> IntArray:
+        """(E,) int64, ``i * n_items + j``: the flat index of each pair in an (n, n) matrix."""
+        return self.i * self.n_items + self.j
+
+    @cached_property
+    def margin(self) -> FloatArray:
+        """(E,) float64, ``wins_i - wins_j`` per pair."""
+        return self.wins_i - self.wins_j
+
+    @cached_property
+    def tie_total(self) -> float:
+        """Total weight of tied rows."""
+        return float(self.ties.sum())
 
     def with_cells(self, wins_i: FloatArray, wins_j: FloatArray, ties: FloatArray) -> PairTable:
         """The same pairs with replaced cell weights (used by the bootstrap); matrices are not rebuilt."""
@@ -63,6 +82,7 @@ class PairTable:
             wins=self.wins,
             counts=self.counts,
             n_total=float(wins_i.sum() + wins_j.sum() + ties.sum()),
+            oriented=self.oriented,
         )
 
 
@@ -124,13 +144,16 @@ def aggregate(
     outcome: ArrayLike,
     n_items: int,
     weights: ArrayLike | None = None,
+    *,
+    oriented: bool = False,
 ) -> PairTable:
     """Reduce comparison rows to a :class:`PairTable` (validated; see :func:`check_comparisons`).
 
+    ``oriented`` keeps the slot order (``a`` = slot A) of each pair, as the order effect needs.
     Cost: O(R + n_items**2) time and memory, one ``np.bincount`` pass over the rows.
     """
     a_arr, b_arr, y, w = check_comparisons(a, b, outcome, n_items, weights)
-    return table_from_cells(outcome_cells(a_arr, b_arr, y, w, int(n_items)))
+    return table_from_cells(outcome_cells(a_arr, b_arr, y, w, int(n_items)), oriented=oriented)
 
 
 def outcome_cells(a: IntArray, b: IntArray, y: FloatArray, w: FloatArray, n: int) -> FloatArray:
@@ -145,14 +168,28 @@ def outcome_cells(a: IntArray, b: IntArray, y: FloatArray, w: FloatArray, n: int
     return cells.astype(np.float64, copy=False).reshape(3, n, n)
 
 
-def table_from_cells(cells: FloatArray) -> PairTable:
-    """The :class:`PairTable` of (3, n, n) outcome cells (see :func:`outcome_cells`)."""
+def table_from_cells(cells: FloatArray, *, oriented: bool = False) -> PairTable:
+    """The :class:`PairTable` of (3, n, n) outcome cells (see :func:`outcome_cells`), oriented by slot if asked."""
     lost, tied, beat = cells
     n = cells.shape[1]
     outright = beat + lost.T  # outright[i, j]: i beat j, any orientation
     ties = tied + tied.T
     wins = outright + 0.5 * ties
     counts = wins + wins.T
+    if oriented:
+        a, b = np.nonzero(beat + lost + tied)
+        return PairTable(
+            n_items=n,
+            i=a.astype(np.int64),
+            j=b.astype(np.int64),
+            wins_i=beat[a, b],
+            wins_j=lost[a, b],
+            ties=tied[a, b],
+            wins=wins,
+            counts=counts,
+            n_total=float(cells.sum()),
+            oriented=True,
+        )
     i, j = np.nonzero(np.triu(counts, 1))
     return PairTable(
         n_items=n,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ranking.pairs import FloatArray, IntArray
+from ranking.sampler import PairSampler
 
 
 def outcome_probabilities(d: FloatArray, nu: float = 0.0) -> tuple[FloatArray, FloatArray]:
@@ -35,3 +36,27 @@ def simulate_comparisons(
     a = rng.integers(0, n, n_comparisons)
     b = (a + rng.integers(1, n, n_comparisons)) % n
     return a, b, simulate_outcomes(theta[a] - theta[b], rng, nu)
+
+
+def simulate_adaptive(
+    theta: FloatArray,
+    n_comparisons: int,
+    rng: np.random.Generator,
+    nu: float = 0.0,
+    batch: int = 50,
+) -> tuple[IntArray, IntArray, FloatArray]:
+    """``(a, b, outcome)`` for ``n_comparisons`` pairs chosen by :class:`ranking.PairSampler`, which sees the
+    outcomes in batches of ``batch`` (as the arena's sampler sees them between refits); slots are randomised
+    per comparison, as the arena does."""
+    sampler = PairSampler(len(theta), seed=int(rng.integers(1 << 31)))
+    parts = []
+    for start in range(0, n_comparisons, batch):
+        pairs = np.array([sampler.next_pair() for _ in range(min(batch, n_comparisons - start))])
+        swap = rng.random(len(pairs)) < 0.5
+        a = np.where(swap, pairs[:, 1], pairs[:, 0])
+        b = np.where(swap, pairs[:, 0], pairs[:, 1])
+        y = simulate_outcomes(theta[a] - theta[b], rng, nu)
+        sampler.update_many(a, b, y)
+        parts.append((a, b, y))
+    a, b, y = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return a, b, y

@@ -20,7 +20,17 @@ class LeaderboardRowOut(serializers.Serializer):
     score = serializers.FloatField()
     ci_low = serializers.FloatField()
     ci_high = serializers.FloatField()
-    rank = serializers.IntegerField()
+    rank = serializers.IntegerField(help_text="The best rank the data allow (rank_low).")
+    rank_low = serializers.IntegerField(
+        required=False, help_text="95% rank band, family-wise over the board."
+    )
+    rank_high = serializers.IntegerField(required=False)
+    anchor = serializers.BooleanField(
+        required=False, help_text="The scale anchor: its score is fixed at 1000."
+    )
+    group = serializers.IntegerField(
+        required=False, help_text="Connected component of the comparison graph; ranks are within a group."
+    )
     n_comparisons = serializers.IntegerField()
     win_rate = serializers.FloatField()
     provisional = serializers.BooleanField()
@@ -36,6 +46,10 @@ class LeaderboardOut(serializers.Serializer):
     n_comparisons = serializers.IntegerField()
     rows = LeaderboardRowOut(many=True)
     provisional = LeaderboardRowOut(many=True)
+    order_effect = serializers.FloatField(
+        allow_null=True, help_text="Log-odds advantage of slot A (ran first), nats; removed from the scores."
+    )
+    order_effect_ci = serializers.ListField(child=serializers.FloatField(), allow_null=True)
 
 
 class LeaderboardView(ApiView):

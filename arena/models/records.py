@@ -43,6 +43,14 @@ class RankingSnapshot(models.Model):
     matrices = models.JSONField(help_text="Policy slugs in order, pairwise win-fraction and count matrices.")
     breakdowns = models.JSONField(default=dict)
     integrity = models.JSONField(default=dict)
+    model = models.JSONField(
+        default=dict,
+        help_text="Board-wide fit parameters: order effect and its CI (nats), tie parameter, prior.",
+    )
+    fitted_rows = models.JSONField(
+        default=dict,
+        help_text="Exactly the rows the fit used (columns, rows), as downloaded; data_hash is the CSV's sha256.",
+    )
 
     class Meta:
         ordering = ["-version"]

@@ -7,7 +7,7 @@ Votes of labs an operator excluded, and preferences the lab marked invalid, are 
 
 from __future__ import annotations
 
-import hashlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +19,13 @@ from django.utils import timezone
 
 import ranking
 from arena.models import Lab, Policy, Preference, RankingSnapshot
+from arena.selectors.leaderboard import FITTED_COLUMNS, fitted_rows_csv, fitted_rows_hash
 
 OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
-METHOD = "bradley-terry, ties as half wins, sandwich 95% CI, ridge {ridge}, lab share cap {cap}"
+METHOD = "bradley-terry, davidson ties, order effect, hierarchical prior, 95% posterior CI, holm rank bands, lab cap {cap}"
 MIN_CATEGORY_COMPARISONS = 20
+SCALE_ANCHOR = 0
+"""Index (into the ascending policy ids) of the policy whose score is fixed at 1000: the oldest one rated."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +50,6 @@ class Comparisons:
     @property
     def total(self) -> int:
         return int(self.count.sum())
-
-    def digest(self) -> str:
-        h = hashlib.sha256()
-        for arr in (self.a, self.b, self.outcome, self.lab, self.category, self.count):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        h.update(repr((self.policy_ids, self.lab_ids, self.categories)).encode())
-        return h.hexdigest()
 
 
 COUNTED = """
@@ -123,16 +119,21 @@ def ranking_snapshot_create() -> RankingSnapshot:
     matrices: dict[str, Any] = {"slugs": [], "wins": [], "counts": []}
     integrity: dict[str, Any] = {}
     breakdowns: dict[str, Any] = {}
-    ridge = ranking.DEFAULT_RIDGE
+    model: dict[str, Any] = {}
+    fitted_rows: dict[str, Any] = {"columns": list(FITTED_COLUMNS), "rows": []}
     if data.total:
         weights = ranking.cap_influence(data.a, data.b, data.lab, weights=data.count, max_share=cap)
+        # the scale's anchor: the longest-registered policy with comparisons (policy ids ascend), pinned at
+        # 1000, so newcomers and retirements do not move the other scores
         ratings = ranking.fit(
-            data.a, data.b, data.outcome, len(data.policy_ids), weights=weights, ridge=ridge
+            data.a, data.b, data.outcome, len(data.policy_ids), weights=weights, anchor=SCALE_ANCHOR
         )
         policies = {
             p.pk: p for p in Policy.objects.select_related("organization").filter(pk__in=data.policy_ids)
         }
         slugs = [policies[pid].slug for pid in data.policy_ids]
+        model = _model(ratings, anchor=slugs[SCALE_ANCHOR])
+        fitted_rows["rows"] = _fitted_rows(data, weights, slugs)
         rows = _rows(data, ratings, policies)
         wins = _raw_wins(data)
         matrices = {"slugs": slugs, "wins": wins.tolist(), "counts": (wins + wins.T).tolist()}
@@ -146,8 +147,8 @@ def ranking_snapshot_create() -> RankingSnapshot:
                 snapshot = RankingSnapshot.objects.create(
                     version=(last.version + 1) if last else 1,
                     created_at=timezone.now(),
-                    method=METHOD.format(ridge=ridge, cap=cap),
-                    data_hash=data.digest(),
+                    method=METHOD.format(cap=cap),
+                    data_hash=fitted_rows_hash(fitted_rows_csv(fitted_rows)),
                     n_comparisons=data.total,
                     n_policies=len(data.policy_ids),
                     fit_seconds=fit_seconds,
@@ -155,12 +156,31 @@ def ranking_snapshot_create() -> RankingSnapshot:
                     matrices=matrices,
                     breakdowns=breakdowns,
                     integrity=integrity,
+                    model=model,
+                    fitted_rows=fitted_rows,
                 )
                 _flag_labs(integrity)
                 return snapshot
         except IntegrityError:
             continue  # another refit took the same version number at the same moment
     raise RuntimeError("could not allocate a snapshot version")
+
+
+def _fitted_rows(data: Comparisons, weights: np.ndarray, slugs: list[str]) -> list[list[Any]]:
+    """The rows exactly as fitted (see ``arena.selectors.leaderboard.FITTED_COLUMNS``), in fit order."""
+    return [
+        [a, b, slugs[a], slugs[b], y, data.categories[c], lab + 1, int(n), w]
+        for a, b, y, c, lab, n, w in zip(
+            data.a.tolist(),
+            data.b.tolist(),
+            data.outcome.tolist(),
+            data.category.tolist(),
+            data.lab.tolist(),
+            data.count.tolist(),
+            np.asarray(weights, dtype=np.float64).tolist(),
+            strict=True,
+        )
+    ]
 
 
 def _raw_wins(data: Comparisons) -> np.ndarray:
@@ -173,7 +193,7 @@ def _raw_wins(data: Comparisons) -> np.ndarray:
 
 
 def _rows(data: Comparisons, ratings: ranking.Ratings, policies: dict[int, Policy]) -> list[dict[str, Any]]:
-    """Leaderboard rows, provisional ones last, each ordered by rank then score."""
+    """Leaderboard rows, provisional ones last, each ordered by comparison group, rank, then score."""
     extras = _policy_extras(data)
     rows = []
     for k, pid in enumerate(data.policy_ids):
@@ -191,12 +211,32 @@ def _rows(data: Comparisons, ratings: ranking.Ratings, policies: dict[int, Polic
                 "ci_low": float(ratings.ci_low[k]),
                 "ci_high": float(ratings.ci_high[k]),
                 "rank": int(ratings.rank[k]),
+                "rank_low": int(ratings.rank_low[k]),
+                "rank_high": int(ratings.rank_high[k]),
+                "group": int(ratings.group[k]),
+                "anchor": k == SCALE_ANCHOR,
                 "provisional": n_comp < settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
                 **extras[pid],
             }
         )
-    rows.sort(key=lambda r: (r["provisional"], r["rank"], -r["score"]))
+    rows.sort(key=lambda r: (r["provisional"], r["group"], r["rank"], -r["score"]))
     return rows
+
+
+def _model(ratings: ranking.Ratings, *, anchor: str) -> dict[str, Any]:
+    """The fit's board-wide parameters: the order effect (nats; None when one slot order only), Davidson's
+    tie parameter, the prior scale, the scale's anchor policy and the fit's own method string."""
+    low, high = ratings.order_effect_ci
+    finite = math.isfinite(ratings.order_effect)
+    return {
+        "order_effect": ratings.order_effect if finite else None,
+        "order_effect_ci": [low, high] if finite else None,
+        "tie_param": ratings.tie_param,
+        "prior_sd": ratings.prior_sd,
+        "n_groups": int(ratings.group.max()) + 1,
+        "anchor": anchor,
+        "fit": ratings.method,
+    }
 
 
 def _integrity(data: Comparisons) -> dict[str, Any]:

@@ -18,7 +18,13 @@ import ranking
 from arena.api.leaderboard import LeaderboardOut
 from arena.errors import NotFound
 from arena.models import RankingSnapshot
-from arena.selectors.leaderboard import leaderboard, snapshot_get, snapshot_latest
+from arena.selectors.leaderboard import (
+    comparison_groups,
+    fitted_rows_csv,
+    leaderboard,
+    snapshot_get,
+    snapshot_latest,
+)
 from arena.selectors.pages import COMPARISON_LOG_HEADER, comparison_log
 from arena.services.ranking import MIN_CATEGORY_COMPARISONS
 from arena.web import charts
@@ -27,6 +33,9 @@ from arena.web.render import render_page
 HEATMAP_MAX_POLICIES = 30
 TABLE_COLUMNS = (
     "rank",
+    "rank_low",
+    "rank_high",
+    "group",
     "slug",
     "name",
     "organization",
@@ -46,9 +55,13 @@ TABLE_COLUMNS = (
 
 
 def display_row(row: dict[str, Any], *, lo: float, hi: float) -> dict[str, Any]:
-    """A snapshot row plus what the table prints: rounded score, +x/-y, inline CI bar, percentages."""
+    """A snapshot row plus what the table prints: rank band, rounded score, +x/-y, inline CI bar, percentages.
+
+    Snapshots fitted before rank bands existed show their single rank."""
+    low, high = row.get("rank_low", row["rank"]), row.get("rank_high", row["rank"])
     return {
         **row,
+        "rank_shown": str(low) if low == high else f"{low}\u2013{high}",
         "score_shown": round(row["score"]),
         "plus": round(row["ci_high"] - row["score"]),
         "minus": round(row["score"] - row["ci_low"]),
@@ -124,6 +137,21 @@ def _heatmaps(snapshot: RankingSnapshot, order: list[str]) -> dict[str, Any]:
     }
 
 
+def _order_effect(model: dict[str, Any]) -> dict[str, Any] | None:
+    """The fitted advantage of running first, in nats and in score points, or None when not estimated."""
+    if model.get("order_effect") is None:
+        return None
+    low, high = model["order_effect_ci"]
+    return {
+        "nats": model["order_effect"],
+        "low": low,
+        "high": high,
+        "points": round(ranking.ELO_SCALE * model["order_effect"]),
+        "win_pct": round(100 / (1 + math.exp(-model["order_effect"]))),
+        "significant": low > 0 or high < 0,
+    }
+
+
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     return redirect("web-leaderboard")
@@ -136,8 +164,14 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
     context: dict[str, Any] = {"snapshot": snapshot, "board": board}
     if snapshot is not None:
         ratings = snapshot.ratings
+        main, *separate = comparison_groups(board["rows"]) or [[]]
         context.update(
-            rows=_display_rows(board["rows"]),
+            rows=_display_rows(main),
+            separate_groups=[
+                {"number": k, "table_id": f"group-{k}", "rows": _display_rows(rows)}
+                for k, rows in enumerate(separate, start=1)
+            ],
+            order_effect=_order_effect(snapshot.model),
             provisional=_display_rows(board["provisional"]),
             n_labs=len(snapshot.integrity),
             min_comparisons=settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
@@ -168,8 +202,10 @@ def methodology_page(request: HttpRequest) -> HttpResponse:
         "arena/methodology.html",
         {
             "snapshot": snapshot,
-            "ridge": ranking.DEFAULT_RIDGE,
-            "prior_sd": 1 / math.sqrt(ranking.DEFAULT_RIDGE),
+            "model": snapshot.model if snapshot else {},
+            "order_effect": _order_effect(snapshot.model) if snapshot else None,
+            "family_alpha_pct": round(100 * ranking.FAMILY_ALPHA),
+            "prior_sd_range": ranking.PRIOR_SD_RANGE,
             "lab_max_share": settings.ARENA_LAB_MAX_SHARE,
             "lab_max_share_pct": round(100 * settings.ARENA_LAB_MAX_SHARE),
             "min_comparisons": settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
@@ -239,3 +275,13 @@ def comparisons_csv(request: HttpRequest, version: int) -> HttpResponse:
         content_type="text/csv; charset=utf-8",
     )
     return _attachment(response, f"comparisons-{snapshot.version}.csv")
+
+
+@require_GET
+def fitted_csv(request: HttpRequest, version: int) -> HttpResponse:
+    """Exactly the rows the snapshot fitted (same window, exclusions and weights); the file's sha256 is the
+    snapshot's data hash, also sent as ``X-Data-Hash``. ``manage.py refit_snapshot FILE`` refits it."""
+    snapshot = _snapshot_or_404(version)
+    response = HttpResponse(fitted_rows_csv(snapshot.fitted_rows), content_type="text/csv; charset=utf-8")
+    response["X-Data-Hash"] = snapshot.data_hash
+    return _attachment(response, f"fitted-{snapshot.version}.csv")

@@ -14,6 +14,7 @@ urlpatterns = [
     path(
         "leaderboard/<int:version>/comparisons.csv", leaderboard.comparisons_csv, name="web-comparisons-csv"
     ),
+    path("leaderboard/<int:version>/fitted.csv", leaderboard.fitted_csv, name="web-fitted-csv"),
     path("methodology/", leaderboard.methodology_page, name="web-methodology"),
     path("policies/<slug:slug>/", policy_page.policy_page, name="web-policy"),
     path("me/", dashboard.dashboard, name="web-me"),

@@ -51,7 +51,11 @@ def test_leaderboard_orders_policies_by_strength(settings, lab1, lab2, robot1, p
     rows = board["rows"]
     assert [r["slug"] for r in rows] == order
     top = rows[0]
-    assert top["ci_low"] < top["score"] < top["ci_high"]
+    assert top["ci_low"] <= top["score"] <= top["ci_high"]
+    # one policy is the scale anchor, fixed at 1000 with a zero-width interval; the others have real intervals
+    (anchor,) = [r for r in rows if r["anchor"]]
+    assert anchor["score"] == anchor["ci_low"] == anchor["ci_high"] == 1000.0
+    assert all(r["ci_low"] < r["score"] < r["ci_high"] for r in rows if not r["anchor"])
     assert top["win_rate"] == 1.0 and top["n_labs"] == 1 and top["mean_progress"] is not None
     assert all("endpoint" not in key for key in top)
 
@@ -84,7 +88,7 @@ def test_snapshot_equals_a_direct_fit_of_the_stored_preferences(settings, lab1, 
     import numpy as np
 
     import ranking
-    from arena.models import Preference
+    from arena.models import Policy, Preference
 
     settings.ARENA_MAX_OPEN_SESSIONS_PER_LAB = 100
     order = ["pi0-fast-droid", "diffusion-droid", "octo-droid"]
@@ -93,11 +97,13 @@ def test_snapshot_equals_a_direct_fit_of_the_stored_preferences(settings, lab1, 
     ranking_refit()
     slugs = sorted(order)
     rows = list(Preference.objects.values_list("policy_a__slug", "policy_b__slug", "choice"))
+    oldest = Policy.objects.filter(slug__in=order).order_by("pk").first().slug
     direct = ranking.fit(
         np.array([slugs.index(a) for a, _, _ in rows]),
         np.array([slugs.index(b) for _, b, _ in rows]),
         np.array([{"A": 1.0, "B": 0.0, "tie": 0.5}[c] for _, _, c in rows]),
         len(slugs),
+        anchor=slugs.index(oldest),  # the service pins the oldest policy's score
     )
     stored = {r["slug"]: r for r in RankingSnapshot.objects.get().ratings}
     for k, slug in enumerate(slugs):

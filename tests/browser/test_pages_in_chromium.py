@@ -27,7 +27,15 @@ def test_table_matches_the_json_api_row_for_row(live_league, page):
             "rows => rows.map(r => [r.dataset.slug, r.querySelector('td.rank').textContent.trim(),"
             " r.querySelector('td.score').textContent.trim()])",
         )
-        assert shown == [[r["slug"], str(r["rank"]), str(round(r["score"]))] for r in rows]
+        bands = [
+            str(r["rank_low"])
+            if r["rank_low"] == r["rank_high"]
+            else f"{r['rank_low']}\u2013{r['rank_high']}"
+            for r in rows
+        ]
+        assert shown == [
+            [r["slug"], band, str(round(r["score"]))] for r, band in zip(rows, bands, strict=True)
+        ]
     assert page.inner_text("#snapshot-version") == str(board["snapshot"])
     assert page.inner_text("#total-comparisons") == str(board["n_comparisons"])
     screenshot(page, "leaderboard-desktop")

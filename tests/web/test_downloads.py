@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from datetime import timedelta
@@ -101,3 +102,36 @@ def test_comparison_log_leaves_out_invalid_excluded_and_later_preferences(league
     rows = streamed_csv(f"/leaderboard/{latest().version}/comparisons.csv")
     counted = Preference.objects.filter(valid=True, lab__name="Berkeley Lab").count() - 1
     assert len(rows) == counted and {r["lab"] for r in rows} == {"1"}
+
+
+def test_fitted_rows_refit_to_the_published_scores(league, tmp_path):
+    # the download is exactly what was fitted: hash-checked, and a documented command reproduces the scores
+    from django.core.management import call_command
+
+    snapshot = latest()
+    response = Client().get(f"/leaderboard/{snapshot.version}/fitted.csv")
+    assert response.status_code == 200 and response["X-Data-Hash"] == snapshot.data_hash
+    text = response.content.decode()
+    assert hashlib.sha256(response.content).hexdigest() == snapshot.data_hash
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert sum(int(r["count"]) for r in rows) == snapshot.n_comparisons
+    path = tmp_path / "fitted.csv"
+    path.write_text(text)
+    out = io.StringIO()
+    call_command("refit_snapshot", str(path), stdout=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == f"sha256 {snapshot.data_hash}"
+    refitted = {r["slug"]: r for r in csv.DictReader(io.StringIO("\n".join(lines[1:])))}
+    assert set(refitted) == {r["slug"] for r in snapshot.ratings}
+    for row in snapshot.ratings:
+        again = refitted[row["slug"]]
+        for key in ("score", "ci_low", "ci_high"):
+            assert abs(float(again[key]) - row[key]) <= 1e-9
+        assert (int(again["rank_low"]), int(again["rank_high"])) == (row["rank_low"], row["rank_high"])
+
+
+def test_fitted_rows_of_older_versions_do_not_change(league):
+    first = RankingSnapshot.objects.order_by("version").first()
+    body = Client().get(f"/leaderboard/{first.version}/fitted.csv").content
+    assert hashlib.sha256(body).hexdigest() == first.data_hash
+    assert sum(int(r["count"]) for r in csv.DictReader(io.StringIO(body.decode()))) == first.n_comparisons
