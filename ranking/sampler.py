@@ -21,12 +21,12 @@ perturbation the caller may draw from a secret generator. So no pair is ever mor
 likely as under uniform sampling, and someone who knows every outcome and this code, but not ``z``, cannot
 compute the probabilities exactly: an evaluator guessing which policy it was given gains at most a factor
 ``max_ratio`` over chance from the design. Every eligible pair has a known positive probability, recorded per
-choice, so a fit can undo the adaptive design with inverse-propensity weights: give a comparison made with
-pair probability ``p`` among ``K`` eligible pairs the weight ``1 / (p * K)`` (1 under uniform sampling;
-:attr:`PairChoice.ipw_weight`) and pass it to ``ranking.fit(..., weights=...)``. Under a correctly specified
-Bradley-Terry model the unweighted fit is already consistent (the design depends only on past outcomes); the
-weights matter when the model is misspecified, e.g. to estimate average win rates against a uniformly drawn
-opponent.
+choice (:attr:`PairChoice.ipw_weight` is ``1 / (p * K)`` for a pair of probability ``p`` among ``K``). Do not
+pass those weights to :func:`ranking.fit`: its intervals are posterior intervals whose likelihood already
+accounts for a design that depends only on past outcomes (validated by ``benchmarks.coverage`` under this
+sampler), while inverse-propensity weights, treated as frequency weights, shrink the effective sample and break
+the intervals' coverage. They serve estimands of another kind, e.g. an average win rate against a uniformly
+drawn opponent.
 """
 
 from __future__ import annotations
