@@ -57,7 +57,7 @@ ROBOT = {
     "n_external_cameras": 1,
     "has_wrist_camera": True,
     "has_stereo_camera": False,
-    "action_spaces": ["cartesian_velocity"],
+    "action_spaces": ["joint_position", "joint_velocity", "cartesian_position", "cartesian_velocity"],
 }
 VOTE_TEXT = "vote for orion-diffusion: the steadiest policy in this arena"
 

@@ -227,19 +227,20 @@ def dummy_observation(requirements: Mapping[str, Any], *, seed: int = 0) -> dict
 
 
 def dummy_replica_state(rng: np.random.Generator) -> dict[str, Any]:
-    """A plausible ``replica/state`` (the MuJoCo replica's privileged state, read by scripted baselines):
-    a pick-and-place of a 2.5 cm block into a bowl, positions in metres on a table at z = 0."""
-    obj = np.array([*rng.uniform(-0.15, 0.15, size=2), 0.025])
+    """A plausible ``replica/state`` with every key of the replica's privileged state (read by scripted
+    baselines; see ``evaluator_client.replica.env.Replica.privileged_state``): a pick-and-place of a 2.5 cm block
+    into a bowl, positions in metres in the robot base frame, the table surface at z = 0."""
+    obj = np.array([0.55 + rng.uniform(-0.1, 0.1), rng.uniform(-0.15, 0.15), 0.025])
     return {
         "task": "pick_place",
+        "table_z": np.array([0.0]),
         "object_pos": obj,
         "object_yaw": np.array([0.0]),
         "object_half_size": np.array([0.025, 0.025, 0.025]),
-        "target_pos": np.array([0.2, 0.1, 0.0]),
+        "target_pos": np.array([0.6, 0.2, 0.0]),
         "target_kind": "bowl",
         "target_radius": np.array([0.06]),
-        "decoy_object_pos": obj + np.array([0.1, 0.0, 0.0]),
-        "decoy_object_yaw": np.array([0.0]),
+        "decoy_target_pos": np.array([0.6, -0.2, 0.0]),
         "grasped": np.array([False]),
     }
 

@@ -222,3 +222,15 @@ def test_check_many_aligns_api_keys() -> None:
     with pytest.raises(ValueError, match="api_keys"):
         check_many([a.url], api_keys=[])
     assert check_many([]) == []
+
+
+@pytest.mark.parametrize("name", ["expert", "noisy", "slow", "confused", "random"])
+def test_every_baseline_passes_its_check_in_any_episode(name: str) -> None:
+    """The dry run's replica state has every key the replica sends: the confused baseline, whose episodes mostly
+    head for the decoy target, used to fail its check whenever its current episode did (``decoy_target_pos``)."""
+    from policy_server.baselines import make_baseline
+
+    for seed in range(4):
+        with serve_policy_in_thread(make_baseline(name, seed=seed)) as server:
+            result = policy_check(server.url, timeout=60)
+        assert result.ok, (seed, result.error, result.message)
