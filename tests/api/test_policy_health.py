@@ -6,6 +6,7 @@ import pytest
 from arena.models import Policy
 from arena.tasks import policy_check_all, policy_check_one
 from policy_server.base import BasePolicy
+from policy_server.check import dummy_observation, requirements_from_metadata
 from policy_server.client import PolicyClient
 from policy_server.server import serve_in_thread
 from tests.api.actors import register_policy, register_robot, request_session
@@ -82,7 +83,8 @@ def test_evaluator_reaches_each_slot_through_the_relay_only(arena_relay, owner, 
         assert relay_url.startswith(relay.url.rstrip("/"))
         assert str(two_servers[0].port) not in relay_url and str(two_servers[1].port) not in relay_url
         with PolicyClient(relay_url) as client:
-            markers[slot] = float(client.infer({"prompt": "x"})["actions"][0, 0])
+            obs = dummy_observation(requirements_from_metadata(client.metadata))  # what the relay lets through
+            markers[slot] = float(client.infer(obs)["actions"][0, 0])
     from arena.models import EvaluationSession
 
     stored = EvaluationSession.objects.get(pk=session["id"])
