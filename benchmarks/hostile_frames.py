@@ -29,6 +29,7 @@ import statistics
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -39,7 +40,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from arena.ports import free_ports
 from benchmarks.protocol import RELAY_SECRET, _process, observation
-from policy_server import wire
+from policy_server import netguard, wire
 from policy_server._serving import health_response, run_until_signal
 from policy_server.check import policy_check
 from policy_server.client import PolicyClient
@@ -250,7 +251,8 @@ def attack_from_policy(url: str) -> tuple[float, str]:
 
 def attack_checker(url: str) -> tuple[float, str]:
     started = time.perf_counter()
-    result = policy_check(url, timeout=60)
+    # The bombs are served on loopback, which the endpoint guard refuses unless allowed.
+    result = policy_check(url, timeout=60, endpoint_allow=netguard.parse_allow("loopback"))
     return time.perf_counter() - started, f"check {result.error or 'ok'}"
 
 
@@ -301,7 +303,10 @@ def _servers() -> Iterator[dict[str, str]]:
         serve = [sys.executable, "-m", "policy_server", "serve", "benchmarks.protocol:ZeroPolicy"]
         return [*serve, "--host", "127.0.0.1", "--port", str(port)]
 
+    # Standalone: tokens are checked for their own expiry only (no arena to admit them); the policies are on
+    # loopback, which a relay refuses unless allowed.
     relay = [sys.executable, "-m", "policy_server.relay", "--host", "127.0.0.1", "--port", str(relay_port)]
+    relay += ["--standalone", "--endpoint-allow", "loopback"]
     hostile = [sys.executable, "-m", "benchmarks.hostile_frames", "--serve-hostile", str(hostile_port)]
     with (
         _process(policy(honest_port), honest_port, env) as honest,
@@ -313,7 +318,9 @@ def _servers() -> Iterator[dict[str, str]]:
 
 
 def relayed(relay_url: str, endpoint: str) -> str:
-    token = mint_token(endpoint=endpoint, session_id="bench", slot="A", key=RELAY_SECRET, ttl_s=3600)
+    # A session of its own per connection: the relay admits one connection per session slot at a time.
+    session_id = f"bench-{uuid.uuid4().hex[:12]}"
+    token = mint_token(endpoint=endpoint, session_id=session_id, slot="A", key=RELAY_SECRET, ttl_s=3600)
     return f"{relay_url}/{token}"
 
 
