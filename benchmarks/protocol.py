@@ -158,6 +158,8 @@ def run(*, calls: int, warmup: int) -> list[tuple[str, LatencyStats]]:
         "--port",
         str(relay_port),
         "--standalone",  # the forwarding path alone; admission costs one arena call per handshake, none per frame
+        "--endpoint-allow",
+        "loopback",  # the policy server listens on loopback, which a relay refuses unless allowed
     ]
     env = {**os.environ, "ARENA_RELAY_SECRET": RELAY_SECRET, "PYTHONPATH": str(REPO)}
     with _process(serve, server_port, env) as server_url, _process(relay, relay_port, env) as relay_url:
