@@ -26,9 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from policy_server.check import dummy_observation, requirements_from_metadata
+
 POLL_S = 1.5
 SECRET = "benchmark-only relay secret, not for deployment"
-OBS = {"observation/joint_position": np.zeros(7), "prompt": "wipe the table"}
+OBS = {
+    **dummy_observation(requirements_from_metadata({})),  # the full DROID observation the relay lets through
+    "prompt": "wipe the table",
+}
 
 
 def _percentiles(samples_ms: list[float]) -> str:
@@ -45,6 +50,7 @@ def _arena() -> Iterator[str]:
     os.environ["ARENA_CHECK_ON_REGISTER"] = "0"
     # Admitting 500 connections one by one takes longer than the default 10 s lease on SQLite.
     os.environ["ARENA_RELAY_ATTACHMENT_LEASE_SECONDS"] = "600"
+    os.environ["ARENA_ENDPOINT_ALLOW"] = "loopback"  # the benchmark's policy server listens on loopback
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "arena.settings")
     import django
 
