@@ -12,6 +12,16 @@ from rest_framework.test import APIClient
 from arena.models import ApiKey, Lab, Policy
 from arena.services.policies import policy_check_record
 
+DROID_CONFIG = {
+    "image_resolution": [224, 224],
+    "needs_wrist_camera": True,
+    "n_external_cameras": 1,
+    "needs_stereo_camera": False,
+    "needs_session_id": False,
+    "action_space": "joint_velocity",
+}
+"""A RoboArena ``PolicyServerConfig`` as a DROID joint-velocity policy (pi0-DROID style) serves it."""
+
 DROID_REQS = {
     "image_resolution": [224, 224],
     "n_external_cameras": 1,

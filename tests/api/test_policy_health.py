@@ -9,7 +9,7 @@ from policy_server.base import BasePolicy
 from policy_server.check import dummy_observation, requirements_from_metadata
 from policy_server.client import PolicyClient
 from policy_server.server import serve_in_thread
-from tests.api.actors import register_policy, register_robot, request_session
+from tests.api.actors import DROID_CONFIG, register_policy, register_robot, request_session
 
 
 class ConstantPolicy(BasePolicy):
@@ -23,14 +23,7 @@ class ConstantPolicy(BasePolicy):
 
     @property
     def metadata(self):
-        return {
-            "image_resolution": [224, 224],
-            "needs_wrist_camera": True,
-            "n_external_cameras": 1,
-            "needs_stereo_camera": False,
-            "needs_session_id": False,
-            "action_space": "joint_velocity",
-        }
+        return dict(DROID_CONFIG)
 
 
 @pytest.fixture
@@ -83,7 +76,9 @@ def test_evaluator_reaches_each_slot_through_the_relay_only(arena_relay, owner, 
         assert relay_url.startswith(relay.url.rstrip("/"))
         assert str(two_servers[0].port) not in relay_url and str(two_servers[1].port) not in relay_url
         with PolicyClient(relay_url) as client:
-            obs = dummy_observation(requirements_from_metadata(client.metadata))  # what the relay lets through
+            obs = dummy_observation(
+                requirements_from_metadata(client.metadata)
+            )  # what the relay lets through
             markers[slot] = float(client.infer(obs)["actions"][0, 0])
     from arena.models import EvaluationSession
 

@@ -24,7 +24,7 @@ from arena.models import EvaluationSession, Policy, PolicyCheck
 from arena.tasks import policy_check_all, policy_recheck_due
 from policy_server.base import BasePolicy
 from policy_server.server import serve_in_thread
-from tests.api.actors import open_session, register_policy, register_robot
+from tests.api.actors import DROID_CONFIG, open_session, register_policy, register_robot
 
 HEALTH_RE = re.compile(r'<p class="health" id="health">.*?</p>', re.S)
 
@@ -43,14 +43,7 @@ class StallablePolicy(BasePolicy):
 
     @property
     def metadata(self):
-        return {
-            "image_resolution": [224, 224],
-            "needs_wrist_camera": True,
-            "n_external_cameras": 1,
-            "needs_stereo_camera": False,
-            "needs_session_id": False,
-            "action_space": "joint_velocity",
-        }
+        return dict(DROID_CONFIG)
 
 
 @pytest.fixture

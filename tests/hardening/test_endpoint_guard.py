@@ -25,7 +25,7 @@ from policy_server.check import CHECK_MESSAGES
 from policy_server.client import PolicyClient, PolicyUnavailable
 from policy_server.relay import serve_relay_in_thread
 from policy_server.server import serve_in_thread
-from tests.api.actors import register_policy, register_robot, request_session
+from tests.api.actors import DROID_CONFIG, register_policy, register_robot, request_session
 from tests.hardening.standins import SECRET_BODY, ipv6_loopback_available, stand_in
 
 PUBLIC_ADDRESS = "93.184.215.14"  # a globally routable address the tests never connect to
@@ -42,15 +42,7 @@ class DroidPolicy(BasePolicy):
 
     @property
     def metadata(self):
-        return {
-            "image_resolution": [224, 224],
-            "needs_wrist_camera": True,
-            "n_external_cameras": 1,
-            "needs_stereo_camera": False,
-            "needs_session_id": False,
-            "action_space": "joint_velocity",
-            **self.extra,
-        }
+        return {**DROID_CONFIG, **self.extra}
 
 
 @pytest.fixture
