@@ -241,7 +241,7 @@ def checked_request(
     """
     endpoint = request.get("endpoint", "infer")
     out: dict[str, Any] = {}
-    if "session_id" in request and session_alias is not None:
+    if session_alias is not None and "session_id" in request:
         out["session_id"] = session_alias
     if endpoint == "reset":
         return {**out, "endpoint": "reset"}
@@ -249,6 +249,9 @@ def checked_request(
         raise LabFault("unknown_endpoint", "a request's endpoint is 'infer' or 'reset'")
     if "endpoint" in request:
         out["endpoint"] = "infer"
+    if session_alias is not None and requirements.get("needs_session_id"):
+        # Supplied whether or not the lab sent one: a lab leaving it out would see which policies crash.
+        out["session_id"] = session_alias
     resolution = requirements.get("image_resolution")
     for key in image_keys(requirements):
         image = request.get(key)

@@ -181,3 +181,13 @@ def test_empty_metadata_with_seven_wide_actions_names_the_default() -> None:
     assert not result.ok and result.error == "bad_action"
     assert "declares no action_space" in result.message and "'joint_velocity'" in result.message
     assert "(10, 7)" in result.message
+
+
+def test_the_relay_supplies_the_alias_a_policy_needs_even_when_the_lab_omits_it(relay: str) -> None:
+    """Otherwise a lab could leave ``session_id`` out and learn which policies crash without it."""
+    config = PolicyServerConfig(needs_session_id=True)
+    policy = ConfigPolicy(config)
+    with serve_roboarena_in_thread(policy, config) as server:
+        with PolicyClient(relayed(relay, server.url), retries=0) as client:  # no session_id given
+            assert client.infer(observation_for(config))["actions"].shape == (8, 8)
+    assert len(policy.session_ids) == 1 and len(policy.session_ids[0]) == 32
