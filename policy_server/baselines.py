@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 
 from policy_server.base import BasePolicy
+from policy_server.check import ACTION_DIMS
 
 MAX_LIN_DELTA_M = 0.075
 MAX_ROT_DELTA_RAD = 0.15
 MAX_JOINT_DELTA_RAD = 0.2
-ACTION_DIMS = {"cartesian_velocity": 7, "cartesian_position": 7, "joint_velocity": 8, "joint_position": 8}
 ACTION_HORIZON = 10
 HOVER_Z = 0.12
 ARRIVE_M = 0.004

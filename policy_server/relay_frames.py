@@ -143,6 +143,18 @@ def observation_bytes(requirements: dict[str, Any], *, limits: wire.Limits = wir
     return min(limits.max_frame_bytes, images * image + STATE_ALLOWANCE_BYTES)
 
 
+def _policy_map(frame: bytes, kind: str, what: str) -> dict[Any, Any]:
+    """A policy's binary frame decoded within :data:`~policy_server.wire.REPLY_LIMITS`; a
+    :class:`PolicyFault` of ``kind`` when it is undecodable or not a map (``what`` names it in the detail)."""
+    try:
+        decoded = wire.unpackb(frame, limits=wire.REPLY_LIMITS)
+    except wire.WireError as exc:
+        raise PolicyFault(kind, f"{what} is undecodable: {exc}") from exc
+    if not isinstance(decoded, dict):
+        raise PolicyFault(kind, f"{what} must be a map, got {type(decoded).__name__}")
+    return decoded
+
+
 def redact_metadata_frame(
     frame: str | bytes, *, limits: wire.Limits = wire.DEFAULT_LIMITS
 ) -> tuple[bytes, SessionShape]:
@@ -157,12 +169,7 @@ def redact_metadata_frame(
     """
     if isinstance(frame, str):
         raise PolicyFault("policy_error", frame)
-    try:
-        metadata = wire.unpackb(frame, limits=wire.REPLY_LIMITS)
-    except wire.WireError as exc:
-        raise PolicyFault("bad_metadata", f"undecodable metadata frame: {exc}") from exc
-    if not isinstance(metadata, dict):
-        raise PolicyFault("bad_metadata", f"metadata must be a map, got {type(metadata).__name__}")
+    metadata = _policy_map(frame, "bad_metadata", "the metadata frame")
     dialect = detect_dialect(metadata)
     kept = {k: v for k, v in metadata.items() if k in REQUIREMENT_KEYS and _plain_requirement(k, v)}
     try:
@@ -327,12 +334,7 @@ def reply_for_lab(frame: str | bytes, *, shape: SessionShape, reset: bool) -> st
         if reset and frame == ROBOARENA_RESET_REPLY:
             return ROBOARENA_RESET_REPLY
         raise PolicyFault("policy_error", frame)
-    try:
-        reply = wire.unpackb(frame, limits=wire.REPLY_LIMITS)
-    except wire.WireError as exc:
-        raise PolicyFault("bad_reply", f"undecodable reply: {exc}") from exc
-    if not isinstance(reply, dict):
-        raise PolicyFault("bad_reply", f"a reply must be a map, got {type(reply).__name__}")
+    reply = _policy_map(frame, "bad_reply", "a reply")
     if reset:
         return wire.packb({"reset": True})
     if "actions" not in reply:

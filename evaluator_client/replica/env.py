@@ -77,9 +77,8 @@ from evaluator_client.replica.transforms import (  # noqa: E402
     mat_to_euler,
     rotvec_from_mat,
 )
+from policy_server.check import ACTION_DIMS, ACTION_SPACES  # noqa: E402  (the DROID spaces, one table)
 
-ACTION_SPACES = ("joint_position", "joint_velocity", "cartesian_position", "cartesian_velocity")
-ACTION_DIMS = {"joint_position": 8, "joint_velocity": 8, "cartesian_position": 7, "cartesian_velocity": 7}
 MAX_JOINT_DELTA_RAD = 0.2
 MAX_LIN_DELTA_M = 0.075
 MAX_ROT_DELTA_RAD = 0.15

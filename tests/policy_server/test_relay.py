@@ -292,14 +292,7 @@ def test_relay_redacts_identifying_metadata():
     from policy_server.client import detect_dialect
     from policy_server.relay_frames import PolicyFault, redact_metadata_frame
 
-    roboarena = {
-        "image_resolution": [224, 224],
-        "needs_wrist_camera": True,
-        "n_external_cameras": 1,
-        "needs_stereo_camera": False,
-        "needs_session_id": False,
-        "action_space": "joint_velocity",
-    }
+    roboarena = dict(DROID_METADATA)  # RoboArena's exact config keys
     frame, shape = redact_metadata_frame(wire.packb(roboarena))
     assert wire.unpackb(frame) == roboarena and shape.action_dim == 8
     assert shape.observation_bytes == 2 * 224 * 224 * 3 + 2**20
