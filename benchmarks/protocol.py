@@ -163,13 +163,25 @@ def run(*, calls: int, warmup: int) -> list[tuple[str, LatencyStats]]:
     ]
     env = {**os.environ, "ARENA_RELAY_SECRET": RELAY_SECRET, "PYTHONPATH": str(REPO)}
     with _process(serve, server_port, env) as server_url, _process(relay, relay_port, env) as relay_url:
-        token = mint_token(endpoint=server_url, session_id="bench", slot="A", key=RELAY_SECRET, ttl_s=3600)
-        relayed_url = f"{relay_url}/{token}"
+
+        def relayed(session_id: str) -> str:
+            # one session per row: the relay frees a slot only once it has seen the previous row's close
+            token = mint_token(
+                endpoint=server_url, session_id=session_id, slot="A", key=RELAY_SECRET, ttl_s=3600
+            )
+            return f"{relay_url}/{token}"
+
         return [
             ("PolicyClient -> server (direct)", time_policy_client(server_url, calls=calls, warmup=warmup)),
-            ("PolicyClient -> relay -> server", time_policy_client(relayed_url, calls=calls, warmup=warmup)),
+            (
+                "PolicyClient -> relay -> server",
+                time_policy_client(relayed("bench-1"), calls=calls, warmup=warmup),
+            ),
             ("openpi-client -> server (direct)", time_openpi_client(server_url, calls=calls, warmup=warmup)),
-            ("openpi-client -> relay -> server", time_openpi_client(relayed_url, calls=calls, warmup=warmup)),
+            (
+                "openpi-client -> relay -> server",
+                time_openpi_client(relayed("bench-2"), calls=calls, warmup=warmup),
+            ),
         ]
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,10 @@ OBS = {
 
 
 def token_for(endpoint: str, **overrides: object) -> str:
-    fields = {"endpoint": endpoint, "session_id": "s-42", "slot": "B", "key": SECRET, "ttl_s": 300}
+    """A token for slot B of a session of its own (unless ``session_id`` is given): the relay admits one
+    connection per slot at a time and frees it only once it has seen the previous connection close."""
+    session_id = f"s-{uuid.uuid4().hex[:12]}"
+    fields = {"endpoint": endpoint, "session_id": session_id, "slot": "B", "key": SECRET, "ttl_s": 300}
     return mint_token(**{**fields, **overrides})  # type: ignore[arg-type]
 
 
@@ -106,7 +110,7 @@ def test_a_policy_traceback_never_reaches_the_lab(echo_policy: EchoPolicy) -> No
         serve_relay_in_thread(SECRET, upstream_timeout=2.0, on_policy_error=hook) as relay,
         serve_policy_in_thread(FailingPolicy()) as policy,
     ):
-        with connect(f"{relay.url}/{token_for(policy.url)}") as ws:
+        with connect(f"{relay.url}/{token_for(policy.url, session_id='s-42')}") as ws:
             ws.recv(timeout=5)
             ws.send(packb(OBS))
             assert ws.recv(timeout=5) == "policy error (code policy_error)"
@@ -114,14 +118,17 @@ def test_a_policy_traceback_never_reaches_the_lab(echo_policy: EchoPolicy) -> No
                 ws.recv(timeout=5)
             assert closed.value.rcvd is not None
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "policy error")
-        with PolicyClient(f"{relay.url}/{token_for(policy.url)}") as client:
+        with PolicyClient(f"{relay.url}/{token_for(policy.url, session_id='s-43')}") as client:
             with pytest.raises(PolicyError) as failed:
                 client.infer(OBS)
         assert "exploded" not in str(failed.value) and "Traceback" not in failed.value.traceback
         deadline = time.monotonic() + 10
         while len(reported) < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert [(sid, kind) for sid, kind, _ in reported] == [("s-42", "policy_error")] * 2
+    assert sorted((sid, kind) for sid, kind, _ in reported) == [
+        ("s-42", "policy_error"),
+        ("s-43", "policy_error"),
+    ]
     assert all(
         "Traceback" in detail and "the policy exploded on purpose" in detail for *_, detail in reported
     )

@@ -4,6 +4,7 @@ against the chunk shape the policy answers."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import numpy as np
@@ -36,7 +37,10 @@ def relay() -> Iterator[str]:
 
 
 def relayed(relay: str, endpoint: str) -> str:
-    token = mint_token(endpoint=endpoint, session_id="s-1", slot="A", key=SECRET, ttl_s=300)
+    """A relayed URL of a session of its own: the relay frees a slot only once it has seen its last close."""
+    token = mint_token(
+        endpoint=endpoint, session_id=f"s-{uuid.uuid4().hex[:12]}", slot="A", key=SECRET, ttl_s=300
+    )
     return f"{relay}/{token}"
 
 
