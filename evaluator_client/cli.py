@@ -1,16 +1,23 @@
 """``arena-eval``: the evaluator lab's command-line client.
 
 arena-eval configure --server URL --key KEY [robot profile options, e.g. --scene my-station.json]
-arena-eval run [--robot replica|droid] [--judge auto|human] [--sessions N] [--task TEXT]
+arena-eval run [--robot replica|droid] [--judge auto|human] [--no-ui] [--sessions N] [--task TEXT]
 arena-eval status
 arena-eval flush
+arena-eval abort SESSION [--reason TEXT] [--fault operator|robot|infrastructure]
+
+Every ordinary failure (a bad option, an unreachable server, a busy port, end of input at a prompt, a refusal)
+is one line on stderr and a non-zero exit; output cut short by a closed pipe (``| head``) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import shutil
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,9 +32,17 @@ from evaluator_client.config import (
     robot_capabilities,
     robot_kind,
 )
+from evaluator_client.screen import OperatorScreen, ScreenError
 from evaluator_client.spool import Spool
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a program ended by SIGPIPE
+ABORT_FAULTS = ("operator", "robot", "infrastructure")
+UNREACHABLE_HINTS = {
+    "run": "anything recorded is kept in the spool: run `arena-eval flush` once the server answers",
+    "flush": "nothing was lost: run `arena-eval flush` again once the server answers",
+    "configure": "check --server and the network; nothing was saved",
+}
 
 
 class CliError(Exception):
@@ -37,33 +52,76 @@ class CliError(Exception):
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    home = Path(args.home) if args.home else None
+    home = Path(args.home).expanduser() if args.home else None
     try:
         return args.handler(args, home)
-    except (ConfigError, CliError) as exc:
-        print(f"arena-eval: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        _silence_stdout()  # the reader left (`arena-eval status | head`): stop quietly, like other tools
+        return EXIT_BROKEN_PIPE
+    except (ConfigError, CliError, ScreenError) as exc:
+        _error(str(exc))
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     except ApiError as exc:
         field = f" (field {exc.field})" if exc.field else ""
-        print(f"arena-eval: the server refused: {exc.message}{field} [{exc.code}]", file=sys.stderr)
+        _error(f"the server refused: {exc.message}{field} [{exc.code}]")
         return EXIT_FAILED
     except ServerUnreachable as exc:
-        print(
-            f"arena-eval: {exc}; anything recorded is kept in the spool: run `arena-eval flush` later",
-            file=sys.stderr,
+        hint = UNREACHABLE_HINTS.get(
+            args.command, "check the server address (`arena-eval configure`) and the network"
         )
+        _error(f"{exc}; {hint}")
+        return EXIT_FAILED
+    except EOFError:
+        _error(f"no answer: the input ended at a prompt (Ctrl-D){_open_sessions_hint(args, home)}")
         return EXIT_FAILED
     except KeyboardInterrupt:
-        print("\narena-eval: interrupted; recorded results are kept in the spool", file=sys.stderr)
+        print(file=sys.stderr)
+        _error(f"interrupted; recorded results are kept in the spool{_open_sessions_hint(args, home)}")
         return EXIT_FAILED
+    except OSError as exc:  # e.g. a data folder that cannot be written
+        where = f" {exc.filename}" if exc.filename else ""
+        _error(f"cannot use{where}: {exc.strerror or exc}")
+        return EXIT_FAILED
+
+
+def _error(line: str) -> None:
+    print(f"arena-eval: {' '.join(line.split())}", file=sys.stderr)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _open_sessions_hint(args, home: Path | None) -> str:
+    """``; session X is still open: ...`` for sessions a stopped run leaves without a verdict."""
+    try:
+        open_ids = [e["session_id"] for e in _spool(args, home).entries() if e["status"] == "running"]
+    except (OSError, ValueError):
+        return ""
+    if not open_ids:
+        return ""
+    ids = ", ".join(open_ids)
+    return f"; still open on the server: {ids} (`arena-eval abort {open_ids[0]}` closes it)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arena-eval", description="Run blinded policy evaluations for the arena."
     )
-    parser.add_argument("--home", help="client folder (default $ARENA_EVAL_HOME or ~/.arena-eval)")
-    sub = parser.add_subparsers(required=True, metavar="command")
+    parser.add_argument(
+        "--home", help="client folder with the configuration (default $ARENA_EVAL_HOME or ~/.arena-eval)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        help="where session folders (recordings, start images, the spool) live (default $ARENA_EVAL_DATA; "
+        "else the --home folder when one is given; else $XDG_DATA_HOME/arena-eval or ~/.local/share/arena-eval)",
+    )
+    sub = parser.add_subparsers(required=True, metavar="command", dest="command")
 
     c = sub.add_parser("configure", help="save server, API key and robot profile; register the robot")
     c.add_argument("--server", required=True, help="arena server URL, e.g. https://arena.example.org")
@@ -95,7 +153,31 @@ def _parser() -> argparse.ArgumentParser:
         "--judge",
         choices=["auto", "human"],
         default=None,
-        help="auto: scores from the simulator (replica only); human: you answer (default)",
+        help="who scores and compares the episodes: auto (the simulator's progress; replica only) or human "
+        "(you, on the operator screen or, with --no-ui, at the terminal). Default: auto with --robot replica, "
+        "human with --robot droid",
+    )
+    r.add_argument(
+        "--no-ui",
+        action="store_true",
+        help="human judge: answer at the terminal instead of on the operator screen (the start image is saved "
+        "as a PNG file whose path is printed)",
+    )
+    r.add_argument(
+        "--ui-port",
+        type=int,
+        default=0,
+        help="port of the operator screen (default: a free one; the URL is printed)",
+    )
+    r.add_argument(
+        "--ui-host",
+        default="127.0.0.1",
+        help="address the operator screen listens on (default 127.0.0.1: this computer only)",
+    )
+    r.add_argument(
+        "--keep-files",
+        action="store_true",
+        help="keep each session's folder (videos, start image) after it was sent (default: deleted)",
     )
     r.add_argument("--sessions", type=int, default=1, help="how many sessions to run (default 1)")
     r.add_argument("--task", help="the task instruction (default: asked, or a random replica task)")
@@ -117,7 +199,21 @@ def _parser() -> argparse.ArgumentParser:
     s.set_defaults(handler=cmd_status)
 
     f = sub.add_parser("flush", help="send everything still in the spool")
+    f.add_argument("--keep-files", action="store_true", help="keep the folders of the sessions sent")
     f.set_defaults(handler=cmd_flush)
+
+    a = sub.add_parser("abort", help="abort an open session (e.g. one a stopped run left open)")
+    a.add_argument(
+        "session", help="the session's id, or its first characters as `run` and `status` print them"
+    )
+    a.add_argument(
+        "--reason", default="aborted by the operator (arena-eval abort)", help="why (sent to the server)"
+    )
+    a.add_argument(
+        "--fault", choices=ABORT_FAULTS, default="operator", help="whose fault it was (default operator)"
+    )
+    a.add_argument("--keep-files", action="store_true", help="keep the session's local folder")
+    a.set_defaults(handler=cmd_abort)
     return parser
 
 
@@ -210,21 +306,47 @@ def _configure_robot(api: ArenaApi, profile: RobotProfile) -> dict:
     return me
 
 
+def _spool(args, home: Path | None) -> Spool:
+    """The spool in the data folder (``--data-dir``, else :func:`~evaluator_client.config.default_data_dir`);
+    entries an older client left in ``~/.arena-eval/spool`` are moved there."""
+    data = Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else None
+    spool = Spool(data or config_mod.default_data_dir(home))
+    old = config_mod.default_home() / "spool"
+    if home is None and data is None and old.resolve() != spool.root.resolve() and old.is_dir():
+        for folder in old.iterdir():
+            if (folder / "entry.json").exists() and not (spool.root / folder.name).exists():
+                shutil.move(str(folder), str(spool.root / folder.name))
+    return spool
+
+
 def cmd_run(args, home: Path | None) -> int:
     config = config_mod.load(home)
     check_profile_runs_on(config.robot, args.robot)
+    spool = _spool(args, home)
     with _api(config) as api:
-        return _run_sessions(args, config, api, Spool(home or config_mod.default_home()))
+        return _run_sessions(args, config, api, spool)
 
 
 def _run_sessions(args, config: Config, api: ArenaApi, spool: Spool) -> int:
+    make_robot, next_task = _robot_factory(args, config)
+    judge = _judge(args)
+    try:
+        return _run_with(args, config, api, spool, judge, make_robot, next_task)
+    finally:
+        close = getattr(judge, "close", None)
+        if close is not None:
+            close()
+
+
+def _run_with(args, config: Config, api: ArenaApi, spool: Spool, judge, make_robot, next_task) -> int:
     from evaluator_client.runner import RunOptions, run_session
 
-    _flush_quietly(api, spool)
-    judge = _judge(args)
-    make_robot, next_task = _robot_factory(args, config)
+    _flush_quietly(api, spool, keep_files=args.keep_files)
     options = RunOptions(
-        max_steps=args.max_steps, realtime=args.robot == "droid", show_progress=not args.quiet
+        max_steps=args.max_steps,
+        realtime=args.robot == "droid",
+        show_progress=not args.quiet,
+        keep_files=args.keep_files,
     )
     outcomes = []
     for k in range(args.sessions):
@@ -255,7 +377,7 @@ def _run_sessions(args, config: Config, api: ArenaApi, spool: Spool) -> int:
 
 def cmd_status(args, home: Path | None) -> int:
     config = config_mod.load(home)
-    spool = Spool(home or config_mod.default_home())
+    spool = _spool(args, home)
     waiting = [e for e in spool.entries() if e["status"] in ("running", "ready", "failed")]
     for entry in waiting:
         print(
@@ -275,36 +397,99 @@ def cmd_status(args, home: Path | None) -> int:
 
 def cmd_flush(args, home: Path | None) -> int:
     config = config_mod.load(home)
-    spool = Spool(home or config_mod.default_home())
+    spool = _spool(args, home)
     with _api(config) as api:
         report = spool.flush(api)
     print(
         f"sent {len(report.sent)}, still pending {len(report.pending)}, refused {len(report.failed)}, "
         f"abandoned {len(report.abandoned)}"
     )
+    entries = {e["session_id"]: e for e in spool.entries()}
+    for sid in report.pending:
+        entry = entries[sid]
+        if entry["status"] == "running":
+            print(
+                f"  pending {sid}: it has no verdict (its run stopped early) and the server still holds it "
+                f"open; `arena-eval abort {sid}` closes it now, or the server expires it when its lease ends"
+            )
+        else:
+            print(f"  pending {sid}: not sent ({entry['error']}); run `arena-eval flush` again once the "
+                  "server answers")  # fmt: skip
     for sid in report.abandoned:
         print(f"  abandoned {sid}: the client stopped before the verdict and the server closed the session")
     for sid in report.failed:
-        entry = next(e for e in spool.entries() if e["session_id"] == sid)
-        print(f"  refused {sid}: {entry['error']}")
+        print(f"  refused {sid}: {entries[sid]['error']}; nothing more can be sent for it")
+    _remove_sent(spool, report.sent, keep_files=args.keep_files)
     return EXIT_OK if not report.pending and not report.failed else EXIT_FAILED
 
 
-def _flush_quietly(api: ArenaApi, spool: Spool) -> None:
+def cmd_abort(args, home: Path | None) -> int:
+    config = config_mod.load(home)
+    spool = _spool(args, home)
+    with _api(config) as api:
+        sid = _resolve_session(api, spool, args.session)
+        api.abort(sid, reason=args.reason, fault=args.fault, idem=uuid.uuid4().hex)
+    if not args.keep_files:
+        spool.remove(sid)
+    else:
+        for entry in spool.entries():
+            if entry["session_id"] == sid:
+                entry["status"], entry["error"] = "aborted", "aborted with arena-eval abort"
+                spool.save(entry)
+    print(f"aborted {sid} ({args.fault}): {args.reason}")
+    return EXIT_OK
+
+
+def _resolve_session(api: ArenaApi, spool: Spool, text: str) -> str:
+    """The session id ``text`` names: a whole id, or the first characters of one of this lab's sessions."""
+    text = text.strip().lower()
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        pass
+    if len(text) < 4:
+        raise CliError(f"session {text!r}: give at least its first 4 characters")
+    known = {e["session_id"] for e in spool.entries()}
+    known |= {s["id"] for s in api.sessions(limit=100)["results"]}
+    matches = sorted(sid for sid in known if sid.startswith(text))
+    if not matches:
+        raise CliError(f"no session of yours starts with {text!r}: `arena-eval status` lists them")
+    if len(matches) > 1:
+        raise CliError(f"{text!r} names {len(matches)} sessions ({', '.join(matches)}): give more characters")
+    return matches[0]
+
+
+def _flush_quietly(api: ArenaApi, spool: Spool, *, keep_files: bool = False) -> None:
     if any(e["status"] == "ready" for e in spool.entries()):
         report = spool.flush(api)
         print(f"flushed the spool: sent {len(report.sent)}, pending {len(report.pending)}")
+        _remove_sent(spool, report.sent, keep_files=keep_files)
+
+
+def _remove_sent(spool: Spool, sent: list[str], *, keep_files: bool) -> None:
+    if not keep_files:
+        for sid in sent:
+            spool.remove(sid)
+
+
+def _judge_kind(args) -> str:
+    kind = args.judge or ("human" if args.robot == "droid" else "auto")
+    if kind == "auto" and args.robot != "replica":
+        raise CliError("--judge auto needs the replica: only the simulator knows the task progress")
+    return kind
 
 
 def _judge(args):
+    """The judge of ``arena-eval run``: the simulator, the operator screen, or the terminal (``--no-ui``)."""
     from evaluator_client.judge import AutoJudge, HumanJudge
 
-    kind = args.judge or ("human" if args.robot == "droid" else "auto")
-    if kind == "auto":
-        if args.robot != "replica":
-            raise CliError("--judge auto needs the replica: only the simulator knows the task progress")
+    if _judge_kind(args) == "auto":
         return AutoJudge(margin=args.margin)
-    return HumanJudge(input_fn=lambda prompt: input(prompt))
+    if args.no_ui:
+        return HumanJudge(input_fn=lambda prompt: input(prompt))
+    screen = OperatorScreen(host=args.ui_host, port=args.ui_port, sessions=args.sessions)
+    print(f"operator screen: {screen.url}  (open it in a browser on this computer)", flush=True)
+    return screen
 
 
 def _robot_factory(args, config: Config) -> tuple[Callable, Callable[[int], tuple[str, str]]]:

@@ -20,8 +20,25 @@ class ConfigError(Exception):
     """The configuration is missing or a field is wrong; the message names the field."""
 
 
+DATA_DIR_ENV = "ARENA_EVAL_DATA"
+
+
 def default_home() -> Path:
     return Path(os.environ.get("ARENA_EVAL_HOME") or Path.home() / ".arena-eval")
+
+
+def default_data_dir(home: Path | None = None) -> Path:
+    """Where the client keeps its session folders (the spool): ``$ARENA_EVAL_DATA``; else the client folder
+    when one was chosen (``home``, from ``--home``, or ``$ARENA_EVAL_HOME``), so that it holds everything;
+    else ``$XDG_DATA_HOME/arena-eval``, by default ``~/.local/share/arena-eval``."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    if home is not None:
+        return home
+    if os.environ.get("ARENA_EVAL_HOME"):
+        return default_home()
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share") / "arena-eval"
 
 
 @dataclass

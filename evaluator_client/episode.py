@@ -11,8 +11,10 @@ The robot is set up per policy, as RoboArena's evaluator builds its ``RobotEnv``
 :func:`configure_robot` with the policy's requirements before resetting the robot for its episode.
 
 Failures are attributed: anything raised by, or wrong in the answer of, the policy aborts with
-:class:`PolicyFailure`; anything raised by the robot with :class:`RobotFailure`. Both carry ``party`` and the
-partial :class:`EpisodeResult`, so the caller can abort the session and blame the right party.
+:class:`PolicyFailure`; anything raised by the robot with :class:`RobotFailure`; a lost link to the policy's
+relay (:class:`LinkLost`, raised by :class:`evaluator_client.link.RelayLink`) with
+:class:`InfrastructureFailure`. Each carries ``party`` and the partial :class:`EpisodeResult`, so the caller can
+abort the session and blame the right party.
 """
 
 from __future__ import annotations
@@ -57,9 +59,9 @@ class EpisodeResult:
 
     ``progress``: the highest task progress (0-100) seen during the episode, ``final_progress`` the last one
     (both None on robots that cannot measure it); ``success``: at the end (None if unknown);
-    ``stop_reason``: ``max_steps`` | ``operator`` | ``success`` | ``policy_error`` | ``robot_error``;
-    ``failure``: None, ``"policy"`` or ``"robot"``; ``timings``: seconds spent per phase (``policy``,
-    ``observe``, ``apply``, ``record``).
+    ``stop_reason``: ``max_steps`` | ``operator`` | ``success`` | ``policy_error`` | ``robot_error`` |
+    ``infrastructure_error``; ``failure``: None, ``"policy"``, ``"robot"`` or ``"infrastructure"``;
+    ``timings``: seconds spent per phase (``policy``, ``observe``, ``apply``, ``record``).
     """
 
     steps: int = 0
@@ -91,6 +93,19 @@ class PolicyFailure(EpisodeAborted):
 
 class RobotFailure(EpisodeAborted):
     party = "robot"
+
+
+class InfrastructureFailure(EpisodeAborted):
+    party = "infrastructure"
+
+
+class LinkLost(ConnectionError):
+    """The connection to the policy's relay (or the relay's to the arena) was lost and could not be restored:
+    neither the policy's fault nor the robot's."""
+
+
+def _policy_side_failure(exc: BaseException) -> type[EpisodeAborted]:
+    return InfrastructureFailure if isinstance(exc, LinkLost) else PolicyFailure
 
 
 def resize_with_pad(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -253,7 +268,7 @@ def run_episode(
     try:
         policy.reset()
     except Exception as exc:
-        raise abort(PolicyFailure, exc) from exc
+        raise abort(_policy_side_failure(exc), exc) from exc
 
     chunk: np.ndarray | None = None
     used = 0
@@ -280,7 +295,7 @@ def run_episode(
                 elapsed = time.perf_counter() - t0
                 chunk = _validated_chunk(answer, action_dim)
             except Exception as exc:
-                raise abort(PolicyFailure, exc) from exc
+                raise abort(_policy_side_failure(exc), exc) from exc
             timings["policy"] += elapsed
             latencies.append(elapsed)
             used = 0

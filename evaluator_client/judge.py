@@ -1,15 +1,18 @@
 """Operator judgements, kept apart from the control loop.
 
-A :class:`Judge` confirms the start scene, may stop an episode, scores each policy's progress (0-100) and
-states a preference (A / B / tie) with a reason and whether the session is valid. :class:`HumanJudge` asks on
-the terminal and re-asks on bad input naming the field; :class:`AutoJudge` derives everything from the
-simulator's progress (replica sessions, benchmarks, tests).
+A :class:`Judge` confirms the start scene, may stop or abort an episode, scores each policy's progress (0-100)
+and states a preference (A / B / tie) with a reason and whether the session is valid; the runner also tells it
+what is going on (session, slot, steps, camera frames, the outcome) so that a screen can show it.
+:class:`HumanJudge` asks on the terminal and re-asks on bad input naming the field; :class:`AutoJudge` derives
+everything from the simulator's progress (replica sessions, benchmarks, tests); the operator screen
+(:class:`evaluator_client.screen.OperatorScreen`) asks on a local web page.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,20 +22,67 @@ CHOICES = ("A", "B", "tie")
 
 
 class Judge(Protocol):
-    def confirm_start(self, image: np.ndarray) -> bool:
-        """Whether the scene matches ``image`` (the start scene) and the episode may start."""
+    def session_started(self, session_id: str, task: str) -> None:
+        """A session was assigned for ``task``."""
+
+    def confirm_start(self, image: np.ndarray, *, slot: str, image_path: Path | None = None) -> bool:
+        """Whether the scene matches ``image`` (the start scene, also saved at ``image_path``) and slot ``slot``
+        may start; False aborts the session (the operator gives up), "not yet" is the judge's to ask again."""
+
+    def episode_started(self, slot: str, max_steps: int, cameras: list[str]) -> None:
+        """Slot ``slot``'s episode starts: at most ``max_steps`` steps, frames from ``cameras``."""
+
+    def show_step(self, step: int) -> None:
+        """``step`` steps of the episode are done."""
+
+    def show_frames(self, frames: Mapping[str, np.ndarray]) -> None:
+        """The latest image of each camera: uint8 (H, W, 3) RGB (about 10 a second)."""
 
     def should_stop(self) -> bool:
-        """Polled during an episode: True ends it (operator stop)."""
+        """Polled during an episode: True ends it (operator stop, or abort)."""
+
+    def abort_requested(self) -> tuple[str, str] | None:
+        """``(reason, fault)`` when the operator asked to abort the session (fault ``operator`` or ``robot``)."""
+
+    def episode_finished(self, slot: str, result: EpisodeResult) -> None:
+        """Slot ``slot``'s episode ended with ``result``."""
 
     def progress(self, slot: str, result: EpisodeResult) -> int:
-        """Progress score 0-100 for the policy in ``slot`` ("A" or "B")."""
+        """Progress score 0-100 for the policy in ``slot`` ("A" or "B"); asked after both episodes."""
 
     def preference(self, a_result: EpisodeResult, b_result: EpisodeResult) -> tuple[str, str, bool]:
         """``(choice, reason, valid)``: choice in ``"A" | "B" | "tie"``, a non-empty reason, session validity."""
 
+    def session_finished(self, outcome: Any) -> None:
+        """The session ended: ``outcome`` is the runner's ``SessionOutcome`` (``status``, ``reveal``, ...)."""
 
-class AutoJudge:
+
+class _Quiet:
+    """The notifications of :class:`Judge`, ignored (for judges with nothing to show)."""
+
+    def session_started(self, session_id: str, task: str) -> None:
+        return None
+
+    def episode_started(self, slot: str, max_steps: int, cameras: list[str]) -> None:
+        return None
+
+    def show_step(self, step: int) -> None:
+        return None
+
+    def show_frames(self, frames: Mapping[str, np.ndarray]) -> None:
+        return None
+
+    def abort_requested(self) -> tuple[str, str] | None:
+        return None
+
+    def episode_finished(self, slot: str, result: EpisodeResult) -> None:
+        return None
+
+    def session_finished(self, outcome: Any) -> None:
+        return None
+
+
+class AutoJudge(_Quiet):
     """Scores from the simulator: progress = the episode's peak progress; a tie when within ``margin`` points.
 
     Success breaks ties between equal progress (a held success beats a transient one). Sessions where either
@@ -42,7 +92,7 @@ class AutoJudge:
     def __init__(self, *, margin: float = 5.0) -> None:
         self.margin = margin
 
-    def confirm_start(self, image: np.ndarray) -> bool:
+    def confirm_start(self, image: np.ndarray, *, slot: str, image_path: Path | None = None) -> bool:
         return True
 
     def should_stop(self) -> bool:
@@ -77,10 +127,11 @@ def _describe(result: EpisodeResult) -> str:
     return f"progress {result.progress or 0.0:.0f}, {outcome}"
 
 
-class HumanJudge:
+class HumanJudge(_Quiet):
     """Asks the operator on the terminal. ``input_fn``/``print_fn`` default to the builtins (scriptable in tests).
 
     ``stop_flag`` is a callable polled by :meth:`should_stop`, e.g. set by a key listener or a signal handler.
+    End of input (Ctrl-D) at a prompt raises ``EOFError``, for the command line to report.
     """
 
     def __init__(
@@ -100,11 +151,21 @@ class HumanJudge:
             try:
                 return parse(raw)
             except ValueError:
-                self._print(f"invalid {field}: {rule} (got {raw!r}); please try again")
+                self._print(f"invalid {field}: {rule} (got {raw[:40]!r}); please try again")
 
-    def confirm_start(self, image: np.ndarray) -> bool:
-        self._print("Restore the scene to match the start image, then confirm.")
-        return bool(self._ask("Scene ready? [y/n]: ", _parse_yes_no, "confirmation", "answer y or n"))
+    def confirm_start(self, image: np.ndarray, *, slot: str, image_path: Path | None = None) -> bool:
+        where = f" ({image_path})" if image_path else ""
+        self._print(f"Slot {slot}: restore the scene to match the start image{where}, then confirm.")
+        while True:
+            answer = self._ask(
+                "Scene ready? [y = start / n = not yet / abort]: ",
+                _parse_ready,
+                "confirmation",
+                "answer y, n or abort",
+            )
+            if answer != "not yet":
+                return answer == "ready"
+            self._print(f"Take your time: restore the scene to match the start image{where}.")
 
     def should_stop(self) -> bool:
         return bool(self._stop_flag()) if self._stop_flag is not None else False
@@ -134,6 +195,13 @@ def _parse_yes_no(raw: str) -> bool:
     if answer in ("n", "no"):
         return False
     raise ValueError(raw)
+
+
+def _parse_ready(raw: str) -> str:
+    answer = raw.lower()
+    if answer == "abort":
+        return "abort"
+    return "ready" if _parse_yes_no(raw) else "not yet"
 
 
 def _parse_progress(raw: str) -> int:

@@ -6,19 +6,20 @@ cameras that slot's requirements ask for) before it is reset for that slot, as R
 ``RobotEnv`` per policy. Each policy knows its episode as ``<session id>-<slot>`` (RoboArena's form): in every
 observation when it asks for ``needs_session_id``, and in ``reset_info`` always.
 
-Everything the session produces goes to the spool before it is sent (see :mod:`evaluator_client.spool`). A policy
-that fails mid-episode aborts the session with that policy at fault; a robot failure blames the robot; an
-operator who refuses to confirm the start scene aborts with the operator at fault.
+Everything the session produces goes to the spool before it is sent (see :mod:`evaluator_client.spool`); the
+session's folder there holds its recordings and start image while it runs, and is removed once the session is
+submitted or its abort accepted (unless ``RunOptions.keep_files``). A policy that fails mid-episode aborts the
+session with that policy at fault; a robot failure blames the robot; a lost relay or arena is nobody's
+(``infrastructure``: see :mod:`evaluator_client.link`); an operator who gives up on the start scene, or aborts,
+names the fault (operator by default). Both episodes run before the judge scores them.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -27,15 +28,17 @@ from evaluator_client.api import ArenaApi, ServerUnreachable
 from evaluator_client.episode import (
     EpisodeAborted,
     EpisodeResult,
+    LinkLost,
     RequirementsError,
     configure_robot,
     run_episode,
 )
 from evaluator_client.judge import Judge
+from evaluator_client.link import RelayLink
 from evaluator_client.robot import Robot
 from evaluator_client.spool import Spool, new_key
-from evaluator_client.video import VideoRecorder
-from policy_server.client import PolicyClient, PolicyClientError
+from evaluator_client.video import VideoRecorder, png_bytes
+from policy_server.client import PolicyClientError
 
 SLOTS = ("A", "B")
 
@@ -59,6 +62,7 @@ class RunOptions:
     connect_timeout: float = 10.0
     request_timeout: float = 30.0
     stop_on_success_steps: int | None = None  # end an episode once success held this long (None: run to max)
+    keep_files: bool = False  # keep the session's folder (videos, start image) after it was sent
 
 
 def run_session(
@@ -91,20 +95,29 @@ def run_session(
     entry = spool.create(session, scene=scene)
     sid = session["id"]
     log(f"session {sid[:8]}: task {task!r}, scene seed {seed}")
+    judge.session_started(sid, task)
     results: dict[str, EpisodeResult] = {}
     progress: dict[str, int] = {}
-    workdir = Path(tempfile.mkdtemp(prefix=f"arena-{sid[:8]}-"))
+    workdir = spool.folder(sid)
+    start_image: Any = None
+    start_path = workdir / "start.png"
     for slot in SLOTS:
         requirements = session["slots"][slot]["requirements"]
         try:
             configure_robot(robot, requirements)
         except RequirementsError as exc:
-            return _abort(api, spool, entry, f"slot {slot}: {exc}", "robot", log)
+            return _finish(judge, _abort(api, spool, entry, f"slot {slot}: {exc}", "robot", log, options))
         robot.reset(seed)
-        if not judge.confirm_start(robot.start_image()):
-            return _abort(
-                api, spool, entry, "the operator could not restore the start scene", "operator", log
+        if start_image is None:  # the scene before slot A is the one to restore for B too
+            start_image = robot.start_image()
+            start_path.write_bytes(png_bytes(start_image))
+        if not judge.confirm_start(start_image, slot=slot, image_path=start_path):
+            reason, fault = judge.abort_requested() or (
+                "the operator could not restore the start scene",
+                "operator",
             )
+            return _finish(judge, _abort(api, spool, entry, reason, fault, log, options))
+        judge.episode_started(slot, options.max_steps, list(robot.cameras))
         recorder = VideoRecorder(workdir, f"{slot}", robot.cameras, source_hz=robot.control_hz)
         bar = tqdm(
             total=options.max_steps,
@@ -114,34 +127,52 @@ def run_session(
             disable=not options.show_progress,
         )
         try:
-            with PolicyClient(
+            with RelayLink(
                 session["slots"][slot]["relay_url"],
                 connect_timeout=options.connect_timeout,
                 request_timeout=options.request_timeout,
                 session_id=f"{sid}-{slot}",
-            ) as client:
+            ) as link:
                 result = run_episode(
                     robot,
-                    client,
+                    link,
                     prompt=task,
                     requirements=requirements,
                     max_steps=options.max_steps,
                     replan_steps=options.replan_steps,
                     stop=judge.should_stop,
-                    recorder=recorder,
-                    on_step=lambda step, _p, bar=bar: bar.update(1),
+                    recorder=_Watched(recorder, judge),
+                    on_step=lambda step, _p, bar=bar: (bar.update(1), judge.show_step(step)),
                     realtime=options.realtime,
                     stop_on_success_steps=options.stop_on_success_steps,
                 )
-        except (PolicyClientError, EpisodeAborted, RequirementsError) as exc:
+        except (PolicyClientError, LinkLost, EpisodeAborted, RequirementsError) as exc:
             recorder.close()
-            fault = "robot" if getattr(exc, "party", "policy") == "robot" else f"policy_{slot.lower()}"
-            if isinstance(exc, RequirementsError):
-                fault = "robot"
-            return _abort(api, spool, entry, f"slot {slot}: {exc}", fault, log)
+            return _finish(
+                judge, _abort(api, spool, entry, f"slot {slot}: {exc}", _fault(exc, slot), log, options)
+            )
         finally:
             bar.close()
+        judge.episode_finished(slot, result)
+        operator_abort = judge.abort_requested()
+        if operator_abort is not None:
+            recorder.close()
+            reason, fault = operator_abort
+            return _finish(judge, _abort(api, spool, entry, f"slot {slot}: {reason}", fault, log, options))
         results[slot] = result
+        for video in recorder.close():
+            spool.add_video(
+                entry,
+                slot=slot,
+                camera=video.camera,
+                path=video.path,
+                size=video.size_bytes,
+                sha256=video.sha256,
+                content_type=video.content_type,
+            )
+        log(f"  slot {slot}: {result.steps} steps, {'success' if result.success else 'no success'}")
+    for slot in SLOTS:
+        result = results[slot]
         progress[slot] = judge.progress(slot, result)
         spool.add_episode(
             entry,
@@ -155,39 +186,59 @@ def run_session(
                 "failure_reason": result.error or "",
             },
         )
-        for video in recorder.close():
-            spool.add_video(
-                entry,
-                slot=slot,
-                camera=video.camera,
-                path=video.path,
-                size=video.size_bytes,
-                sha256=video.sha256,
-                content_type=video.content_type,
-            )
-        spool.push_episodes(api, entry)
-        log(
-            f"  slot {slot}: {result.steps} steps, progress {progress[slot]}, "
-            f"{'success' if result.success else 'no success'}"
-        )
+    spool.push_episodes(api, entry)
+    log(f"  progress: A {progress['A']}, B {progress['B']}")
     choice, reason, valid = judge.preference(results["A"], results["B"])
     spool.set_preference(entry, choice=choice, reason=reason, valid=valid)
-    outcome = _send(api, spool, sid, log)
+    outcome = _send(api, spool, sid, log, options)
     outcome.choice, outcome.progress = choice, progress
+    return _finish(judge, outcome)
+
+
+class _Watched:
+    """The episode's recorder, whose frames the judge sees too (the operator screen's live view)."""
+
+    def __init__(self, recorder: VideoRecorder, judge: Judge) -> None:
+        self.recorder, self.judge = recorder, judge
+
+    def wants_frame(self, step: int) -> bool:
+        return self.recorder.wants_frame(step)
+
+    def add(self, frames: Mapping[str, Any]) -> None:
+        self.recorder.add(frames)
+        self.judge.show_frames(frames)
+
+
+def _fault(exc: Exception, slot: str) -> str:
+    """The abort's fault for an episode that ended with ``exc``: the robot's, the link's, else the policy's."""
+    if isinstance(exc, RequirementsError):
+        return "robot"
+    if isinstance(exc, LinkLost):  # the relay could not be reached, even after a second try
+        return "infrastructure"
+    if isinstance(exc, PolicyClientError):  # raised while connecting: RelayLink raised it as the policy's
+        return f"policy_{slot.lower()}"
+    party = getattr(exc, "party", "policy")
+    return party if party in ("robot", "infrastructure") else f"policy_{slot.lower()}"
+
+
+def _finish(judge: Judge, outcome: SessionOutcome) -> SessionOutcome:
+    judge.session_finished(outcome)
     return outcome
 
 
-def _abort(api: ArenaApi, spool: Spool, entry: dict, reason: str, fault: str, log) -> SessionOutcome:
+def _abort(
+    api: ArenaApi, spool: Spool, entry: dict, reason: str, fault: str, log, options: RunOptions
+) -> SessionOutcome:
     spool.set_abort(entry, reason=reason[:500], fault=fault)
     log(f"  aborted ({fault}): {reason}")
-    outcome = _send(api, spool, entry["session_id"], log)
+    outcome = _send(api, spool, entry["session_id"], log, options)
     if outcome.status == "submitted":
         outcome.status = "aborted"
     outcome.message = reason
     return outcome
 
 
-def _send(api: ArenaApi, spool: Spool, sid: str, log) -> SessionOutcome:
+def _send(api: ArenaApi, spool: Spool, sid: str, log, options: RunOptions) -> SessionOutcome:
     try:
         report = spool.flush(api, only=sid)
     except ServerUnreachable as exc:  # flush already handles it; this guards the upload callback path
@@ -206,6 +257,8 @@ def _send(api: ArenaApi, spool: Spool, sid: str, log) -> SessionOutcome:
             f"  revealed: A = {reveal['A']['name']} ({reveal['A']['organization']}), "
             f"B = {reveal['B']['name']} ({reveal['B']['organization']})"
         )
+    if entry["status"] in ("submitted", "aborted") and not options.keep_files:
+        spool.remove(sid)
     return SessionOutcome(session_id=sid, status=entry["status"], reveal=reveal)
 
 

@@ -2,7 +2,8 @@
 network loss. ``flush`` sends whatever is pending, step by step; each step carries its own idempotency key, kept
 in the spool, so a step sent twice counts once on the server.
 
-One folder per session: ``<home>/spool/<session_id>/entry.json`` plus its video files. The entry is rewritten
+One folder per session: ``<data dir>/spool/<session_id>/entry.json`` plus its video files and start image (see
+:func:`evaluator_client.config.default_data_dir`); the runner removes it once the session was sent. The entry is rewritten
 atomically (temp file + rename) after every step.
 """
 
@@ -52,6 +53,10 @@ class Spool:
         path = self.root / session_id
         path.mkdir(exist_ok=True)
         return path
+
+    def remove(self, session_id: str) -> None:
+        """Delete the session's folder (its entry, recordings and start image): once it was sent."""
+        shutil.rmtree(self.root / session_id, ignore_errors=True)
 
     def create(self, session: dict, *, scene: dict | None = None) -> dict:
         entry = {

@@ -8,7 +8,9 @@ episode-long buffering): one file per camera, or one side-by-side tile of all ca
 from __future__ import annotations
 
 import hashlib
+import struct
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -42,6 +44,46 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _even(image: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 (H, W, 3)) zero-padded to even sides, as yuv420p needs."""
+    height, width = image.shape[0] + image.shape[0] % 2, image.shape[1] + image.shape[1] % 2
+    if (height, width) == image.shape[:2]:
+        return np.ascontiguousarray(image)
+    padded = np.zeros((height, width, 3), dtype=np.uint8)
+    padded[: image.shape[0], : image.shape[1]] = image
+    return padded
+
+
+def jpeg_bytes(image: np.ndarray, *, quality: int = 4) -> bytes:
+    """One uint8 (H, W, 3) RGB image as a baseline JPEG (``quality``: ffmpeg's qscale, 2 best .. 31 worst)."""
+    image = _even(np.asarray(image, dtype=np.uint8))
+    codec: Any = av.CodecContext.create("mjpeg", "w")
+    codec.width, codec.height = image.shape[1], image.shape[0]
+    codec.pix_fmt = "yuvj420p"
+    codec.time_base = Fraction(1, 10)
+    codec.options = {"qscale": str(quality)}
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj420p")
+    return b"".join(bytes(packet) for packet in [*codec.encode(frame), *codec.encode(None)])
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """One uint8 (H, W, 3) RGB image as a PNG (lossless: the start scene the operator restores)."""
+    image = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    height, width = image.shape[:2]
+    raw = b"".join(b"\x00" + image[row].tobytes() for row in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 class _Encoder:

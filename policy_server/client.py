@@ -67,13 +67,22 @@ class PolicyUnavailable(PolicyClientError):
     (TCP connection refused), ``"tls_error"``, ``"not_websocket"`` (an HTTP answer that is no websocket
     handshake; ``status`` holds its code), ``"redirect_refused"`` (a 3xx: never followed),
     ``"unauthorized"`` or ``"address_not_allowed"`` (the endpoint guard refused the address; see
-    :mod:`policy_server.netguard`).
+    :mod:`policy_server.netguard`), or ``"closed"`` (an open connection was lost; ``close_code`` holds the
+    code the server closed with, 1006 when it vanished without a closing handshake).
     """
 
-    def __init__(self, message: str, *, reason: str = "unreachable", status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "unreachable",
+        status: int | None = None,
+        close_code: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.status = status
+        self.close_code = close_code
 
 
 class PolicyUnauthorized(PolicyUnavailable):
@@ -253,7 +262,7 @@ class PolicyClient:
         message = f"cannot connect after {self.retries + 1} attempt(s): {last_error}"
         if isinstance(last_error, PolicyUnavailable):
             raise PolicyUnavailable(
-                message, reason=last_error.reason, status=last_error.status
+                message, reason=last_error.reason, status=last_error.status, close_code=last_error.close_code
             ) from last_error
         raise PolicyTimeout(message) from last_error
 
@@ -418,10 +427,14 @@ def _closed_error(exc: ConnectionClosed, when: str) -> PolicyClientError:
     if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG and exc.rcvd_then_sent is not True:
         # We closed first: the server's frame was over our limits (websockets refuses it unread).
         return PolicyProtocolError(f"server sent a frame over our size limit {when}")
-    code = exc.rcvd.code if exc.rcvd is not None else None
+    code = exc.rcvd.code if exc.rcvd is not None else CloseCode.ABNORMAL_CLOSURE
     reason = exc.rcvd.reason if exc.rcvd is not None else ""
     if code == CloseCode.INTERNAL_ERROR:
         return PolicyError(f"policy server closed with 1011 {when}: {reason}")
     if code == CloseCode.MESSAGE_TOO_BIG:
         return PolicyError(f"policy server refused a frame as too big {when}: {reason}")
-    return PolicyUnavailable(f"connection lost {when} (close code {code}): {reason}".rstrip(": "))
+    return PolicyUnavailable(
+        f"connection lost {when} (close code {int(code)}): {reason}".rstrip(": "),
+        reason="closed",
+        close_code=int(code),
+    )

@@ -28,6 +28,8 @@ class EvaluationSession(models.Model):
         POLICY_B = "policy_b"
         ROBOT = "robot"
         OPERATOR = "operator"
+        # The relay or the arena went away (lost connection, refused, unreachable): no party's fault.
+        INFRASTRUCTURE = "infrastructure"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     lab = models.ForeignKey(Lab, on_delete=models.PROTECT, related_name="sessions")
@@ -47,7 +49,7 @@ class EvaluationSession(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     abort_reason = models.CharField(max_length=500, blank=True)
-    abort_fault = models.CharField(max_length=10, choices=Fault.choices, blank=True)
+    abort_fault = models.CharField(max_length=16, choices=Fault.choices, blank=True)
 
     class Meta:
         constraints = [

@@ -103,6 +103,19 @@ def test_abort_with_fault(lab1, robot1, pool):
     assert lab1.post(url(session, "preference"), {"choice": "A", "reason": "x"}).status_code == 409
 
 
+def test_abort_for_an_infrastructure_fault_blames_no_policy(lab1, robot1, pool):
+    """A lost relay or arena is nobody's fault: stored as such, and neither policy gets a re-check queued."""
+    session = open_session(lab1)
+    response = lab1.post(
+        url(session, "abort"), {"reason": "slot A: the relay went away", "fault": "infrastructure"}
+    )
+    assert response.status_code == 200
+    assert response.json()["abort"]["fault"] == "infrastructure"
+    stored = EvaluationSession.objects.get(pk=session["id"])
+    assert stored.abort_fault == EvaluationSession.Fault.INFRASTRUCTURE
+    assert stored.policy_a.recheck_due_at is None and stored.policy_b.recheck_due_at is None
+
+
 def test_abort_validation(lab1, robot1, pool):
     session = open_session(lab1)
     bad = lab1.post(url(session, "abort"), {"reason": "x", "fault": "weather"})

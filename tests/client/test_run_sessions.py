@@ -117,16 +117,19 @@ def test_network_drop_during_upload_is_flushed_later(network, settings, monkeypa
 
 
 def test_bad_operator_input_is_asked_again(network, monkeypatch, capsys):
+    """``--no-ui``: the terminal prompts. "n" at "Scene ready?" asks again (it used to discard the session);
+    both episodes run before the scores are asked."""
     network.configure()
     answers = iter(
         [
             "",
-            "y",  # confirm start A (empty -> asked again)
+            "n",
+            "y",  # start A (empty -> asked again; n = not yet -> asked again)
+            "y",  # start B
             "150",
             "70",  # progress A (out of range -> asked again)
-            "y",
             "abc",
-            "20",  # start B, progress B (not a number -> again)
+            "20",  # progress B (not a number -> again)
             "C",
             "a",  # preference (unknown -> again)
             "",
@@ -136,11 +139,17 @@ def test_bad_operator_input_is_asked_again(network, monkeypatch, capsys):
         ]
     )  # valid? (unclear -> again)
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
-    assert network.eval("run", "--robot", "replica", "--judge", "human", "--max-steps", "30", "--quiet") == 0
+    run = ("run", "--robot", "replica", "--judge", "human", "--no-ui", "--max-steps", "30", "--quiet")
+    assert network.eval(*run) == 0
     pref = Preference.objects.get()
     assert (pref.choice, pref.reason, pref.valid) == ("A", "A moved the block", True)
     assert sorted(Episode.objects.values_list("progress", flat=True)) == [20, 70]
     assert next(answers, None) is None  # every scripted answer was used
+    out = capsys.readouterr().out
+    session_folder = network.home / "spool" / str(pref.session_id)
+    assert f"start image ({session_folder / 'start.png'})" in out  # where to find the start image
+    assert "Take your time" in out
+    assert not session_folder.exists()  # sent, so its folder is gone (no --keep-files)
 
 
 def test_flush_marks_a_verdictless_session_abandoned_once_the_server_closed_it(network, capsys):
