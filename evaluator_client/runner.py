@@ -146,6 +146,7 @@ def run_session(
                     realtime=options.realtime,
                     stop_on_success_steps=options.stop_on_success_steps,
                 )
+                reconnects = link.reconnects
         except (PolicyClientError, LinkLost, EpisodeAborted, RequirementsError) as exc:
             recorder.close()
             return _finish(
@@ -170,7 +171,8 @@ def run_session(
                 sha256=video.sha256,
                 content_type=video.content_type,
             )
-        log(f"  slot {slot}: {result.steps} steps, {'success' if result.success else 'no success'}")
+        relinked = f", reconnected to the relay {reconnects}x" if reconnects else ""
+        log(f"  slot {slot}: {result.steps} steps, {'success' if result.success else 'no success'}{relinked}")
     for slot in SLOTS:
         result = results[slot]
         progress[slot] = judge.progress(slot, result)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -33,6 +34,7 @@ class Network:
     owner_key: str
     home: Path
     servers: dict = field(default_factory=dict)
+    relay: Any = None  # the relay's handle (``.url``, ``.port``, ``.stop()``)
 
     def register(self, slug: str, server_url: str, *, active: bool = True) -> dict:
         """Register a policy through the API as the owner; its health check runs on registration. With
@@ -85,7 +87,9 @@ def live_arena(live_server, settings, tmp_path: Path) -> Iterator[Network]:
         settings.ARENA_RELAY_URL = relay.url.rstrip("/")
         owner = make_actor("owner", owner="olivia", organization="Baselines Inc")
         lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
-        yield Network(url=live_server.url, lab_key=lab.key, owner_key=owner.key, home=tmp_path / "client")
+        yield Network(
+            url=live_server.url, lab_key=lab.key, owner_key=owner.key, home=tmp_path / "client", relay=relay
+        )
 
 
 @pytest.fixture
