@@ -78,3 +78,15 @@ def free_ports(count: int, host: str = HOST, *, avoid: Collection[int] = ()) -> 
         taken.add(port)
         ports.append(port)
     return ports
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    """Whether a server could not listen on ``host:port`` now (someone listens there). Binds as servers do,
+    with ``SO_REUSEADDR``, so connections lingering in TIME_WAIT do not count."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False

@@ -149,6 +149,22 @@ def wait_http(url: str, timeout: float) -> None:
     raise ServeError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def _busy_ports(args: argparse.Namespace) -> str:
+    """A sentence naming the ports this command needs that something else already listens on, or ""."""
+    from arena.ports import port_in_use
+
+    needed = [("--port", args.port), ("--relay-port", args.relay_port)]
+    if not os.environ.get("S3_ENDPOINT_URL"):
+        needed.append(("--s3-port", args.s3_port))
+    busy = [f"{port} ({flag})" for flag, port in needed if port_in_use(port)]
+    if not busy:
+        return ""
+    return (
+        f"port {' and '.join(busy)} already in use on 127.0.0.1: stop what listens there or pick "
+        "another port with the option named (make serve SERVE_ARGS='--port 8001 ...')"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -159,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     parser.add_argument("--check", action="store_true", help="start everything, check it answers, then stop")
     args = parser.parse_args(argv)
+    busy = _busy_ports(args)
+    if busy:
+        print(f"arena.serve: {busy}", file=sys.stderr)
+        return 1
 
     var = Path(os.environ.get("ARENA_VAR_DIR", ROOT / "var")).resolve()
     (var / "serve").mkdir(parents=True, exist_ok=True)

@@ -50,14 +50,24 @@ class CliError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+    except BrokenPipeError:
+        _silence_stdout()  # the reader left (`arena-eval status | head`): stop quietly, like other tools
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     home = Path(args.home).expanduser() if args.home else None
     try:
         return args.handler(args, home)
     except BrokenPipeError:
-        _silence_stdout()  # the reader left (`arena-eval status | head`): stop quietly, like other tools
-        return EXIT_BROKEN_PIPE
+        raise
     except (ConfigError, CliError, ScreenError) as exc:
         _error(str(exc))
         return EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED

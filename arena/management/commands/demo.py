@@ -9,6 +9,7 @@ each preference and prints the leaderboard beside the baselines' true order.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import logging
 import threading
@@ -24,6 +25,7 @@ from django.core.wsgi import get_wsgi_application
 from scipy.stats import kendalltau
 
 from arena.models import Policy
+from arena.ports import port_in_use
 from arena.services.accounts import api_key_issue, lab_get_or_create, owner_get_or_create
 
 LABS = ("Berkeley Robot Lab", "Stanford Manipulation", "Tokyo Embodied AI")
@@ -61,6 +63,8 @@ class Command(BaseCommand):
 
         # The servers' per-connection INFO lines would bury the progress lines; warnings and errors still show.
         logging.disable(logging.INFO)
+        if port and port_in_use(port):  # before migrating: say it at once
+            raise CommandError(_port_busy(port))
         started = time.perf_counter()
         self._say("1/5 database: migrating")
         call_command("migrate", interactive=False, verbosity=0)
@@ -75,7 +79,12 @@ class Command(BaseCommand):
             # The baselines listen on loopback: this demo's arena and relay may connect there (a deployment's
             # default is public addresses only).
             settings.ARENA_ENDPOINT_ALLOW = "loopback"
-            web = ThreadedWSGIServer(("127.0.0.1", port), QuietHandler)
+            try:
+                web = ThreadedWSGIServer(("127.0.0.1", port), QuietHandler)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise CommandError(_port_busy(port)) from None
             web.set_app(get_wsgi_application())
             threading.Thread(target=web.serve_forever, daemon=True).start()
             stack.callback(web.shutdown)
@@ -230,3 +239,10 @@ class Command(BaseCommand):
     def _say(self, line: str) -> None:
         self.stdout.write(line)
         self.stdout.flush()
+
+
+def _port_busy(port: int) -> str:
+    return (
+        f"port {port} is already in use on 127.0.0.1: stop what listens there, or pick another port "
+        "(make demo DEMO_ARGS='--port 8001', or --port 0 for any free one)"
+    )
