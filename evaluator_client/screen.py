@@ -143,7 +143,9 @@ class OperatorScreen:
         with self._cond:
             self._frames, self._jpegs = {}, {}
             self._stop = False
-            self._state.update(phase="episode", slot=slot, step=0, max_steps=max_steps, cameras=list(cameras))
+            self._state.update(
+                phase="episode", slot=slot, step=0, max_steps=max_steps, cameras=list(cameras), message=""
+            )
 
     def show_step(self, step: int) -> None:
         with self._cond:

@@ -23,6 +23,15 @@ ARENA_EVAL = Path(sys.executable).with_name("arena-eval")
 MAX_STEPS = 40
 
 
+def wait_until(page, expression: str, timeout: float = 60.0) -> None:
+    """Poll ``expression`` in the page until it is truthy. (Playwright's wait_for_function evaluates strings
+    with eval inside the page, which the screen's Content-Security-Policy rightly forbids.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"never true: {expression}"
+        time.sleep(0.05)
+
+
 class Gate:
     """Holds each gated policy at its second inference of an episode until the test lets it go on."""
 
@@ -120,22 +129,23 @@ def test_an_operator_runs_a_whole_session_on_the_screen(arena, browser):  # noqa
 
             # Slot A: the start image; "not ready" asks again instead of throwing the session away.
             page.wait_for_selector("#scene:not([hidden])", timeout=60_000)
-            page.wait_for_function("document.getElementById('start-image').naturalWidth > 0")
+            wait_until(page, "document.getElementById('start-image').naturalWidth > 0")
             assert "start.png" in page.inner_text("#start-path")
             screenshot(page, "operator-scene")
             page.click("#scene-not-ready")
-            page.wait_for_function("document.getElementById('message').textContent.includes('Take your time')")
+            wait_until(page, "document.getElementById('message').textContent.includes('Take your time')")
             assert page.is_visible("#scene")
             page.click("#scene-ready")
 
             # The episode, live: the cameras and the step counter, while the policy is held mid-episode.
             page.wait_for_selector("#episode:not([hidden])")
             gate.wait_until_held()
-            page.wait_for_function(
+            wait_until(
+                page,
                 "[...document.querySelectorAll('#cameras img')].length >= 2 && "
-                "[...document.querySelectorAll('#cameras img')].every(i => i.naturalWidth > 0)"
+                "[...document.querySelectorAll('#cameras img')].every(i => i.naturalWidth > 0)",
             )
-            page.wait_for_function("Number(document.getElementById('step').textContent) >= 1")
+            wait_until(page, "Number(document.getElementById('step').textContent) >= 1")
             held_at = int(page.inner_text("#step"))
             assert page.inner_text("#max-steps") == str(MAX_STEPS)
             screenshot(page, "operator-episode")
@@ -146,9 +156,9 @@ def test_an_operator_runs_a_whole_session_on_the_screen(arena, browser):  # noqa
             page.click("#scene-ready")
             page.wait_for_selector("#episode:not([hidden])")
             gate.wait_until_held()
-            page.wait_for_function(f"Number(document.getElementById('step').textContent) >= {held_at}")
+            wait_until(page, f"Number(document.getElementById('step').textContent) >= {held_at}")
             page.click("#stop")
-            page.wait_for_function("document.getElementById('message').textContent.includes('Stopping')")
+            wait_until(page, "document.getElementById('message').textContent.includes('Stopping')")
             gate.go.release()
 
             # The rating form, then the reveal.
