@@ -106,7 +106,7 @@ def session_benchmark(
             policy = make_baseline(name, seed=1)
             robot.configure(action_space=policy.metadata["action_space"])
             robot.reset(7)
-            judge.confirm_start(robot.start_image())
+            judge.confirm_start(robot.start_image(), slot=slot)
             recorder = VideoRecorder(directory, f"episode_{slot}", robot.cameras, source_hz=robot.control_hz)
             result = run_episode(
                 robot,

@@ -16,7 +16,7 @@ def test_each_policy_runs_in_its_own_space_on_a_droid_station(arena, monkeypatch
     joint = PolicyServerConfig(action_space="joint_position", image_resolution=None)
     cartesian = PolicyServerConfig(action_space="cartesian_velocity", needs_session_id=True)
     policies = {"joint-pol": ConfigPolicy(joint), "cart-pol": ConfigPolicy(cartesian)}
-    answers = iter(["y", "40", "y", "60", "B", "B moved further", "y"])
+    answers = iter(["y", "y", "40", "60", "B", "B moved further", "y"])  # both episodes run, then the scores
     monkeypatch.setattr("builtins.input", lambda prompt="": next(answers))
     with (
         serve_roboarena_in_thread(policies["joint-pol"], joint) as joint_server,
@@ -27,7 +27,7 @@ def test_each_policy_runs_in_its_own_space_on_a_droid_station(arena, monkeypatch
         code = arena.eval("configure", "--server", arena.url, "--key", arena.lab_key, "--robot", "franka-1",
                           "--platform", "droid")  # fmt: skip
         assert code == 0
-        task = ("--task", "wipe the table", "--max-steps", str(MAX_STEPS), "--quiet")
+        task = ("--task", "wipe the table", "--max-steps", str(MAX_STEPS), "--quiet", "--no-ui")
         assert arena.eval("run", "--robot", "droid", *task) == 0
     assert next(answers, None) is None
     session = EvaluationSession.objects.get()

@@ -1,5 +1,7 @@
 """Judges: automatic scores from the simulator, human prompts that re-ask on bad input."""
 
+from pathlib import Path
+
 import numpy as np
 
 from evaluator_client.episode import EpisodeResult
@@ -55,7 +57,15 @@ def test_human_judge_reasks_choice_and_empty_reason():
 
 
 def test_human_judge_confirm_and_stop():
+    """ "n" (not yet) asks again; only "abort" gives up on the scene."""
+    printed: list[str] = []
+    judge = HumanJudge(input_fn=Script("n", "y"), print_fn=printed.append, stop_flag=lambda: True)
+    assert (
+        judge.confirm_start(np.zeros((4, 4, 3), np.uint8), slot="A", image_path=Path("/x/start.png")) is True
+    )
+    assert sum("Take your time" in p for p in printed) == 1 and "/x/start.png" in printed[0]
+    judge = HumanJudge(input_fn=Script("n", "abort"), print_fn=lambda _: None)
+    assert judge.confirm_start(np.zeros((4, 4, 3), np.uint8), slot="B") is False
     judge = HumanJudge(input_fn=Script("n"), print_fn=lambda _: None, stop_flag=lambda: True)
-    assert judge.confirm_start(np.zeros((4, 4, 3), np.uint8)) is False
     assert judge.should_stop() is True
     assert HumanJudge(input_fn=Script("tie"), print_fn=lambda _: None).should_stop() is False
