@@ -320,7 +320,7 @@ def _spool(args, home: Path | None) -> Spool:
     """The spool in the data folder (``--data-dir``, else :func:`~evaluator_client.config.default_data_dir`);
     entries an older client left in ``~/.arena-eval/spool`` are moved there."""
     data = Path(args.data_dir).expanduser() if getattr(args, "data_dir", None) else None
-    spool = Spool(data or config_mod.default_data_dir(home))
+    spool = Spool(data or config_mod.default_data_dir(home), keep_files=getattr(args, "keep_files", False))
     old = config_mod.default_home() / "spool"
     if home is None and data is None and old.resolve() != spool.root.resolve() and old.is_dir():
         for folder in old.iterdir():

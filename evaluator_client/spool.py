@@ -45,8 +45,12 @@ class FlushReport:
 
 
 class Spool:
-    def __init__(self, home: Path) -> None:
+    """The spool under ``home`` (the client's data folder). ``keep_files``: keep each video after its upload
+    (by default it is deleted once the server verified it)."""
+
+    def __init__(self, home: Path, *, keep_files: bool = False) -> None:
         self.root = home / "spool"
+        self.keep_files = keep_files
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def folder(self, session_id: str) -> Path:
@@ -255,4 +259,5 @@ class Spool:
         api.finish_video(video["video_id"], idem=video["idem_finish"])
         video["finished"] = True
         self.save(entry)
-        path.unlink(missing_ok=True)
+        if not self.keep_files:
+            path.unlink(missing_ok=True)

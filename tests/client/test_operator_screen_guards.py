@@ -156,3 +156,53 @@ def _wait_for_phase(screen, phase: str) -> None:
     while _state(screen)["phase"] != phase:
         assert time.monotonic() < deadline, f"the screen never reached {phase}"
         time.sleep(0.05)
+
+
+def test_abort_on_the_screen_aborts_the_session_with_the_fault_named(network):
+    """The real ``arena-eval run`` with its screen, answered over HTTP: Abort at the scene names the robot."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from arena.models import EvaluationSession
+
+    network.configure()
+    command = [str(Path(sys.executable).with_name("arena-eval")), "--home", str(network.home), "run",
+               "--robot", "replica", "--judge", "human", "--quiet", "--max-steps", "10"]  # fmt: skip
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("operator screen: http://127.0.0.1:"), line
+        url = urlsplit(line.split()[2])
+
+        class Remote:  # what `request` needs of a screen
+            port = url.port
+            token = url.path.strip("/")
+
+        deadline = time.monotonic() + 60
+        while _state(Remote)["phase"] != "scene":
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        status, reply = answer(Remote, {"action": "abort", "reason": "", "fault": "robot"})
+        assert (status, reply["error"]["field"]) == (400, "reason")
+        assert answer(Remote, {"action": "abort", "reason": "the gripper jammed", "fault": "robot"})[0] == 200
+        while _state(Remote)["phase"] != "reveal":
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        state = _state(Remote)
+        assert state["outcome"] == "aborted" and state["reveal"] is None  # an aborted session stays blind
+        assert answer(Remote, {"action": "next"})[0] == 200
+        assert process.wait(timeout=60) == 1  # its only session aborted
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
+    session = EvaluationSession.objects.get()
+    assert (session.state, session.abort_fault, session.abort_reason) == (
+        "aborted",
+        "robot",
+        "the gripper jammed",
+    )

@@ -193,3 +193,44 @@ def test_a_lab_runs_sessions_in_its_own_station_scene(network):
     assert network.eval(*RUN) == 0
     session = EvaluationSession.objects.get()
     assert session.state == "submitted" and "workbench-v1" in session.scene_notes
+
+
+def test_keep_files_keeps_the_session_folder_with_its_videos(network):
+    network.configure()
+    assert network.eval(*RUN, "--keep-files") == 0
+    session = EvaluationSession.objects.get()
+    folder = network.home / "spool" / str(session.pk)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "A-exterior_1.mp4",
+        "A-wrist.mp4",
+        "B-exterior_1.mp4",
+        "B-wrist.mp4",
+        "entry.json",
+        "start.png",
+    ]
+
+
+def test_the_data_folder_defaults_to_xdg_unless_a_client_folder_is_chosen(monkeypatch, tmp_path):
+    from evaluator_client.config import default_data_dir
+
+    for name in ("ARENA_EVAL_DATA", "ARENA_EVAL_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_data_dir() == tmp_path / ".local" / "share" / "arena-eval"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert default_data_dir() == tmp_path / "xdg" / "arena-eval"
+    assert default_data_dir(tmp_path / "client") == tmp_path / "client"  # --home keeps everything together
+    monkeypatch.setenv("ARENA_EVAL_DATA", str(tmp_path / "data"))
+    assert default_data_dir(tmp_path / "client") == tmp_path / "data"
+
+
+def test_data_dir_holds_the_session_folders(network, tmp_path):
+    """--data-dir: the session folders go there (not to the system temp, not to the --home folder)."""
+    network.configure()
+    data = tmp_path / "data"
+    assert network.eval("--data-dir", str(data), *RUN, "--sessions", "2") == 0
+    assert list((data / "spool").iterdir()) == []  # both sent, both folders gone
+    assert network.eval("--data-dir", str(data), *RUN, "--keep-files") == 0
+    kept = EvaluationSession.objects.order_by("-created_at").first()
+    assert (data / "spool" / str(kept.pk) / "start.png").exists()
+    assert not (network.home / "spool").exists() or not any((network.home / "spool").iterdir())
