@@ -182,7 +182,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--ui-host",
         default="127.0.0.1",
-        help="address the operator screen listens on (default 127.0.0.1: this computer only)",
+        help="address the operator screen listens on (default 127.0.0.1: this computer only; another of this "
+        "computer's addresses, e.g. its LAN address, lets a tablet on that network open it)",
     )
     r.add_argument(
         "--keep-files",

@@ -153,7 +153,9 @@ class OperatorScreen:
 
     def show_frames(self, frames: Mapping[str, np.ndarray]) -> None:
         with self._cond:
-            self._frames = dict(frames)
+            self._frames = {
+                name: image.copy() for name, image in frames.items()
+            }  # the robot may reuse buffers
             self._state["frame_seq"] += 1
 
     def should_stop(self) -> bool:
@@ -327,7 +329,7 @@ def _handler_for(screen: OperatorScreen) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
         timeout = 15  # seconds a connection may sit idle (a stalled client holds one thread, not the screen)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             return  # the terminal belongs to the run's progress lines
 
         def _host_ok(self) -> bool:
@@ -369,7 +371,7 @@ def _handler_for(screen: OperatorScreen) -> type[BaseHTTPRequestHandler]:
         def _not_found(self) -> None:
             self._json(HTTPStatus.NOT_FOUND, {"error": {"code": "not_found", "message": "nothing here"}})
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             if not self._host_ok():
                 self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": {"code": "bad_host", "message": "host"}})
                 return
@@ -392,9 +394,9 @@ def _handler_for(screen: OperatorScreen) -> type[BaseHTTPRequestHandler]:
             else:
                 self._not_found()
 
-        do_HEAD = do_GET  # noqa: N815
+        do_HEAD = do_GET
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if not self._host_ok():
                 self._json(HTTPStatus.MISDIRECTED_REQUEST, {"error": {"code": "bad_host", "message": "host"}})
                 return
