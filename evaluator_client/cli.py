@@ -391,9 +391,10 @@ def cmd_status(args, home: Path | None) -> int:
     spool = _spool(args, home)
     waiting = [e for e in spool.entries() if e["status"] in ("running", "ready", "failed")]
     for entry in waiting:
-        print(
-            f"spooled  {entry['session_id']}  {entry['status']:<9} {entry['task'][:40]!r} {entry['error'] or ''}"
-        )
+        note = entry["error"] or ""
+        if entry["status"] == "running":
+            note = f"no verdict yet: `arena-eval abort {entry['session_id'][:8]}` closes it"
+        print(f"spooled  {entry['session_id']}  {entry['status']:<9} {entry['task'][:40]!r} {note}")
     with _api(config) as api:
         sessions = api.sessions(limit=20)
     print(f"{sessions['count']} sessions on the server; the latest:")

@@ -124,6 +124,9 @@ def test_end_of_input_at_a_prompt_then_abort_and_flush(network):
     assert f"`arena-eval abort {session.pk}` closes it" in line
     assert "start.png" in result.stdout  # --no-ui prints where the start image is
 
+    status = arena_eval(network.home, "status")
+    assert status.returncode == 0 and f"`arena-eval abort {str(session.pk)[:8]}` closes it" in status.stdout
+
     flush = arena_eval(network.home, "flush")
     assert flush.returncode == 1
     assert f"`arena-eval abort {session.pk}` closes it now" in flush.stdout
