@@ -82,9 +82,9 @@ class OperatorScreen:
         self._start_png = b""
         try:
             self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        except OSError as exc:
+        except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
             raise ScreenError(
-                f"the operator screen cannot listen on {host}:{port} ({exc.strerror or exc}): "
+                f"the operator screen cannot listen on {host}:{port} ({getattr(exc, 'strerror', None) or exc}): "
                 "pick another --ui-port, or leave it out for a free one"
             ) from exc
         self._server.daemon_threads = True

@@ -141,6 +141,8 @@ def test_a_busy_port_is_one_clear_sentence(screen):
 
     with pytest.raises(ScreenError, match=f"cannot listen on 127.0.0.1:{screen.port}.*--ui-port"):
         OperatorScreen(port=screen.port)
+    with pytest.raises(ScreenError, match="cannot listen on 127.0.0.1:70000"):
+        OperatorScreen(port=70000)
 
 
 def _state(screen) -> dict:
