@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 
         get_storage().ensure_bucket()
         call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        env["ARENA_STATIC_FINDERS"] = "0"  # gunicorn serves the collected, compressed files only
         env["ARENA_RELAY_SECRET"] = settings.ARENA_RELAY_SECRET
         env["ARENA_SECRET_KEY"] = settings.SECRET_KEY
         py = sys.executable

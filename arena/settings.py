@@ -270,8 +270,15 @@ if ARENA_HTTPS:
     if env_bool("ARENA_TRUST_X_FORWARDED_PROTO", False):
         # Only behind a proxy that terminates TLS and overwrites this header on every request.
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Static files (the vendored Swagger UI) are served by WhiteNoise straight from the installed packages.
-WHITENOISE_USE_FINDERS = True
+# Static files (the admin's, the vendored Swagger UI, the favicon) are served by WhiteNoise. ``make serve`` runs
+# ``collectstatic`` into STATIC_ROOT (gzip-compressed copies beside each file) and sets ARENA_STATIC_FINDERS=0,
+# so WhiteNoise serves only the collected files; elsewhere (the demo, tests) it reads them from the installed
+# apps at startup, with no collect step.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = env_bool("ARENA_STATIC_FINDERS", True)
 STATIC_ROOT.mkdir(exist_ok=True)
 # Client addresses for throttles: REMOTE_ADDR unless the arena runs behind this many trusted proxies, which
 # append to X-Forwarded-For (a client-supplied X-Forwarded-For is never trusted on its own).

@@ -1,6 +1,7 @@
 """The production shape, as a real gunicorn serves it (the flags of ``arena.serve``), with ``ARENA_HTTPS=1``
 behind a TLS-terminating proxy: HTTPS redirect, HSTS, CSP, Secure cookies, no ``testserver`` host, the vendored
-API docs assets, and an access log that never holds an API key, even one sent in the query string."""
+API docs assets and the admin's static files (collected and compressed, as ``make serve`` does), and an access
+log that never holds an API key, even one sent in the query string."""
 
 from __future__ import annotations
 
@@ -69,6 +70,9 @@ class Served:
 def served(tmp_path) -> Iterator[Served]:
     env = production_env(tmp_path)
     assert manage(env, "migrate", "--noinput").returncode == 0
+    # As `make serve` does: collect the static files, then serve only those.
+    assert manage(env, "collectstatic", "--noinput", "-v0").returncode == 0
+    env["ARENA_STATIC_FINDERS"] = "0"
     issued = manage(env, "issue_key", "--lab", "Log Lab", "--organization", "Log Org")
     assert issued.returncode == 0, issued.stderr
     port = free_port()
@@ -141,6 +145,18 @@ def test_api_docs_assets_are_served_by_the_arena(served):
         timeout=30,
     )
     assert bundle.status_code == 200 and len(bundle.content) > 100_000
+
+
+def test_admin_static_files_are_served_collected_and_compressed(served):
+    css = requests.get(
+        f"{served.url}/static/admin/css/base.css",
+        headers={**HTTPS, "Accept-Encoding": "gzip"},
+        timeout=30,
+    )
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    assert css.headers.get("Content-Encoding") == "gzip" and "body" in css.text
+    login = requests.get(f"{served.url}/admin/login/", headers=HTTPS, timeout=30)
+    assert login.status_code == 200 and "/static/admin/css/base.css" in login.text
 
 
 def test_keys_never_reach_the_access_log(served):
