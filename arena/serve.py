@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,6 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     # Where the relay asks the arena to admit connections (gunicorn's own address: not through a public proxy).
     env.setdefault("ARENA_INTERNAL_URL", f"http://127.0.0.1:{args.port}")
     env["ARENA_VAR_DIR"] = str(var)
+    env.setdefault("ARENA_LOG_FORMAT", "json")
+    # Every process (gunicorn's workers, Celery's) writes its counters here; /metrics adds them up.
+    metrics_dir = var / "serve" / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     # Small per-request matrices (the pair sampler, 10^2 items) are 10x slower with BLAS threads competing.
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     sup = Supervisor(var / "serve" / "arena.log")

@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "arena.middleware.RequestIdMiddleware",
+    "arena.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "arena.middleware.ContentSecurityPolicyMiddleware",
     "arena.middleware.KeyInUrlMiddleware",
@@ -226,14 +228,30 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# Log lines carry the request id (arena.middleware.RequestIdMiddleware), or the Celery task's id, through a
+# context filter (policy_server.logs). ARENA_LOG_FORMAT: "text" (readable; the default, the demo) or "json" (one
+# object a line; `make serve` sets it).
+ARENA_LOG_FORMAT = env_str("ARENA_LOG_FORMAT", "text").strip().lower()
+if ARENA_LOG_FORMAT not in {"text", "json"}:
+    raise ValueError(f"ARENA_LOG_FORMAT must be 'text' or 'json', not {ARENA_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "policy_server.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"()": "policy_server.logs.TextFormatter"},
+        "json": {"()": "policy_server.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": ARENA_LOG_FORMAT, "filters": ["context"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("ARENA_LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+# /healthz details and /metrics: for staff, for `Authorization: Bearer <this>`, or (unset, no proxy) loopback.
+ARENA_OPS_TOKEN = env_str("ARENA_OPS_TOKEN")
+# The worker logs through LOGGING above (and so in the same format), not through a handler of its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Blinding of assignments, limits and HTTPS hardening (README "Limits and hardening") --------------------
 # The sampler's secret: without it the public comparison log and the open code cannot reproduce the pair
