@@ -34,8 +34,10 @@ class RequestIdMiddleware:
         given = request.headers.get(REQUEST_ID_HEADER, "")
         request_id = given if REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
         request.request_id = request_id
-        with logs.bound(request_id=request_id):
-            response = self.get_response(request)
+        # Bound until the request is finished (see arena.apps), not only inside this call: Django logs a
+        # 4xx/5xx response ("Not Found: ...") after the middleware has returned.
+        logs.bind(request_id=request_id)
+        response = self.get_response(request)
         response[REQUEST_ID_HEADER] = request_id
         return response
 

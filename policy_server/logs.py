@@ -55,6 +55,11 @@ def bound(**fields: Any) -> Iterator[None]:
         unbind(token)
 
 
+def clear() -> None:
+    """Unbind every field of the current context (a thread that serves one request after another)."""
+    _context.set(None)
+
+
 def current() -> dict[str, str]:
     """The fields bound in this context (a copy)."""
     return dict(_context.get() or _EMPTY)

@@ -5,6 +5,7 @@ log that never holds an API key, even one sent in the query string."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -49,6 +50,7 @@ def production_env(tmp_path: Path) -> dict[str, str]:
         ARENA_TRUST_X_FORWARDED_PROTO="1",
         ARENA_HSTS_PRELOAD="1",
         ARENA_LOG_LEVEL="DEBUG",
+        ARENA_LOG_FORMAT="json",
     )
     return env
 
@@ -157,6 +159,23 @@ def test_admin_static_files_are_served_collected_and_compressed(served):
     assert css.headers.get("Content-Encoding") == "gzip" and "body" in css.text
     login = requests.get(f"{served.url}/admin/login/", headers=HTTPS, timeout=30)
     assert login.status_code == 200 and "/static/admin/css/base.css" in login.text
+
+
+def test_the_apps_log_lines_are_json_and_carry_the_request_id(served):
+    missing = requests.get(
+        f"{served.url}/no-such-page/", headers={**HTTPS, "X-Request-ID": "prod-trace-000001"}, timeout=30
+    )
+    assert missing.status_code == 404 and missing.headers["X-Request-ID"] == "prod-trace-000001"
+    assert "Page not found" in missing.text  # the styled page, DEBUG off
+    deadline = time.monotonic() + 60
+    while "prod-trace-000001" not in (text := served.log.read_text()):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    # gunicorn's own lines (its start-up and access lines) keep gunicorn's format; the app's are JSON.
+    app_lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert app_lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in app_lines)
+    traced = [line for line in app_lines if line.get("request_id") == "prod-trace-000001"]
+    assert traced and traced[0]["logger"] == "django.request" and "/no-such-page/" in traced[0]["msg"]
 
 
 def test_keys_never_reach_the_access_log(served):
