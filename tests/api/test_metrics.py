@@ -91,3 +91,34 @@ def test_metrics_need_the_token_once_one_is_set(db, client, settings):
 
 def test_metrics_refuse_other_addresses_without_a_token(db, client):
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+
+
+def test_queue_depth_is_absent_when_the_broker_is_down(db, client, settings):
+    from arena.ports import free_port
+
+    settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{free_port()}/0"
+    samples = scrape(client)
+    assert not any(name == "arena_celery_queue_depth" for name, _ in samples)
+    assert value(samples, "arena_sessions_open") == 0
+
+
+def test_queue_depth_counts_waiting_tasks(db, client, settings):
+    """Through kombu's in-process memory transport (the code path of a Redis or RabbitMQ broker)."""
+    import kombu
+
+    settings.CELERY_BROKER_URL = "memory://"
+    with kombu.Connection("memory://") as conn:
+        queue = kombu.Queue("celery", routing_key="celery")
+        with conn.Producer() as producer:
+            for n in range(3):
+                producer.publish({"n": n}, routing_key="celery", declare=[queue])
+        try:
+            assert value(scrape(client), "arena_celery_queue_depth") == 3
+            health = client.get("/healthz").json()
+            assert health["checks"]["broker"] == {
+                **health["checks"]["broker"],
+                "status": "ok",
+                "detail": "memory",
+            }
+        finally:
+            queue(conn.default_channel).delete()

@@ -68,3 +68,15 @@ def test_malformed_request_ids_are_replaced_not_echoed(db, anonymous, given):
     response = anonymous.client.get("/api/v1/leaderboard/", headers={"X-Request-ID": given})
     assert response["X-Request-ID"] != given
     assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-ID"])
+
+
+def test_a_celery_tasks_lines_carry_its_task_id(db, json_log):
+    from arena.tasks import ranking_refit
+
+    _, buffer = json_log
+    result = ranking_refit.apply_async(task_id="task-id-0123456789")  # eager here, as in the embedded mode
+    assert result.get() is not None
+    stored = [line for line in parsed(buffer) if line["logger"] == "arena.services.ranking"]
+    assert stored and "snapshot" in stored[0]["msg"]
+    assert stored[0]["task_id"] == "task-id-0123456789"
+    assert "task_id" not in logs.current()  # unbound when the task ended

@@ -66,6 +66,7 @@ class Served:
     url: str
     key: str
     log: Path
+    env: dict[str, str]
 
 
 @pytest.fixture
@@ -75,6 +76,9 @@ def served(tmp_path) -> Iterator[Served]:
     # As `make serve` does: collect the static files, then serve only those.
     assert manage(env, "collectstatic", "--noinput", "-v0").returncode == 0
     env["ARENA_STATIC_FINDERS"] = "0"
+    # As `make serve` does: every process adds its counters to one folder that /metrics reads.
+    (tmp_path / "metrics").mkdir()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
     issued = manage(env, "issue_key", "--lab", "Log Lab", "--organization", "Log Org")
     assert issued.returncode == 0, issued.stderr
     port = free_port()
@@ -110,7 +114,7 @@ def served(tmp_path) -> Iterator[Served]:
                 assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.3)
-        yield Served(url=url, key=issued.stdout.strip(), log=log)
+        yield Served(url=url, key=issued.stdout.strip(), log=log, env=env)
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -176,6 +180,27 @@ def test_the_apps_log_lines_are_json_and_carry_the_request_id(served):
     assert app_lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in app_lines)
     traced = [line for line in app_lines if line.get("request_id") == "prod-trace-000001"]
     assert traced and traced[0]["logger"] == "django.request" and "/no-such-page/" in traced[0]["msg"]
+
+
+def test_metrics_add_up_the_counters_of_every_process(served):
+    # Another process of the deployment (as the Celery worker is) records a check outcome...
+    other = manage(
+        served.env,
+        "shell",
+        "-c",
+        "from arena import metrics; metrics.CHECKS.labels(outcome='fail', trigger='arena').inc(2)",
+    )
+    assert other.returncode == 0, other.stderr
+    for _ in range(3):
+        assert requests.get(f"{served.url}/leaderboard/", headers=HTTPS, timeout=30).status_code == 200
+    # ...and a scrape of the web worker reports it beside its own request counts.
+    scraped = requests.get(f"{served.url}/metrics", headers=HTTPS, timeout=30)
+    assert scraped.status_code == 200
+    lines = scraped.text.splitlines()
+    assert 'arena_policy_checks_total{outcome="fail",trigger="arena"} 2.0' in lines
+    assert 'arena_http_requests_total{method="GET",status="200",view="web-leaderboard"} 3.0' in lines
+    health = requests.get(f"{served.url}/healthz", headers=HTTPS, timeout=30)
+    assert health.status_code == 200 and health.json()["checks"]["broker"]["detail"] == "eager"
 
 
 def test_keys_never_reach_the_access_log(served):
