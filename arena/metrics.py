@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -160,13 +161,19 @@ class RequestMetricsMiddleware:
         started = time.perf_counter()
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
-        view = (match.view_name or match._func_path) if match is not None else "unmatched"
+        if match is not None:
+            view = match.view_name or match._func_path
+        elif request.path.startswith(_STATIC_PREFIX):
+            view = "static"  # answered by WhiteNoise, before any URL pattern
+        else:
+            view = "unmatched"
         method = request.method if request.method in _METHODS else "other"
         REQUESTS.labels(view=view, method=method, status=str(response.status_code)).inc()
         REQUEST_SECONDS.labels(view=view).observe(time.perf_counter() - started)
         return response
 
 
+_STATIC_PREFIX = "/" + settings.STATIC_URL.strip("/") + "/"
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 

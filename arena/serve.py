@@ -1,6 +1,6 @@
 """``make serve`` / ``python -m arena.serve``: the production shape on one machine.
 
-gunicorn (the web app and API), a Celery worker and Celery beat over Redis (or RabbitMQ), PostgreSQL from
+gunicorn (the web app and API; static files collected first), a Celery worker and Celery beat over Redis (or RabbitMQ), PostgreSQL from
 ``DATABASE_URL``, SeaweedFS as S3 (unless ``S3_ENDPOINT_URL`` points elsewhere) and the blind relay (admitted by
 the web app at ``ARENA_INTERNAL_URL``, default gunicorn's own address). One command,
 every process's log lines in one stream (prefixed, and kept in ``var/serve/arena.log``), a clean stop on Ctrl-C
@@ -273,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             env,
         )
         wait_http(f"http://127.0.0.1:{args.port}/api/v1/leaderboard/", 30)
+        # 200 only once the database, the cache, the broker and the storage all answer.
+        wait_http(f"http://127.0.0.1:{args.port}/healthz", 30)
         wait_http(f"http://127.0.0.1:{args.relay_port}/healthz", 30)
         sup.wait_for_line("worker", "ready", 60)
         sup.wait_for_line("beat", "beat: Starting", 60)
