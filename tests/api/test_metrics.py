@@ -122,3 +122,17 @@ def test_queue_depth_counts_waiting_tasks(db, client, settings):
             }
         finally:
             queue(conn.default_channel).delete()
+
+
+def test_a_signed_in_staff_user_may_read_them_from_anywhere(db, client, settings):
+    from django.contrib.auth import get_user_model
+
+    settings.ARENA_OPS_TOKEN = TOKEN
+    staff = get_user_model().objects.create_user("ops", password="an operator's passphrase", is_staff=True)
+    member = get_user_model().objects.create_user("member", password="a member's passphrase")
+    client.force_login(member)
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+    assert "latency_ms" not in client.get("/healthz", REMOTE_ADDR="203.0.113.9").json()["checks"]["cache"]
+    client.force_login(staff)
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 200
+    assert "latency_ms" in client.get("/healthz", REMOTE_ADDR="203.0.113.9").json()["checks"]["cache"]
