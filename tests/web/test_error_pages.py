@@ -52,6 +52,12 @@ def test_a_failing_view_is_the_sites_500_without_the_detail(db, client, settings
     assert "secret detail" not in page and "Traceback" not in page
 
 
+def test_the_admins_static_files_load_in_the_embedded_mode(db, client):
+    """The demo's shape: WhiteNoise reads the installed apps' static files, no collect step."""
+    css = client.get("/static/admin/css/base.css")
+    assert css.status_code == 200 and css["Content-Type"].startswith("text/css")
+
+
 def test_the_favicon_is_served(db, client):
     icon = client.get("/static/arena/favicon.svg")
     assert icon.status_code == 200 and icon["Content-Type"].startswith("image/svg+xml")
