@@ -3,14 +3,43 @@ bodies."""
 
 from __future__ import annotations
 
+import re
+import uuid
 from urllib.parse import unquote_plus, urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
+from django.template import loader
 from django.views import defaults
 
 from arena.api.errors import json_error
 from arena.auth import KEY_LIKE_RE
+from policy_server import logs
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A proxy's id is kept if it is short and plain (it is written into every log line of the request); any other
+# value is replaced, never echoed.
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{8,64}")
+
+
+class RequestIdMiddleware:
+    """Gives each request an id: the client's or proxy's ``X-Request-ID`` if it is 8-64 characters of
+    ``[A-Za-z0-9._:-]``, else a fresh UUID. Every log line written while the request runs carries it
+    (``request_id``), and the response returns it in ``X-Request-ID``."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        request_id = given if REQUEST_ID_RE.fullmatch(given) else uuid.uuid4().hex
+        request.request_id = request_id
+        # Bound until the request is finished (see arena.apps), not only inside this call: Django logs a
+        # 4xx/5xx response ("Not Found: ...") after the middleware has returned.
+        logs.bind(request_id=request_id)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request_id
+        return response
 
 
 def content_security_policy() -> str:
@@ -102,10 +131,22 @@ class ApiBodyLimitMiddleware:
 def not_found(request: HttpRequest, exception=None) -> HttpResponse:
     if request.path.startswith("/api/"):
         return json_error("not_found", "No such API endpoint.", 404)
-    return defaults.page_not_found(request, exception)
+    from arena.web.render import render_page
+
+    return render_page(request, "404.html", {"request_path": request.path}, status=404)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith("/api/"):
         return json_error("server_error", "The server failed; the error was logged.", 500)
-    return defaults.server_error(request)
+    from arena.web.render import stylesheet
+
+    # Rendered without the request's context processors: after a failure, the database behind request.user
+    # may be the thing that broke. Django's plain page if even this fails.
+    try:
+        page = loader.get_template("500.html").render(
+            {"stylesheet": stylesheet(), "request_id": getattr(request, "request_id", "")}
+        )
+    except Exception:
+        return defaults.server_error(request)
+    return HttpResponse(page, status=500)

@@ -1,6 +1,6 @@
 """``make serve`` / ``python -m arena.serve``: the production shape on one machine.
 
-gunicorn (the web app and API), a Celery worker and Celery beat over Redis (or RabbitMQ), PostgreSQL from
+gunicorn (the web app and API; static files collected first), a Celery worker and Celery beat over Redis (or RabbitMQ), PostgreSQL from
 ``DATABASE_URL``, SeaweedFS as S3 (unless ``S3_ENDPOINT_URL`` points elsewhere) and the blind relay (admitted by
 the web app at ``ARENA_INTERNAL_URL``, default gunicorn's own address). One command,
 every process's log lines in one stream (prefixed, and kept in ``var/serve/arena.log``), a clean stop on Ctrl-C
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -192,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     # Where the relay asks the arena to admit connections (gunicorn's own address: not through a public proxy).
     env.setdefault("ARENA_INTERNAL_URL", f"http://127.0.0.1:{args.port}")
     env["ARENA_VAR_DIR"] = str(var)
+    env.setdefault("ARENA_LOG_FORMAT", "json")
+    # Every process (gunicorn's workers, Celery's) writes its counters here; /metrics adds them up.
+    metrics_dir = var / "serve" / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
     # Small per-request matrices (the pair sampler, 10^2 items) are 10x slower with BLAS threads competing.
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     sup = Supervisor(var / "serve" / "arena.log")
@@ -229,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
 
         get_storage().ensure_bucket()
         call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        env["ARENA_STATIC_FINDERS"] = "0"  # gunicorn serves the collected, compressed files only
         env["ARENA_RELAY_SECRET"] = settings.ARENA_RELAY_SECRET
         env["ARENA_SECRET_KEY"] = settings.SECRET_KEY
         py = sys.executable
@@ -284,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             env,
         )
         wait_http(f"http://127.0.0.1:{args.port}/api/v1/leaderboard/", 30)
+        # 200 only once the database, the cache, the broker and the storage all answer.
+        wait_http(f"http://127.0.0.1:{args.port}/healthz", 30)
         wait_http(f"http://127.0.0.1:{args.relay_port}/healthz", 30)
         sup.wait_for_line("worker", "ready", 60)
         sup.wait_for_line("beat", "beat: Starting", 60)

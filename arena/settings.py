@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "arena.middleware.RequestIdMiddleware",
+    "arena.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "arena.middleware.ContentSecurityPolicyMiddleware",
     "arena.middleware.KeyInUrlMiddleware",
@@ -132,6 +134,14 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 LOGIN_URL = "/admin/login/"
+# Invitation links (manage.py issue_key --invite) are Django password-reset links: valid this long, once.
+PASSWORD_RESET_TIMEOUT = env_int("ARENA_INVITE_TTL_SECONDS", 3 * 24 * 3600)
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 
 # --- Celery -------------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
@@ -226,14 +236,30 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# Log lines carry the request id (arena.middleware.RequestIdMiddleware), or the Celery task's id, through a
+# context filter (policy_server.logs). ARENA_LOG_FORMAT: "text" (readable; the default, the demo) or "json" (one
+# object a line; `make serve` sets it).
+ARENA_LOG_FORMAT = env_str("ARENA_LOG_FORMAT", "text").strip().lower()
+if ARENA_LOG_FORMAT not in {"text", "json"}:
+    raise ValueError(f"ARENA_LOG_FORMAT must be 'text' or 'json', not {ARENA_LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"context": {"()": "policy_server.logs.ContextFilter"}},
+    "formatters": {
+        "text": {"()": "policy_server.logs.TextFormatter"},
+        "json": {"()": "policy_server.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": ARENA_LOG_FORMAT, "filters": ["context"]}
+    },
     "root": {"handlers": ["console"], "level": env_str("ARENA_LOG_LEVEL", "INFO")},
     "loggers": {"django.server": {"level": "WARNING"}},
 }
+# /healthz details and /metrics: for staff, for `Authorization: Bearer <this>`, or (unset, no proxy) loopback.
+ARENA_OPS_TOKEN = env_str("ARENA_OPS_TOKEN")
+# The worker logs through LOGGING above (and so in the same format), not through a handler of its own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Blinding of assignments, limits and HTTPS hardening (README "Limits and hardening") --------------------
 # The sampler's secret: without it the public comparison log and the open code cannot reproduce the pair
@@ -270,8 +296,15 @@ if ARENA_HTTPS:
     if env_bool("ARENA_TRUST_X_FORWARDED_PROTO", False):
         # Only behind a proxy that terminates TLS and overwrites this header on every request.
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# Static files (the vendored Swagger UI) are served by WhiteNoise straight from the installed packages.
-WHITENOISE_USE_FINDERS = True
+# Static files (the admin's, the vendored Swagger UI, the favicon) are served by WhiteNoise. ``make serve`` runs
+# ``collectstatic`` into STATIC_ROOT (gzip-compressed copies beside each file) and sets ARENA_STATIC_FINDERS=0,
+# so WhiteNoise serves only the collected files; elsewhere (the demo, tests) it reads them from the installed
+# apps at startup, with no collect step.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = env_bool("ARENA_STATIC_FINDERS", True)
 STATIC_ROOT.mkdir(exist_ok=True)
 # Client addresses for throttles: REMOTE_ADDR unless the arena runs behind this many trusted proxies, which
 # append to X-Forwarded-For (a client-supplied X-Forwarded-For is never trusted on its own).

@@ -90,6 +90,10 @@ class VideoStorage(ABC):
         """Create the bucket (or folder) if missing; for ``make serve`` and fixtures, not per request."""
 
     @abstractmethod
+    def probe(self) -> None:
+        """Check the storage answers (the bucket is reachable, or the folder writable); raises StorageError."""
+
+    @abstractmethod
     def upload_target(self, *, key: str, content_type: str, size: int) -> UploadTarget:
         """A short-lived upload of at most ``size`` bytes of ``content_type`` to exactly ``key``."""
 
@@ -156,6 +160,12 @@ class S3Storage(VideoStorage):
             if _status(exc) != 404:
                 raise StorageError(f"cannot reach bucket {self.bucket!r}: {exc}") from exc
             self.client.create_bucket(Bucket=self.bucket)
+
+    def probe(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"bucket not reachable: {type(exc).__name__}") from exc
 
     def upload_target(self, *, key: str, content_type: str, size: int) -> UploadTarget:
         expires_at = _deadline()
@@ -240,6 +250,14 @@ class LocalStorage(VideoStorage):
 
     def ensure_bucket(self) -> None:
         (self.root / self.TMP_DIR).mkdir(parents=True, exist_ok=True)
+
+    def probe(self) -> None:
+        try:
+            self.ensure_bucket()
+            with tempfile.NamedTemporaryFile(dir=self.root / self.TMP_DIR, prefix="probe-"):
+                pass
+        except OSError as exc:
+            raise StorageError(f"video folder not writable: {exc.strerror or type(exc).__name__}") from exc
 
     def upload_target(self, *, key: str, content_type: str, size: int) -> UploadTarget:
         self.path(key)

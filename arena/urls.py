@@ -1,8 +1,10 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from arena import files
+from arena import files, health, metrics
 from arena.web.dashboard import admin_sign_in
 
 urlpatterns = [
@@ -13,6 +15,9 @@ urlpatterns = [
     path("files/videos/upload/<str:token>/", files.video_upload, name="video-file-upload"),
     path("files/videos/<str:token>/", files.video_download, name="video-file-download"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("healthz", health.healthz, name="healthz"),
+    path("favicon.ico", RedirectView.as_view(url=static("arena/favicon.svg"), permanent=True)),
+    path("metrics", metrics.metrics, name="metrics"),
     path("", include("arena.web.urls")),
 ]
 

@@ -52,7 +52,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from policy_server import netguard, wire
+from policy_server import logs, netguard, wire
 from policy_server._serving import ServerHandle, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
 from policy_server.relay_admission import ARENA_URL_ENV, AdmissionRefused, ArenaLink, RelayGate
@@ -195,6 +195,8 @@ class Relay:
     async def _handle(self, downstream: ServerConnection) -> None:
         assert downstream.request is not None  # set once the handshake succeeded
         claims = self._claims(downstream.request)
+        # This connection's task has a context of its own: every line logged for it names the session.
+        logs.bind(session_id=claims.session_id, slot=claims.slot)
         upstream = await self._open_upstream(claims)
         if upstream is None:
             await downstream.close(*CLOSE_POLICY_UNAVAILABLE)
@@ -417,7 +419,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--poll-interval", type=float, default=1.5, help="seconds between session status checks (default 1.5)"
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     if args.poll_interval <= 0:
         raise SystemExit("arena-relay: --poll-interval must be positive")
     try:

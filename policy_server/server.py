@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import hmac
 import http
+import itertools
 import logging
 import time
 import traceback
@@ -38,7 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from policy_server import wire
+from policy_server import logs, wire
 from policy_server._serving import ServerHandle, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
 from policy_server.base import BasePolicy
@@ -94,6 +95,7 @@ class PolicyServer:
         self.port = port
         self._api_key = api_key or None
         self._limits = limits
+        self._connections = itertools.count(1)
         self._lock = asyncio.Lock()
 
     async def start(self) -> Server:
@@ -126,6 +128,9 @@ class PolicyServer:
         return wire.packb({**self.policy.metadata, **nonce, PROTOCOL_KEY: PROTOCOL_VERSION})
 
     async def _handle(self, ws: ServerConnection) -> None:
+        # Each connection runs in an asyncio task with its own context: its lines carry its number and, once a
+        # request names one, the session (the relay's alias of it).
+        logs.bind(connection=next(self._connections))
         logger.info("client %s connected", ws.remote_address)
         try:
             await ws.send(self._metadata_frame())
@@ -158,6 +163,9 @@ class PolicyServer:
             raise RequestError(str(exc), code=exc.code) from exc
         if not isinstance(request, dict):
             raise RequestError(f"a request is a msgpack map, got {type(request).__name__}", code="not_a_map")
+        session_id = request.get("session_id")
+        if isinstance(session_id, str) and session_id != logs.current().get("session_id"):
+            logs.bind(session_id=session_id)
         endpoint = request.pop("endpoint", "infer")
         if endpoint == "infer":
             started = time.perf_counter()

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.tokens import default_token_generator
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.encoding import force_bytes
+from django.utils.http import urlsafe_base64_encode
 from django.utils.text import slugify
 
 from arena.auth import NewKey, generate_key, hash_secret
@@ -46,6 +51,38 @@ def owner_get_or_create(*, username: str, organization: str | None = None) -> Us
         if organization or not user.organizations.exists():
             user.organizations.add(organization_get_or_create(name=organization or username))
         return user
+
+
+def lab_member_get_or_create(*, lab: Lab, username: str) -> User:
+    """A person of ``lab`` who signs in to the pages (``/me/``); created with no usable password."""
+    if not username.strip():
+        raise InvalidInput("required", "A lab member needs a username.", field="username")
+    with transaction.atomic():
+        user, created = User.objects.get_or_create(username=username.strip())
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        lab.members.add(user)
+        return user
+
+
+def account_invite(*, user) -> str:
+    """An absolute link at which ``user`` sets a password (and is signed in).
+
+    Django's password-reset token: it expires after ``PASSWORD_RESET_TIMEOUT`` seconds
+    (``ARENA_INVITE_TTL_SECONDS``, default 3 days) and works once, since it is bound to the password hash and
+    the last sign-in, which setting the password and signing in change. Inactive users get no link.
+    """
+    if not user.is_active:
+        raise InvalidInput("inactive_user", f"{user.get_username()} is deactivated; reactivate them first.")
+    path = reverse(
+        "web-password-set",
+        kwargs={
+            "uidb64": urlsafe_base64_encode(force_bytes(user.pk)),
+            "token": default_token_generator.make_token(user),
+        },
+    )
+    return settings.ARENA_PUBLIC_URL.rstrip("/") + path
 
 
 def api_key_issue(*, lab: Lab | None = None, user=None, name: str = "") -> NewKey:

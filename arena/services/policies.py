@@ -14,6 +14,7 @@ strike against the policy, so a lab's aborts alone cannot take a competitor out 
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
 from datetime import datetime, timedelta
@@ -24,12 +25,15 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.crypto import salted_hmac
 
+from arena import metrics
 from arena.errors import Conflict, InvalidInput, PermissionDenied
 from arena.models import ACTION_SPACES, Organization, Policy, PolicyCheck
 from arena.services.accounts import check_owner_in_organization
 from policy_server import netguard
 from policy_server.relay_token import MAX_ENDPOINT_AND_KEY_BYTES, endpoint_fits
 from policy_server.server import NONCE_KEY
+
+log = logging.getLogger(__name__)
 
 # Both are also the OpenAPI patterns of the fields (ECMA dialect): ASCII classes only, matched with fullmatch.
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,78}[a-z0-9]$")
@@ -332,6 +336,7 @@ def policy_check_record(
             trigger=trigger,
         )
         if trigger == PolicyCheck.Trigger.ABORT:
+            metrics.CHECKS.labels(outcome="ok" if ok else "fail", trigger=trigger).inc()
             return policy
         policy.last_check_at = now
         policy.last_check_ok = ok
@@ -349,6 +354,14 @@ def policy_check_record(
             if policy.status == Policy.Status.ACTIVE and policy.consecutive_failures >= threshold:
                 policy.status = Policy.Status.FAILING
         policy.save()
+    metrics.CHECKS.labels(outcome="ok" if ok else "fail", trigger=trigger).inc()
+    log.info(
+        "policy %s check (%s): %s%s",
+        policy.slug,
+        trigger,
+        "ok" if ok else "fail",
+        "" if ok else f" {error_code}",
+    )
     return policy
 
 

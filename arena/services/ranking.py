@@ -7,6 +7,7 @@ Votes of labs an operator excluded, and preferences the lab marked invalid, are 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -18,8 +19,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 import ranking
+from arena import metrics
 from arena.models import Lab, Policy, Preference, RankingSnapshot
 from arena.selectors.leaderboard import FITTED_COLUMNS, fitted_rows_csv, fitted_rows_hash
+
+log = logging.getLogger(__name__)
 
 OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
 METHOD = "bradley-terry, davidson ties, order effect, hierarchical prior, 95% posterior CI, holm rank bands, lab cap {cap}"
@@ -160,7 +164,15 @@ def ranking_snapshot_create() -> RankingSnapshot:
                     fitted_rows=fitted_rows,
                 )
                 _flag_labs(integrity)
-                return snapshot
+            metrics.REFIT_SECONDS.observe(time.perf_counter() - started)
+            log.info(
+                "ranking snapshot %d stored: %d comparisons, %d policies, fit %.3f s",
+                snapshot.version,
+                snapshot.n_comparisons,
+                snapshot.n_policies,
+                fit_seconds,
+            )
+            return snapshot
         except IntegrityError:
             continue  # another refit took the same version number at the same moment
     raise RuntimeError("could not allocate a snapshot version")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from datetime import datetime, timedelta
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from arena import metrics
 from arena.errors import Conflict, InvalidInput, NotFound, Unavailable
 from arena.models import ApiKey, Episode, EvaluationSession, Lab, Policy, Preference, Robot
 from arena.pairing import eligible_policies, pair_choose
@@ -17,6 +19,7 @@ from arena.services.policies import policy_recheck_request
 from arena.services.tallies import tally_add
 
 State = EvaluationSession.State
+log = logging.getLogger(__name__)
 
 
 def lease_deadline(now: datetime | None = None) -> datetime:
@@ -42,6 +45,30 @@ def pair_assign(
     if not task.strip():
         raise InvalidInput("required", "Type the task instruction before asking for a pair.", field="task")
     now = timezone.now()
+    with metrics.assignment_observed():
+        session = _pair_assign_locked(
+            lab=lab,
+            robot=robot,
+            task=task,
+            task_category=task_category,
+            scene_notes=scene_notes,
+            created_by=created_by,
+            now=now,
+        )
+    log.info("session %s assigned to lab %s on robot %s", session.pk, lab.slug, robot.name)
+    return session
+
+
+def _pair_assign_locked(
+    *,
+    lab: Lab,
+    robot: Robot,
+    task: str,
+    task_category: str,
+    scene_notes: str,
+    created_by: ApiKey | None,
+    now: datetime,
+) -> EvaluationSession:
     with transaction.atomic():
         # Serialises assignment per lab (a row lock on Postgres) so the open-session cap holds under races.
         Lab.objects.select_for_update().get(pk=lab.pk)
@@ -180,7 +207,9 @@ def preference_submit(
         session.ended_at = now
         session.save(update_fields=["state", "ended_at"])
         transaction.on_commit(_enqueue_refit)
-        return preference
+        transaction.on_commit(lambda: metrics.SESSIONS_ENDED.labels(how="submitted").inc())
+    log.info("session %s: preference %s stored", session.pk, choice)
+    return preference
 
 
 def session_abort(*, lab: Lab, session_id: uuid.UUID | str, reason: str, fault: str) -> EvaluationSession:
@@ -206,7 +235,9 @@ def session_abort(*, lab: Lab, session_id: uuid.UUID | str, reason: str, fault: 
                 session.policy_a if fault == EvaluationSession.Fault.POLICY_A else session.policy_b
             )
             policy_recheck_request(policy_id=policy.pk, now=session.ended_at)
-        return session
+        transaction.on_commit(lambda: metrics.SESSIONS_ENDED.labels(how="aborted").inc())
+    log.info("session %s aborted (fault: %s)", session.pk, fault or "none")
+    return session
 
 
 def session_renew_lease(*, session: EvaluationSession) -> None:
@@ -221,9 +252,13 @@ def session_expire_overdue(*, now: datetime | None = None) -> int:
 
 
 def _expire(queryset, now: datetime) -> int:
-    return queryset.filter(state__in=EvaluationSession.OPEN_STATES, lease_expires_at__lte=now).update(
+    expired = queryset.filter(state__in=EvaluationSession.OPEN_STATES, lease_expires_at__lte=now).update(
         state=State.EXPIRED, ended_at=now
     )
+    if expired:
+        metrics.SESSIONS_ENDED.labels(how="expired").inc(expired)
+        log.info("%d session(s) expired: their lease ran out", expired)
+    return expired
 
 
 def _enqueue_refit() -> None:

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from arena.web import dashboard, leaderboard, policy_page
+from arena.web import accounts, dashboard, leaderboard, policy_page
 
 urlpatterns = [
     path("", leaderboard.home, name="web-home"),
@@ -27,5 +27,8 @@ urlpatterns = [
         name="web-key-revoke",
     ),
     path("accounts/login/", dashboard.sign_in, name="web-login"),
+    path(
+        "accounts/set-password/<uidb64>/<token>/", accounts.PasswordSetView.as_view(), name="web-password-set"
+    ),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="web-leaderboard"), name="web-logout"),
 ]

@@ -1,9 +1,11 @@
 """The production shape, as a real gunicorn serves it (the flags of ``arena.serve``), with ``ARENA_HTTPS=1``
 behind a TLS-terminating proxy: HTTPS redirect, HSTS, CSP, Secure cookies, no ``testserver`` host, the vendored
-API docs assets, and an access log that never holds an API key, even one sent in the query string."""
+API docs assets and the admin's static files (collected and compressed, as ``make serve`` does), and an access
+log that never holds an API key, even one sent in the query string."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -48,6 +50,7 @@ def production_env(tmp_path: Path) -> dict[str, str]:
         ARENA_TRUST_X_FORWARDED_PROTO="1",
         ARENA_HSTS_PRELOAD="1",
         ARENA_LOG_LEVEL="DEBUG",
+        ARENA_LOG_FORMAT="json",
     )
     return env
 
@@ -63,12 +66,19 @@ class Served:
     url: str
     key: str
     log: Path
+    env: dict[str, str]
 
 
 @pytest.fixture
 def served(tmp_path) -> Iterator[Served]:
     env = production_env(tmp_path)
     assert manage(env, "migrate", "--noinput").returncode == 0
+    # As `make serve` does: collect the static files, then serve only those.
+    assert manage(env, "collectstatic", "--noinput", "-v0").returncode == 0
+    env["ARENA_STATIC_FINDERS"] = "0"
+    # As `make serve` does: every process adds its counters to one folder that /metrics reads.
+    (tmp_path / "metrics").mkdir()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
     issued = manage(env, "issue_key", "--lab", "Log Lab", "--organization", "Log Org")
     assert issued.returncode == 0, issued.stderr
     port = free_port()
@@ -104,7 +114,7 @@ def served(tmp_path) -> Iterator[Served]:
                 assert process.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.3)
-        yield Served(url=url, key=issued.stdout.strip(), log=log)
+        yield Served(url=url, key=issued.stdout.strip(), log=log, env=env)
     finally:
         process.terminate()
         process.wait(timeout=60)
@@ -141,6 +151,56 @@ def test_api_docs_assets_are_served_by_the_arena(served):
         timeout=30,
     )
     assert bundle.status_code == 200 and len(bundle.content) > 100_000
+
+
+def test_admin_static_files_are_served_collected_and_compressed(served):
+    css = requests.get(
+        f"{served.url}/static/admin/css/base.css",
+        headers={**HTTPS, "Accept-Encoding": "gzip"},
+        timeout=30,
+    )
+    assert css.status_code == 200 and css.headers["Content-Type"].startswith("text/css")
+    assert css.headers.get("Content-Encoding") == "gzip" and "body" in css.text
+    login = requests.get(f"{served.url}/admin/login/", headers=HTTPS, timeout=30)
+    assert login.status_code == 200 and "/static/admin/css/base.css" in login.text
+
+
+def test_the_apps_log_lines_are_json_and_carry_the_request_id(served):
+    missing = requests.get(
+        f"{served.url}/no-such-page/", headers={**HTTPS, "X-Request-ID": "prod-trace-000001"}, timeout=30
+    )
+    assert missing.status_code == 404 and missing.headers["X-Request-ID"] == "prod-trace-000001"
+    assert "Page not found" in missing.text  # the styled page, DEBUG off
+    deadline = time.monotonic() + 60
+    while "prod-trace-000001" not in (text := served.log.read_text()):
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
+    # gunicorn's own lines (its start-up and access lines) keep gunicorn's format; the app's are JSON.
+    app_lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert app_lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in app_lines)
+    traced = [line for line in app_lines if line.get("request_id") == "prod-trace-000001"]
+    assert traced and traced[0]["logger"] == "django.request" and "/no-such-page/" in traced[0]["msg"]
+
+
+def test_metrics_add_up_the_counters_of_every_process(served):
+    # Another process of the deployment (as the Celery worker is) records a check outcome...
+    other = manage(
+        served.env,
+        "shell",
+        "-c",
+        "from arena import metrics; metrics.CHECKS.labels(outcome='fail', trigger='arena').inc(2)",
+    )
+    assert other.returncode == 0, other.stderr
+    for _ in range(3):
+        assert requests.get(f"{served.url}/leaderboard/", headers=HTTPS, timeout=30).status_code == 200
+    # ...and a scrape of the web worker reports it beside its own request counts.
+    scraped = requests.get(f"{served.url}/metrics", headers=HTTPS, timeout=30)
+    assert scraped.status_code == 200
+    lines = scraped.text.splitlines()
+    assert 'arena_policy_checks_total{outcome="fail",trigger="arena"} 2.0' in lines
+    assert 'arena_http_requests_total{method="GET",status="200",view="web-leaderboard"} 3.0' in lines
+    health = requests.get(f"{served.url}/healthz", headers=HTTPS, timeout=30)
+    assert health.status_code == 200 and health.json()["checks"]["broker"]["detail"] == "eager"
 
 
 def test_keys_never_reach_the_access_log(served):
