@@ -24,7 +24,8 @@ the other side read them breaks the protocol, and that channel (only) is closed 
 never waits on a channel, so a slow session never stalls the others.
 
 The owner side reconnects with jittered exponential backoff (:class:`Backoff`) whenever the link drops, and stops
-for good (with a one-line reason) only when the relay refuses the key or the policy (HTTP 401/403/404).
+for good (with a one-line reason) only when the relay refuses the key or the policy (HTTP 401/403/404) or a
+newer link of the same policy replaced this one (close code :data:`SUPERSEDED`).
 
 This module runs on the owner's machine as well as in the relay: Python 3.8, no Django.
 """
@@ -58,6 +59,9 @@ MAX_CHANNELS = 32
 MAX_CHANNEL_QUEUE = 2
 MAX_CLOSE_REASON_BYTES = 123
 MAX_SLUG_CHARS = 80
+SUPERSEDED = 4001
+"""Close code of a link that a newer link of the same policy replaced (two servers for one policy: the older
+one stops instead of taking the policy back, so that they do not flap)."""
 FORWARD_TOO_BIG = 4009
 """Close code of a forwarded channel whose policy sent a frame over the relay's limit."""
 Message = Union[str, bytes]  # noqa: UP007 (an alias is evaluated at runtime; Python 3.8 has no X | Y)
@@ -306,7 +310,7 @@ def closed_for_size(ws: Any) -> bool:
 
 class DialoutRefused(Exception):
     """The relay refused the link for good (wrong key, unknown policy, or a policy not registered as
-    dial-out): retrying would not help."""
+    dial-out), or a newer link of the same policy replaced it: retrying would not help."""
 
 
 class Backoff:
@@ -381,6 +385,8 @@ async def serve_over_link(
             await _serve_link(ws, handler, stop)
             if stop.is_set():
                 return
+            if ws.close_code == SUPERSEDED:
+                raise DialoutRefused(f"another server now serves policy {policy!r}; this one stops")
             logger.warning("link to the relay closed (code %s); reconnecting", ws.close_code)
         try:
             await asyncio.wait_for(stop.wait(), backoff.next_delay())

@@ -289,7 +289,7 @@ class Relay:
         previous = self._links.get(attached.slug)
         self._links[attached.slug] = attached
         if previous is not None and previous.link is not None:
-            background(previous.link.ws.close(CloseCode.POLICY_VIOLATION, "replaced by a newer link"))
+            background(previous.link.ws.close(dialout.SUPERSEDED, "replaced by a newer link"))
         renewal = asyncio.ensure_future(self._renew(ws, attached))
         logger.info("dial-out policy %s attached", attached.slug)
         try:
@@ -322,7 +322,8 @@ class Relay:
                 )
                 last_ok = time.monotonic()
             except AdmissionRefused as refused:
-                await ws.close(CloseCode.POLICY_VIOLATION, refused.message[:100])
+                code = dialout.SUPERSEDED if refused.status == 409 else CloseCode.POLICY_VIOLATION
+                await ws.close(code, refused.message[:100])
                 return
             except ArenaUnreachable as exc:
                 logger.warning("cannot renew dial-out policy %s: %s", attached.slug, exc)

@@ -8,9 +8,7 @@ is a raw websocket speaking the link protocol. Sessions go through the relay's p
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from arena_test_policies import EchoPolicy
-from websockets.asyncio.client import connect as async_connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import connect
 
@@ -30,6 +27,7 @@ from policy_server.client import PolicyClient, PolicyUnavailable
 from policy_server.relay import serve_relay_in_thread
 from policy_server.relay_token import mint_token
 from policy_server.server import dial_out_in_thread
+from tests.dialout_helpers import hostile_dialer
 from tests.policy_server.test_hostile_frames import BOMBS, OBS, SECRET, Bounded, HeldPolicy
 
 FAST = dialout.Backoff(base=0.05, cap=0.5)
@@ -124,42 +122,6 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
 
 
 # --- Hostile dialled-in policies get what hostile direct ones get -----------------------------------------
-
-
-@contextlib.contextmanager
-def hostile_dialer(relay_url: str, slug: str, answer) -> Iterator[None]:  # type: ignore[no-untyped-def]
-    """An owner-side link that answers every channel's OPEN and every request with ``answer(channel_id, kind)``
-    (a list of raw link messages)."""
-    attached = threading.Event()
-
-    async def run_link() -> None:
-        async with async_connect(
-            dialout.link_url(relay_url),
-            additional_headers={"Authorization": "Api-Key k", dialout.POLICY_HEADER: slug},
-            max_size=None,
-            compression=None,
-        ) as ws:
-            attached.set()
-            with contextlib.suppress(ConnectionClosed):
-                async for message in ws:
-                    kind, channel, _ = dialout.decode(message)
-                    if kind in (dialout.OPEN, dialout.DATA_BINARY):
-                        for out in answer(channel, kind):
-                            await ws.send(out)
-
-    loop = asyncio.new_event_loop()
-    task = loop.create_task(run_link())
-    thread = threading.Thread(
-        target=lambda: loop.run_until_complete(asyncio.gather(task, return_exceptions=True)), daemon=True
-    )
-    thread.start()
-    try:
-        assert attached.wait(30)
-        yield
-    finally:
-        loop.call_soon_threadsafe(task.cancel)
-        thread.join(10)
-        loop.close()
 
 
 def _data(channel: int, payload: bytes) -> bytes:
