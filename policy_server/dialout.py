@@ -390,7 +390,7 @@ async def serve_over_link(
             logger.warning("link to the relay closed (code %s); reconnecting", ws.close_code)
         try:
             await asyncio.wait_for(stop.wait(), backoff.next_delay())
-        except TimeoutError:
+        except asyncio.TimeoutError:  # noqa: UP041 (not the builtin one before Python 3.11)
             pass
 
 
