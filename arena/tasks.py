@@ -42,30 +42,32 @@ def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA)
     )
 
 
-def _check(policy: Policy):
-    """Check ``policy``: its endpoint directly, or a dial-out policy through the relay holding its link (the
-    relay's ``/forward/<slug>``, an internal address, so the endpoint guard allows every routable class)."""
+def _check_target(policy: Policy) -> tuple[str, str | None, frozenset[str]] | None:
+    """Where to check ``policy``: (url, api key, allowed address classes); None for a dial-out policy that no
+    relay holds a link to. A dial-out policy is checked through the relay holding its link (its
+    ``/forward/<slug>``, an internal address: every routable class allowed). Reads the database, so it runs in
+    the task's thread, not in the check pool's."""
     from policy_server import dialout, netguard
-    from policy_server.check import not_connected, policy_check
     from policy_server.relay_token import relay_forward_credential
 
-    timeout = settings.ARENA_CHECK_TIMEOUT_SECONDS
     slug = dialout.slug_of(policy.endpoint_url)
     if slug is None:
-        return policy_check(
-            policy.endpoint_url,
-            timeout=timeout,
-            api_key=policy.endpoint_api_key or None,
-            endpoint_allow=endpoint_allow(),
-        )
+        return policy.endpoint_url, policy.endpoint_api_key or None, endpoint_allow()
     relay = relay_dialout_locate(policy=slug)
     if relay is None:
+        return None
+    forward = relay.rstrip("/") + dialout.FORWARD_PREFIX + slug
+    return forward, relay_forward_credential(settings.ARENA_RELAY_SECRET), netguard.ALLOWABLE_CLASSES
+
+
+def _check(target: tuple[str, str | None, frozenset[str]] | None):
+    from policy_server.check import not_connected, policy_check
+
+    if target is None:
         return not_connected()
+    url, api_key, allow = target
     return policy_check(
-        relay.rstrip("/") + dialout.FORWARD_PREFIX + slug,
-        timeout=timeout,
-        api_key=relay_forward_credential(settings.ARENA_RELAY_SECRET),
-        endpoint_allow=netguard.ALLOWABLE_CLASSES,
+        url, timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS, api_key=api_key, endpoint_allow=allow
     )
 
 
@@ -75,7 +77,7 @@ def policy_check_one(policy_id: int) -> bool:
     policy = Policy.objects.filter(pk=policy_id).exclude(status=Policy.Status.RETIRED).first()
     if policy is None:
         return False
-    return bool(_record(policy, _check(policy)).last_check_ok)
+    return bool(_record(policy, _check(_check_target(policy))).last_check_ok)
 
 
 @shared_task(name="arena.tasks.policy_check_all")
@@ -98,8 +100,9 @@ def _check_and_record(policies: list[Policy], *, trigger: str) -> int:
     """Check ``policies``, 16 at a time (a slow or dead one costs its own timeout), and store each result."""
     if not policies:
         return 0
+    targets = [_check_target(policy) for policy in policies]
     with ThreadPoolExecutor(max_workers=min(16, len(policies)), thread_name_prefix="check") as pool:
-        results = list(pool.map(_check, policies))
+        results = list(pool.map(_check, targets))
     for policy, result in zip(policies, results, strict=True):
         _record(policy, result, trigger=trigger)
     return len(policies)

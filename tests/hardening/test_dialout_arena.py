@@ -197,6 +197,45 @@ def test_the_newest_link_wins_and_the_older_server_stops(relays, owner):
             assert PolicyDialout.objects.get(policy=policy).relay_url == second_url
 
 
+def listening_sockets(pid: int) -> list[str]:
+    """The TCP sockets process ``pid`` listens on (from /proc: its socket inodes in LISTEN state)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    listening = []
+    for table in ("tcp", "tcp6"):
+        with open(f"/proc/{pid}/net/{table}") as rows:
+            for row in list(rows)[1:]:
+                fields = row.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                    listening.append(fields[1])
+    return listening
+
+
+def test_the_cli_dials_out_through_the_relay_the_arena_names(relays, owner, live_server):
+    """``arena-policy serve --connect ARENA_URL``: the relay comes from the arena, the process binds nothing, and
+    the arena's check passes through that relay."""
+    _, second_url = relays
+    policy = register_dialout(owner, "cli-out")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "policy_server", "serve", "benchmarks.protocol:ZeroPolicy"]
+        + ["--connect", live_server.url, "--key", owner.key, "--policy", "cli-out"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_located("cli-out", second_url)  # ARENA_RELAY_URL: relay 2
+        assert listening_sockets(server.pid) == []
+        assert policy_check_one(policy.pk)
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert server.returncode == 0  # SIGTERM: a clean stop
+
+
 def test_a_wrong_key_is_refused(relays, owner):
     first, _ = relays
     register_dialout(owner, "guarded")
