@@ -87,10 +87,11 @@ def check_endpoint_url(url: str) -> netguard.Endpoint:
 
 
 def check_dialout_endpoint(url: str, *, slug: str) -> None:
-    """A ``dialout://`` endpoint must name the policy's own slug (400 ``invalid_endpoint``)."""
+    """A ``dialout://`` endpoint must name the policy's own slug (403 ``dialout_slug_mismatch``: the request is
+    well-formed, the schema's pattern holds, but it names another policy)."""
     if url != dialout.endpoint_for(slug):
-        raise InvalidInput(
-            "invalid_endpoint",
+        raise PermissionDenied(
+            "dialout_slug_mismatch",
             f"A dial-out policy's endpoint is {dialout.endpoint_for(slug)} (its own slug).",
             field="endpoint_url",
         )

@@ -310,7 +310,7 @@ def test_a_dialout_endpoint_names_its_own_slug(owner):
         "/api/v1/policies/",
         {"slug": "mine", "name": "Mine", "endpoint_url": "dialout://someone-else", "license": "MIT"},
     )
-    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_endpoint"
+    assert response.status_code == 403 and response.json()["error"]["code"] == "dialout_slug_mismatch"
     register_dialout(owner, "mine-too")
     changed = owner.patch("/api/v1/policies/mine-too/", {"endpoint_url": "dialout://other-one"})
-    assert changed.status_code == 400, changed.json()
+    assert changed.status_code == 403, changed.json()
