@@ -30,7 +30,7 @@ configured with the same secret and arena URL (``--arena-url`` or ``$ARENA_INTER
 answers 200.
 
 Dial-out policies (:mod:`policy_server.dialout`; registered endpoint ``dialout://<slug>``) connect *to* a relay
-(``/dialout``) instead of being dialled. Design, for several relay processes: the arena is the directory.
+(``/dialout``) instead of being dialled (the relay's side: :mod:`policy_server.relay_dialout`). Design, for several relay processes: the arena is the directory.
 The relay that accepts a policy's link asks the arena's ``attach/`` whether the owner key owns the policy and
 the policy is dial-out; the arena then records the attachment (policy, this relay's internal URL
 ``--advertise-url``, link id, lease), which this relay renews every third of the lease while the link lives
@@ -56,11 +56,8 @@ import hmac
 import http
 import logging
 import os
-import secrets
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -74,13 +71,8 @@ from websockets.http11 import Request, Response
 from policy_server import dialout, netguard, wire
 from policy_server._serving import ServerHandle, bound_port, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
-from policy_server.relay_admission import (
-    ARENA_URL_ENV,
-    AdmissionRefused,
-    ArenaLink,
-    ArenaUnreachable,
-    RelayGate,
-)
+from policy_server.relay_admission import ARENA_URL_ENV, AdmissionRefused, ArenaLink, RelayGate
+from policy_server.relay_dialout import DialoutRoutes
 from policy_server.relay_frames import (
     CLOSE_POLICY_ERROR,
     CLOSE_POLICY_UNAVAILABLE,
@@ -98,7 +90,6 @@ from policy_server.relay_token import (
     TokenInvalid,
     derive_key,
     open_token,
-    relay_forward_credential,
 )
 
 logger = logging.getLogger(__name__)
@@ -178,18 +169,28 @@ class Relay:
         self._upstream_timeout = upstream_timeout
         self._limits = limits
         self._on_policy_error = on_policy_error
-        # Dial-out: the address other relays and the arena reach this one at (``ws://host:port`` once bound).
-        self.advertise_url = advertise_url.rstrip("/") if advertise_url else None
-        self._forward_credential = relay_forward_credential(secret)
-        self._links: dict[str, _Attached] = {}  # policy slug -> its link to this relay
-        self._pending_links: dict[int, _Attached] = {}  # id(connection) -> attached at the handshake
+        # Dial-out policies: their links to this relay, and routes to those attached to other relays.
+        self._dialout = DialoutRoutes(
+            secret,
+            arena=arena,
+            poll_interval=poll_interval,
+            upstream_timeout=upstream_timeout,
+            connect=_connect_without_redirects,
+            report=self._report,
+            advertise_url=advertise_url,
+        )
+
+    @property
+    def advertise_url(self) -> str | None:
+        """The address other relays and the arena reach this one at (``ws://host:port`` once bound)."""
+        return self._dialout.advertise_url
 
     async def start(self) -> Server:
         """Listen on the running loop and return the websockets :class:`Server`."""
         server = await self._serve()
-        if self.advertise_url is None:
+        if self._dialout.advertise_url is None:
             host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-            self.advertise_url = f"ws://{host}:{bound_port(server)}"
+            self._dialout.advertise_url = f"ws://{host}:{bound_port(server)}"
         return server
 
     async def _serve(self) -> Server:
@@ -219,9 +220,9 @@ class Relay:
             return health
         path = urlsplit(request.path).path
         if path == dialout.LINK_PATH:
-            return await self._admit_link(connection, request)
+            return await self._dialout.admit_link(connection, request)
         if path.startswith(dialout.FORWARD_PREFIX):
-            return self._admit_forward(connection, request, path[len(dialout.FORWARD_PREFIX) :])
+            return self._dialout.admit_forward(connection, request, path[len(dialout.FORWARD_PREFIX) :])
         if token_from_request(request) is None:
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing relay token\n")
         try:
@@ -237,169 +238,19 @@ class Relay:
         return None
 
     async def _handle_admitted(self, downstream: ServerConnection) -> None:
-        attached = self._pending_links.pop(id(downstream), None)
+        attached = self._dialout.link_admitted(downstream)
         if attached is not None:
-            await self._serve_link(downstream, attached)
+            await self._dialout.serve_link(downstream, attached)
             return
         assert downstream.request is not None
         path = urlsplit(downstream.request.path).path
         if path.startswith(dialout.FORWARD_PREFIX):
-            await self._serve_forward(downstream, path[len(dialout.FORWARD_PREFIX) :])
+            await self._dialout.serve_forward(downstream, path[len(dialout.FORWARD_PREFIX) :])
             return
         try:
             await self._handle(downstream)
         finally:
             self._gate.release(downstream)
-
-    # --- Dial-out links (see the module docstring) ----------------------------------------------------------
-
-    async def _admit_link(self, connection: ServerConnection, request: Request) -> Response | None:
-        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-        slug = dialout.slug_of(dialout.SCHEME + request.headers.get(dialout.POLICY_HEADER, ""))
-        if scheme.lower() != "api-key" or not key.strip() or slug is None:
-            return connection.respond(http.HTTPStatus.UNAUTHORIZED, "owner key and policy slug required\n")
-        attached = _Attached(slug=slug, key=key.strip(), connection_id=secrets.token_hex(16))
-        if self._arena is None:
-            logger.warning("standalone relay: accepting dial-out policy %s without checking its key", slug)
-        else:
-            try:
-                attached.lease_s = await _in_thread(
-                    self._arena.attach,
-                    policy=slug,
-                    key=attached.key,
-                    relay_url=self._advertised(),
-                    connection_id=attached.connection_id,
-                )
-            except AdmissionRefused as refused:
-                return connection.respond(http.HTTPStatus(refused.status), f"{refused.message}\n")
-            except ArenaUnreachable as exc:
-                logger.warning("refusing a dial-out link: %s", exc)
-                return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "arena unreachable, retry\n")
-        self._pending_links[id(connection)] = attached
-        return None
-
-    def _advertised(self) -> str:
-        assert self.advertise_url is not None  # set by start()
-        return self.advertise_url
-
-    async def _serve_link(self, ws: ServerConnection, attached: _Attached) -> None:
-        # The policy's messages are bounded like a direct endpoint's replies (plus the channel header).
-        ws.protocol.max_size = wire.REPLY_LIMITS.max_frame_bytes + dialout.HEADER_BYTES
-        attached.link = dialout.Link(ws)
-        previous = self._links.get(attached.slug)
-        self._links[attached.slug] = attached
-        if previous is not None and previous.link is not None:
-            background(previous.link.ws.close(dialout.SUPERSEDED, "replaced by a newer link"))
-        renewal = asyncio.ensure_future(self._renew(ws, attached))
-        logger.info("dial-out policy %s attached", attached.slug)
-        try:
-            await attached.link.run()
-        finally:
-            renewal.cancel()
-            if self._links.get(attached.slug) is attached:
-                del self._links[attached.slug]
-            if self._arena is not None:
-                background(_in_thread(_quietly, self._arena.detach, attached.connection_id))
-            logger.info("dial-out policy %s detached", attached.slug)
-
-    async def _renew(self, ws: ServerConnection, attached: _Attached) -> None:
-        """Renew the arena's record of the link every third of its lease; close the link when the arena says
-        the key or the policy no longer qualifies, or a newer link replaced it, or it could not be asked for
-        longer than the lease."""
-        if self._arena is None:
-            return
-        last_ok = time.monotonic()
-        while True:
-            await asyncio.sleep(min(attached.lease_s / 3, self._gate.poll_interval * 4))
-            try:
-                attached.lease_s = await _in_thread(
-                    self._arena.attach,
-                    policy=attached.slug,
-                    key=attached.key,
-                    relay_url=self._advertised(),
-                    connection_id=attached.connection_id,
-                    renew=True,
-                )
-                last_ok = time.monotonic()
-            except AdmissionRefused as refused:
-                code = dialout.SUPERSEDED if refused.status == 409 else CloseCode.POLICY_VIOLATION
-                await ws.close(code, refused.message[:100])
-                return
-            except ArenaUnreachable as exc:
-                logger.warning("cannot renew dial-out policy %s: %s", attached.slug, exc)
-                if time.monotonic() - last_ok > attached.lease_s:
-                    await ws.close(CloseCode.TRY_AGAIN_LATER, "relay lost contact with the arena")
-                    return
-
-    def _admit_forward(self, connection: ServerConnection, request: Request, slug: str) -> Response | None:
-        scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-        expected = self._forward_credential.encode()
-        if scheme.lower() != "api-key" or not hmac.compare_digest(credential.strip().encode(), expected):
-            return connection.respond(http.HTTPStatus.FORBIDDEN, "forwarding is for the arena's relays\n")
-        if slug not in self._links:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, "that policy is not attached here\n")
-        return None
-
-    async def _serve_forward(self, ws: ServerConnection, slug: str) -> None:
-        """Pipe another relay's (or the arena's health check's) websocket into a channel of the policy's link.
-        The caller applies the relay pipeline; frames are bounded both ways (by this server's ``max_size``
-        towards the policy, by the link's towards the caller)."""
-        channel = self._local_channel(slug)
-        if channel is None:
-            await ws.close(*CLOSE_POLICY_UNAVAILABLE)
-            return
-        async with channel:
-            inward = asyncio.ensure_future(_pump(ws.recv, channel.send))
-            outward = asyncio.ensure_future(_pump(channel.recv, ws.send))
-            try:
-                await asyncio.wait({inward, outward}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                inward.cancel()
-                outward.cancel()
-            if channel.closed:
-                await ws.close(*_forward_close(channel))
-
-    def _local_channel(self, slug: str) -> dialout.Channel | None:
-        attached = self._links.get(slug)
-        if attached is None or attached.link is None:
-            return None
-        try:
-            return attached.link.open_channel()
-        except dialout.ChannelLimit:
-            return None
-
-    async def _open_dialout(
-        self, claims: TokenClaims, slug: str
-    ) -> dialout.Channel | ClientConnection | None:
-        """A channel to the dial-out policy ``slug``: on its link if it is attached here, else through the relay
-        the arena says it is attached to; None (reported as unreachable) when it is attached nowhere."""
-        if slug in self._links:
-            channel = self._local_channel(slug)
-            if channel is None:
-                await self._report(claims, "unreachable", f"the link carries {dialout.MAX_CHANNELS} sessions")
-            return channel
-        relay_url = None
-        if self._arena is not None:
-            try:
-                relay_url = await _in_thread(self._arena.locate, slug)
-            except ArenaUnreachable as exc:
-                logger.warning("cannot locate dial-out policy %s: %s", slug, exc)
-        if relay_url is None or relay_url == self.advertise_url:
-            await self._report(claims, "unreachable", "the dial-out policy is not connected to any relay")
-            return None
-        try:
-            return await _connect_without_redirects(
-                relay_url.rstrip("/") + dialout.FORWARD_PREFIX + slug,
-                additional_headers={"Authorization": f"Api-Key {self._forward_credential}"},
-                open_timeout=self._upstream_timeout,
-                compression=None,
-                proxy=None,
-                max_size=wire.REPLY_LIMITS.max_frame_bytes,
-                max_queue=MAX_QUEUED_FRAMES,
-            )
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            await self._report(claims, "unreachable", f"dial-out forward to another relay failed: {exc}")
-            return None
 
     async def _handle(self, downstream: ServerConnection) -> None:
         assert downstream.request is not None  # set once the handshake succeeded
@@ -419,7 +270,7 @@ class Relay:
         """The websocket to the policy (no redirects, no proxy, none of the evaluator's headers), or None."""
         slug = dialout.slug_of(claims.endpoint)
         if slug is not None:
-            return await self._open_dialout(claims, slug)
+            return await self._dialout.open_channel(claims, slug)
         headers = {"Authorization": f"Api-Key {claims.api_key}"} if claims.api_key else None
         try:
             # A socket to a checked address: no second DNS lookup, no redirect followed (websockets cannot reuse
@@ -537,55 +388,6 @@ def _refused_as_too_big(upstream: ClientConnection | dialout.Channel) -> bool:
     if isinstance(upstream, dialout.Channel):
         return upstream.too_big
     return dialout.closed_for_size(upstream) or upstream.close_code == dialout.FORWARD_TOO_BIG
-
-
-@dataclass
-class _Attached:
-    """A dial-out policy's link to this relay, as admitted (the key is kept to renew the attachment)."""
-
-    slug: str
-    key: str
-    connection_id: str
-    lease_s: float = 10.0
-    link: dialout.Link | None = None
-
-
-_SENDABLE = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
-
-
-def _forward_close(channel: dialout.Channel) -> tuple[int, str]:
-    """How a forwarded channel's end is told to the caller: the policy's close code (no reason: the caller
-    does not pass it on anyway), FORWARD_TOO_BIG for an oversize frame, 1014 for a link that dropped."""
-    if channel.too_big:
-        return dialout.FORWARD_TOO_BIG, "policy frame too big"
-    code = channel.close_code or 0
-    return (code, "") if code in _SENDABLE or 3000 <= code <= 4999 else CLOSE_POLICY_UNAVAILABLE
-
-
-async def _pump(receive: Callable[[], Any], send: Callable[[Any], Any]) -> None:
-    with contextlib.suppress(ConnectionClosed):
-        while True:
-            await send(await receive())
-
-
-async def _in_thread(function: Callable[..., _Result], *args: Any, **kwargs: Any) -> _Result:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, lambda: function(*args, **kwargs))
-
-
-def _quietly(function: Callable[..., Any], *args: Any) -> None:
-    with contextlib.suppress(ArenaUnreachable):
-        function(*args)
-
-
-_background_tasks: set[asyncio.Future[Any]] = set()
-
-
-def background(awaitable: Any) -> None:
-    """Run ``awaitable`` on the loop without waiting for it (kept referenced until done)."""
-    task = asyncio.ensure_future(awaitable)
-    _background_tasks.add(task)
-    task.add_done_callback(_background_tasks.discard)
 
 
 async def _send_then_close(downstream: ServerConnection, text: str, close: tuple[int, str]) -> None:
