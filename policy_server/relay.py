@@ -30,8 +30,8 @@ configured with the same secret and arena URL (``--arena-url`` or ``$ARENA_INTER
 answers 200.
 
 Dial-out policies (:mod:`policy_server.dialout`; registered endpoint ``dialout://<slug>``) connect *to* a relay
-(``/dialout``) instead of being dialled (the relay's side: :mod:`policy_server.relay_dialout`). Design, for several relay processes: the arena is the directory.
-The relay that accepts a policy's link asks the arena's ``attach/`` whether the owner key owns the policy and
+(``/dialout``) instead of being dialled (the relay's side: :mod:`policy_server.relay_dialout`). Design, for
+several relay processes: the arena is the directory. The relay that accepts a policy's link asks the arena's ``attach/`` whether the owner key owns the policy and
 the policy is dial-out; the arena then records the attachment (policy, this relay's internal URL
 ``--advertise-url``, link id, lease), which this relay renews every third of the lease while the link lives
 (newest link wins: a policy reconnecting to another relay after a restart replaces the old attachment, and the
