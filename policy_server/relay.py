@@ -31,18 +31,18 @@ answers 200.
 
 Dial-out policies (:mod:`policy_server.dialout`; registered endpoint ``dialout://<slug>``) connect *to* a relay
 (``/dialout``) instead of being dialled (the relay's side: :mod:`policy_server.relay_dialout`). Design, for
-several relay processes: the arena is the directory. The relay that accepts a policy's link asks the arena's ``attach/`` whether the owner key owns the policy and
-the policy is dial-out; the arena then records the attachment (policy, this relay's internal URL
-``--advertise-url``, link id, lease), which this relay renews every third of the lease while the link lives
-(newest link wins: a policy reconnecting to another relay after a restart replaces the old attachment, and the
-old relay closes its link at its next renewal). A session whose token names ``dialout://<slug>`` is served by
-whichever relay the evaluator reached: if the policy's link is local, the session is a channel on it; if not,
-the relay asks ``locate/`` and opens ``<that relay>/forward/<slug>`` (authenticated with
-:func:`~policy_server.relay_token.relay_forward_credential`), which the other relay pipes, frame for frame and
-bounded, into a channel of its link. Either way the serving relay runs the very same pipeline as for a direct
-endpoint (metadata redaction, observation limits, reply filtering, fixed error texts, incident reports), on
-the channel or forwarded websocket instead of a direct one. The arena's health check opens the same forward
-path on the relay the policy is attached to. No Redis, no relay-to-relay state: one directory row per
+several relay processes: the arena is the directory. The relay that accepts a policy's link asks the arena's
+``attach/`` whether the owner key owns the policy and the policy is dial-out; the arena then records the
+attachment (policy, this relay's internal URL ``--advertise-url``, link id, lease), which this relay renews every
+third of the lease while the link lives (newest link wins: a policy reconnecting to another relay after a restart
+replaces the old attachment, and the old relay closes its link at its next renewal). A session whose token names
+``dialout://<slug>`` is served by whichever relay the evaluator reached: if the policy's link is local, the
+session is a channel on it; if not, the relay asks ``locate/`` and opens ``<that relay>/forward/<slug>``
+(authenticated with :func:`~policy_server.relay_token.relay_forward_credential`), which the other relay pipes,
+frame for frame and bounded, into a channel of its link. Either way the serving relay runs the very same pipeline
+as for a direct endpoint (metadata redaction, observation limits, reply filtering, fixed error texts, incident
+reports), on the channel or forwarded websocket instead of a direct one. The arena's health check opens the same
+forward path on the relay the policy is attached to. No Redis, no relay-to-relay state: one directory row per
 dial-out policy and one extra hop when the evaluator and the policy reached different relays.
 """
 
