@@ -25,6 +25,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from policy_server import dialout, wire
 from policy_server.relay_admission import AdmissionRefused, ArenaLink, ArenaUnreachable
@@ -64,11 +65,12 @@ class DialoutRoutes:
         self.advertise_url = advertise_url.rstrip("/") if advertise_url else None
         self._forward_credential = relay_forward_credential(secret)
         self._links: dict[str, _Attached] = {}  # policy slug -> its link to this relay
-        self._pending_links: dict[int, _Attached] = {}  # id(connection) -> attached at the handshake
+        # Admitted at the handshake, not yet served: connection -> its link's record.
+        self._pending_links: dict[ServerConnection, _Attached] = {}
 
     def link_admitted(self, connection: ServerConnection) -> _Attached | None:
         """The link admitted for ``connection`` at its handshake (once), None for any other connection."""
-        return self._pending_links.pop(id(connection), None)
+        return self._pending_links.pop(connection, None)
 
     async def admit_link(self, connection: ServerConnection, request: Request) -> Response | None:
         scheme, _, key = request.headers.get("Authorization", "").partition(" ")
@@ -92,7 +94,10 @@ class DialoutRoutes:
             except ArenaUnreachable as exc:
                 logger.warning("refusing a dial-out link: %s", exc)
                 return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "arena unreachable, retry\n")
-        self._pending_links[id(connection)] = attached
+        # A handshake that failed after admission never reaches the handler: forget those here.
+        for stale in [c for c in self._pending_links if c.state is State.CLOSED]:
+            del self._pending_links[stale]
+        self._pending_links[connection] = attached
         return None
 
     def _advertised(self) -> str:
