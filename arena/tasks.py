@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
@@ -17,6 +18,7 @@ from django.db import DatabaseError, connection
 from arena.models import Policy, PolicyCheck
 from arena.services.policies import endpoint_allow, policy_check_record, policy_recheck_claim_due
 from arena.services.ranking import ranking_snapshot_create
+from arena.services.relay import relay_dialout_locate
 from arena.services.sessions import session_expire_overdue
 
 log = logging.getLogger(__name__)
@@ -40,21 +42,42 @@ def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA)
     )
 
 
+def _check_target(policy: Policy) -> tuple[str, str | None, frozenset[str]] | None:
+    """Where to check ``policy``: (url, api key, allowed address classes); None for a dial-out policy that no
+    relay holds a link to. A dial-out policy is checked through the relay holding its link (its
+    ``/forward/<slug>``, an internal address: every routable class allowed). Reads the database, so it runs in
+    the task's thread, not in the check pool's."""
+    from policy_server import dialout, netguard
+    from policy_server.relay_token import relay_forward_credential
+
+    slug = dialout.slug_of(policy.endpoint_url)
+    if slug is None:
+        return policy.endpoint_url, policy.endpoint_api_key or None, endpoint_allow()
+    relay = relay_dialout_locate(policy=slug)
+    if relay is None:
+        return None
+    forward = relay.rstrip("/") + dialout.FORWARD_PREFIX + slug
+    return forward, relay_forward_credential(settings.ARENA_RELAY_SECRET), netguard.ALLOWABLE_CLASSES
+
+
+def _check(target: tuple[str, str | None, frozenset[str]] | None):
+    from policy_server.check import not_connected, policy_check
+
+    if target is None:
+        return not_connected()
+    url, api_key, allow = target
+    return policy_check(
+        url, timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS, api_key=api_key, endpoint_allow=allow
+    )
+
+
 @shared_task(name="arena.tasks.policy_check_one")
 def policy_check_one(policy_id: int) -> bool:
     """Check one policy now and store the result; returns whether the stored check passed."""
-    from policy_server.check import policy_check
-
     policy = Policy.objects.filter(pk=policy_id).exclude(status=Policy.Status.RETIRED).first()
     if policy is None:
         return False
-    result = policy_check(
-        policy.endpoint_url,
-        timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS,
-        api_key=policy.endpoint_api_key or None,
-        endpoint_allow=endpoint_allow(),
-    )
-    return bool(_record(policy, result).last_check_ok)
+    return bool(_record(policy, _check(_check_target(policy))).last_check_ok)
 
 
 @shared_task(name="arena.tasks.policy_check_all")
@@ -74,16 +97,12 @@ def policy_recheck_due(now: str | None = None) -> int:
 
 
 def _check_and_record(policies: list[Policy], *, trigger: str) -> int:
-    from policy_server.check import check_many
-
+    """Check ``policies``, 16 at a time (a slow or dead one costs its own timeout), and store each result."""
     if not policies:
         return 0
-    results = check_many(
-        [p.endpoint_url for p in policies],
-        api_keys=[p.endpoint_api_key or None for p in policies],
-        timeout=settings.ARENA_CHECK_TIMEOUT_SECONDS,
-        endpoint_allow=endpoint_allow(),
-    )
+    targets = [_check_target(policy) for policy in policies]
+    with ThreadPoolExecutor(max_workers=min(16, len(policies)), thread_name_prefix="check") as pool:
+        results = list(pool.map(_check, targets))
     for policy, result in zip(policies, results, strict=True):
         _record(policy, result, trigger=trigger)
     return len(policies)

@@ -75,6 +75,8 @@ CHECK_MESSAGES = {
     "protocol_error": "the endpoint broke the wire protocol (an undecodable or malformed frame)",
     "policy_error": "the policy failed on {stage} (your server's log has the details)",
     "bad_action": "the dry-run reply's actions are {detail}",
+    "not_connected": "the policy serves dial-out and is not connected to any relay "
+    "(is `arena-policy serve --connect` running?)",
 }
 CHECK_ERRORS = tuple(CHECK_MESSAGES)
 
@@ -383,6 +385,11 @@ def served_nonce(
     except PolicyClientError:
         return None
     return value if isinstance(value, str) else None
+
+
+def not_connected() -> CheckResult:
+    """The result for a dial-out policy that no relay holds a link to (nothing to connect to)."""
+    return CheckResult(ok=False, error="not_connected", message=CHECK_MESSAGES["not_connected"])
 
 
 def check_many(

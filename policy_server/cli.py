@@ -14,7 +14,9 @@ import argparse
 import importlib
 import json
 import sys
+import urllib.request
 from collections.abc import Sequence
+from typing import Any
 
 from policy_server import logs
 from policy_server.base import BasePolicy
@@ -64,6 +66,8 @@ def _serve(args: argparse.Namespace) -> int:
     if (args.target is None) == (args.baseline is None):
         raise TargetError("give either module:factory or --baseline NAME")
     policy = load_baseline(args.baseline) if args.baseline else load_policy(args.target)
+    if args.connect:
+        return _serve_dialout(args, PolicyServer(policy))
     server = PolicyServer(
         policy, host=args.host, port=args.port, api_key=args.api_key, arena_nonce=args.arena_nonce
     )
@@ -73,6 +77,57 @@ def _serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     server.serve_forever()
+    return 0
+
+
+def relay_for(connect: str, *, timeout: float = 10.0) -> str:
+    """The relay to dial: ``connect`` itself when it is a ws(s):// URL, else the relay the arena at ``connect``
+    (http(s)://) names at ``GET /api/v1/relay/dialout/``."""
+    if connect.startswith(("ws://", "wss://")):
+        return connect.rstrip("/")
+    if not connect.startswith(("http://", "https://")):
+        raise TargetError(
+            f"--connect takes the arena's http(s):// URL or a relay's ws(s):// URL, got {connect!r}"
+        )
+    url = connect.rstrip("/") + "/api/v1/relay/dialout/"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.loads(response.read(64 * 1024))
+    except (OSError, ValueError) as exc:
+        raise TargetError(f"cannot ask the arena at {connect} for its relay: {exc}") from exc
+    relay = body.get("relay_url") if isinstance(body, dict) else None
+    if not isinstance(relay, str) or not relay.startswith(("ws://", "wss://")):
+        raise TargetError(f"the arena at {connect} did not name a relay")
+    return relay.rstrip("/")
+
+
+def _serve_dialout(args: argparse.Namespace, server: Any) -> int:
+    import asyncio
+    import signal
+
+    from policy_server.dialout import DialoutRefused
+
+    if not args.key or not args.policy:
+        raise TargetError("--connect needs --key OWNER_KEY and --policy SLUG")
+    relay = relay_for(args.connect)
+    print(
+        f"arena-policy serving {args.baseline or args.target} as {args.policy} through {relay} (dial-out, "
+        "no port bound)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.serve_dialout(relay, key=args.key, policy=args.policy, stop=stop)
+
+    try:
+        asyncio.run(main())
+    except DialoutRefused as exc:
+        raise TargetError(str(exc)) from None
     return 0
 
 
@@ -104,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--arena-nonce",
         help="registration nonce the arena issued, sent in the metadata to prove you control this endpoint",
     )
+    serve.add_argument(
+        "--connect",
+        metavar="ARENA_URL",
+        help="dial out instead of listening: the arena's http(s):// URL (or a relay's ws(s):// URL); "
+        "no inbound port is needed",
+    )
+    serve.add_argument("--key", metavar="OWNER_KEY", help="with --connect: your owner API key")
+    serve.add_argument("--policy", metavar="SLUG", help="with --connect: the policy's slug")
     serve.set_defaults(run=_serve)
     check = commands.add_parser("check", help="dry-run check of a running policy server")
     check.add_argument("url", help="ws://host:port of the policy server")

@@ -28,6 +28,22 @@ asked); open connections are closed (1008) within a poll period once their sessi
 The relay keeps no state beyond open connections: run as many copies as needed behind any load balancer, all
 configured with the same secret and arena URL (``--arena-url`` or ``$ARENA_INTERNAL_URL``). ``GET /healthz``
 answers 200.
+
+Dial-out policies (:mod:`policy_server.dialout`; registered endpoint ``dialout://<slug>``) connect *to* a relay
+(``/dialout``) instead of being dialled (the relay's side: :mod:`policy_server.relay_dialout`). Design, for
+several relay processes: the arena is the directory. The relay that accepts a policy's link asks the arena's
+``attach/`` whether the owner key owns the policy and the policy is dial-out; the arena then records the
+attachment (policy, this relay's internal URL ``--advertise-url``, link id, lease), which this relay renews every
+third of the lease while the link lives (newest link wins: a policy reconnecting to another relay after a restart
+replaces the old attachment, and the old relay closes its link at its next renewal). A session whose token names
+``dialout://<slug>`` is served by whichever relay the evaluator reached: if the policy's link is local, the
+session is a channel on it; if not, the relay asks ``locate/`` and opens ``<that relay>/forward/<slug>``
+(authenticated with :func:`~policy_server.relay_token.relay_forward_credential`), which the other relay pipes,
+frame for frame and bounded, into a channel of its link. Either way the serving relay runs the very same pipeline
+as for a direct endpoint (metadata redaction, observation limits, reply filtering, fixed error texts, incident
+reports), on the channel or forwarded websocket instead of a direct one. The arena's health check opens the same
+forward path on the relay the policy is attached to. No Redis, no relay-to-relay state: one directory row per
+dial-out policy and one extra hop when the evaluator and the policy reached different relays.
 """
 
 from __future__ import annotations
@@ -52,10 +68,11 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from policy_server import logs, netguard, wire
-from policy_server._serving import ServerHandle, health_response, run_until_signal
+from policy_server import dialout, logs, netguard, wire
+from policy_server._serving import ServerHandle, bound_port, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
 from policy_server.relay_admission import ARENA_URL_ENV, AdmissionRefused, ArenaLink, RelayGate
+from policy_server.relay_dialout import DialoutRoutes
 from policy_server.relay_frames import (
     CLOSE_POLICY_ERROR,
     CLOSE_POLICY_UNAVAILABLE,
@@ -67,7 +84,13 @@ from policy_server.relay_frames import (
     redact_metadata_frame,
     reply_for_lab,
 )
-from policy_server.relay_token import TokenClaims, TokenExpired, TokenInvalid, derive_key, open_token
+from policy_server.relay_token import (
+    TokenClaims,
+    TokenExpired,
+    TokenInvalid,
+    derive_key,
+    open_token,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +154,7 @@ class Relay:
         endpoint_allow: str | None = None,
         arena: ArenaLink | None = None,
         poll_interval: float = 1.5,
+        advertise_url: str | None = None,
     ) -> None:
         derive_key(secret)  # fail at startup, not at the first evaluator, if the secret is unusable
         self._secret = secret
@@ -145,9 +169,31 @@ class Relay:
         self._upstream_timeout = upstream_timeout
         self._limits = limits
         self._on_policy_error = on_policy_error
+        # Dial-out policies: their links to this relay, and routes to those attached to other relays.
+        self._dialout = DialoutRoutes(
+            secret,
+            arena=arena,
+            poll_interval=poll_interval,
+            upstream_timeout=upstream_timeout,
+            connect=_connect_without_redirects,
+            report=self._report,
+            advertise_url=advertise_url,
+        )
+
+    @property
+    def advertise_url(self) -> str | None:
+        """The address other relays and the arena reach this one at (``ws://host:port`` once bound)."""
+        return self._dialout.advertise_url
 
     async def start(self) -> Server:
         """Listen on the running loop and return the websockets :class:`Server`."""
+        server = await self._serve()
+        if self._dialout.advertise_url is None:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+            self._dialout.advertise_url = f"ws://{host}:{bound_port(server)}"
+        return server
+
+    async def _serve(self) -> Server:
         return await serve(
             self._handle_admitted,
             self.host,
@@ -172,6 +218,11 @@ class Relay:
         health = health_response(connection, request)
         if health is not None:
             return health
+        path = urlsplit(request.path).path
+        if path == dialout.LINK_PATH:
+            return await self._dialout.admit_link(connection, request)
+        if path.startswith(dialout.FORWARD_PREFIX):
+            return self._dialout.admit_forward(connection, request, path[len(dialout.FORWARD_PREFIX) :])
         if token_from_request(request) is None:
             return connection.respond(http.HTTPStatus.UNAUTHORIZED, "missing relay token\n")
         try:
@@ -187,6 +238,15 @@ class Relay:
         return None
 
     async def _handle_admitted(self, downstream: ServerConnection) -> None:
+        attached = self._dialout.link_admitted(downstream)
+        if attached is not None:
+            await self._dialout.serve_link(downstream, attached)
+            return
+        assert downstream.request is not None
+        path = urlsplit(downstream.request.path).path
+        if path.startswith(dialout.FORWARD_PREFIX):
+            await self._dialout.serve_forward(downstream, path[len(dialout.FORWARD_PREFIX) :])
+            return
         try:
             await self._handle(downstream)
         finally:
@@ -208,8 +268,11 @@ class Relay:
                 await _send_then_close(downstream, lab_error_text(fault.kind), CLOSE_POLICY_ERROR)
                 await self._report(claims, fault.kind, fault.detail)
 
-    async def _open_upstream(self, claims: TokenClaims) -> ClientConnection | None:
+    async def _open_upstream(self, claims: TokenClaims) -> ClientConnection | dialout.Channel | None:
         """The websocket to the policy (no redirects, no proxy, none of the evaluator's headers), or None."""
+        slug = dialout.slug_of(claims.endpoint)
+        if slug is not None:
+            return await self._dialout.open_channel(claims, slug)
         headers = {"Authorization": f"Api-Key {claims.api_key}"} if claims.api_key else None
         try:
             # A socket to a checked address: no second DNS lookup, no redirect followed (websockets cannot reuse
@@ -239,7 +302,11 @@ class Relay:
         return hmac.new(derive_key(self._secret), message, hashlib.sha256).hexdigest()[:32]
 
     async def _relay(
-        self, downstream: ServerConnection, upstream: ClientConnection, *, session_alias: str
+        self,
+        downstream: ServerConnection,
+        upstream: ClientConnection | dialout.Channel,
+        *,
+        session_alias: str,
     ) -> None:
         """Metadata, then request/reply pairs in lockstep until either side leaves. Raises PolicyFault."""
         try:
@@ -299,7 +366,9 @@ async def _off_loop(function: Callable[..., _Result], frame: str | bytes, **kwar
     return function(frame, **kwargs)
 
 
-async def _answer_unless_gone(downstream: ServerConnection, upstream: ClientConnection) -> str | bytes | None:
+async def _answer_unless_gone(
+    downstream: ServerConnection, upstream: ClientConnection | dialout.Channel
+) -> str | bytes | None:
     """The policy's next frame, or None if the evaluator disconnects first (then nobody waits for it)."""
     answer = asyncio.ensure_future(upstream.recv())
     gone = asyncio.ensure_future(downstream.wait_closed())
@@ -315,11 +384,12 @@ async def _answer_unless_gone(downstream: ServerConnection, upstream: ClientConn
 _TOO_BIG = f"the policy sent a frame over the relay's limit of {wire.REPLY_LIMITS.max_frame_bytes} bytes"
 
 
-def _refused_as_too_big(upstream: ClientConnection) -> bool:
-    """Whether the relay itself closed the policy's side (websockets does, with 1009) for an oversize frame."""
-    sent = upstream.protocol.close_sent
-    started_by_us = upstream.protocol.close_rcvd_then_sent is not True
-    return sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG and started_by_us
+def _refused_as_too_big(upstream: ClientConnection | dialout.Channel) -> bool:
+    """Whether the relay itself closed the policy's side (websockets does, with 1009) for an oversize frame:
+    this relay (directly, or on the dial-out link of the channel) or the relay it forwards to."""
+    if isinstance(upstream, dialout.Channel):
+        return upstream.too_big
+    return dialout.closed_for_size(upstream) or upstream.close_code == dialout.FORWARD_TOO_BIG
 
 
 async def _send_then_close(downstream: ServerConnection, text: str, close: tuple[int, str]) -> None:
@@ -340,6 +410,7 @@ def serve_relay_in_thread(
     endpoint_allow: str | None = None,
     arena_url: str | None = None,
     poll_interval: float = 1.5,
+    advertise_url: str | None = None,
 ) -> Iterator[ServerHandle]:
     """Run a relay in a background thread; yields a handle with ``.port``, ``.url`` and ``.stop()``.
 
@@ -356,6 +427,7 @@ def serve_relay_in_thread(
         endpoint_allow=endpoint_allow,
         arena=arena,
         poll_interval=poll_interval,
+        advertise_url=advertise_url,
     )
     try:
         with _serve_in_thread(relay.start, host=host) as handle:
@@ -418,6 +490,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--poll-interval", type=float, default=1.5, help="seconds between session status checks (default 1.5)"
     )
+    parser.add_argument(
+        "--advertise-url",
+        help="ws(s)://host:port at which other relays and the arena reach this relay, for dial-out policies "
+        "attached here (default ws://<host>:<port>)",
+    )
     args = parser.parse_args(argv)
     logs.configure()
     if args.poll_interval <= 0:
@@ -432,6 +509,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             endpoint_allow=args.endpoint_allow,
             arena=_arena_link(args, secret),
             poll_interval=args.poll_interval,
+            advertise_url=args.advertise_url,
         )
     except ValueError as exc:
         raise SystemExit(f"arena-relay: {exc}") from exc

@@ -136,6 +136,47 @@ class ArenaLink:
         if ids:
             self._post("release/", {"connections": ids})
 
+    def attach(
+        self, *, policy: str, key: str, relay_url: str, connection_id: str, renew: bool = False
+    ) -> float:
+        """Ask whether ``key`` (an owner key) may serve the dial-out policy ``policy`` through this relay
+        (reachable by other relays at ``relay_url``), and record (``renew``: renew) the attachment; returns its
+        lease in seconds. Raises :class:`AdmissionRefused` (403: wrong key or not a dial-out policy; 409: a
+        newer link replaced this one) or :class:`ArenaUnreachable`."""
+        payload = {
+            "policy": policy[:80],
+            "key": key[:200],
+            "relay": relay_url,
+            "connection": connection_id,
+            "renew": renew,
+        }
+        status, body = self._post("attach/", payload)
+        if status == 200:
+            lease = body.get("lease_s")
+            if not isinstance(lease, (int, float)) or lease <= 0:
+                raise ArenaUnreachable("the arena's attach answer has no lease")
+            return float(lease)
+        if status == 409:
+            raise AdmissionRefused(409, "a newer link serves this policy")
+        if status in (400, 403, 404):
+            raise AdmissionRefused(403, "this key does not serve that policy in dial-out mode")
+        raise ArenaUnreachable(f"the arena answered the attach call with HTTP {status}")
+
+    def detach(self, connection_id: str) -> None:
+        """Forget a dial-out link that closed (best effort: its attachment lapses by itself anyway)."""
+        self._post("detach/", {"connection": connection_id})
+
+    def locate(self, policy: str) -> str | None:
+        """The internal URL of the relay a dial-out policy is attached to now, or None. Raises
+        :class:`ArenaUnreachable`."""
+        status, body = self._post("locate/", {"policy": policy[:80]})
+        relay = body.get("relay")
+        if status == 200 and isinstance(relay, str) and relay.startswith(("ws://", "wss://")):
+            return relay
+        if status == 404:
+            return None
+        raise ArenaUnreachable(f"the arena answered the locate call with HTTP {status}")
+
     def report_policy_error(self, claims: TokenClaims, kind: str, detail: str) -> None:
         """Queue a policy's error text (cut to :data:`MAX_INCIDENT_BYTES`) for its owner; returns at once.
 

@@ -41,6 +41,7 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _HKDF_INFO = b"policy-arena relay token v2"
 _API_CREDENTIAL_INFO = b"policy-arena relay->arena internal API v1"
+_FORWARD_CREDENTIAL_INFO = b"policy-arena relay forward v1"
 _TOKEN_ALPHABET = re.compile(r"[A-Za-z0-9_-]+")
 
 MAX_SESSION_ID_BYTES = 64
@@ -105,6 +106,14 @@ def relay_api_credential(secret: bytes | str) -> str:
     """The relay's bearer credential for the arena's internal relay API (64 hex characters), derived from the
     shared secret with its own HKDF ``info``: a leaked credential opens no token and mints none."""
     return _derive(secret, _API_CREDENTIAL_INFO).hex()
+
+
+@functools.lru_cache(maxsize=8)
+def relay_forward_credential(secret: bytes | str) -> str:
+    """The credential (64 hex characters, sent as ``Authorization: Api-Key``) with which other relays and the
+    arena's health check open a channel to a dial-out policy attached to a relay (``<relay>/forward/<slug>``);
+    derived from the shared secret with its own HKDF ``info``."""
+    return _derive(secret, _FORWARD_CREDENTIAL_INFO).hex()
 
 
 def _derive(secret: bytes | str, info: bytes) -> bytes:

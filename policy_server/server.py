@@ -28,9 +28,10 @@ import hmac
 import http
 import itertools
 import logging
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -39,7 +40,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from policy_server import logs, wire
+from policy_server import dialout, logs, wire
 from policy_server._serving import ServerHandle, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
 from policy_server.base import BasePolicy
@@ -115,6 +116,31 @@ class PolicyServer:
         """Serve until SIGINT/SIGTERM, then close all connections cleanly."""
         run_until_signal(self.start)
 
+    async def serve_dialout(
+        self,
+        relay_url: str,
+        *,
+        key: str,
+        policy: str,
+        backoff: dialout.Backoff | None = None,
+        stop: asyncio.Event | None = None,
+        on_attached: Callable[[], None] | None = None,
+    ) -> None:
+        """Serve through an outgoing link to the relay at ``relay_url`` instead of listening (see
+        :mod:`policy_server.dialout`) until ``stop`` is set; raises :class:`~policy_server.dialout.DialoutRefused`.
+        ``key`` is an owner key of the policy ``policy`` (its slug)."""
+        self._lock = asyncio.Lock()
+        await dialout.serve_over_link(
+            relay_url,
+            self._handle,
+            key=key,
+            policy=policy,
+            max_frame_bytes=self._limits.max_frame_bytes,
+            backoff=backoff,
+            stop=stop,
+            on_attached=on_attached,
+        )
+
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         health = health_response(connection, request)
         if health is not None:
@@ -127,7 +153,7 @@ class PolicyServer:
         nonce = {NONCE_KEY: self._arena_nonce} if self._arena_nonce else {}
         return wire.packb({**self.policy.metadata, **nonce, PROTOCOL_KEY: PROTOCOL_VERSION})
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    async def _handle(self, ws: ServerConnection | dialout.Channel) -> None:
         # Each connection runs in an asyncio task with its own context: its lines carry its number and, once a
         # request names one, the session (the relay's alias of it).
         logs.bind(connection=next(self._connections))
@@ -209,3 +235,72 @@ def serve_in_thread(
     )
     with _serve_in_thread(server.start, host=host) as handle:
         yield handle
+
+
+@contextlib.contextmanager
+def dial_out_in_thread(
+    policy: BasePolicy,
+    relay_url: str,
+    *,
+    key: str,
+    slug: str,
+    backoff: dialout.Backoff | None = None,
+    limits: wire.Limits = wire.DEFAULT_LIMITS,
+) -> Iterator[DialoutHandle]:
+    """Serve ``policy`` through a dial-out link to ``relay_url`` from a background thread (binds no port).
+
+    Yields a :class:`DialoutHandle`; the link closes when the block exits."""
+    server = PolicyServer(policy, limits=limits)
+    loop = asyncio.new_event_loop()
+    handle = DialoutHandle(loop=loop)
+
+    async def main() -> None:
+        handle._stop = asyncio.Event()  # created on the thread's loop (Python 3.8 binds it at creation)
+        handle._ready.set()
+        try:
+            await server.serve_dialout(
+                relay_url,
+                key=key,
+                policy=slug,
+                backoff=backoff,
+                stop=handle._stop,
+                on_attached=handle._attached,
+            )
+        except dialout.DialoutRefused as exc:
+            handle.refused = str(exc)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), name="dialout", daemon=True)
+    thread.start()
+    handle._ready.wait(10)
+    try:
+        yield handle
+    finally:
+        loop.call_soon_threadsafe(handle._stop.set)
+        thread.join(10)
+        loop.close()
+
+
+class DialoutHandle:
+    """A dial-out policy server running in a thread: ``attachments`` counts the links opened so far,
+    ``refused`` holds the relay's refusal (None while it keeps serving)."""
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.attachments = 0
+        self.refused: str | None = None
+
+    def _attached(self) -> None:
+        self.attachments += 1
+
+    def wait_attached(self, count: int = 1, timeout: float = 30.0) -> bool:
+        """Wait until ``count`` links were opened; False on timeout or refusal."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.attachments >= count:
+                return True
+            if self.refused is not None:
+                return False
+            time.sleep(0.05)
+        return False

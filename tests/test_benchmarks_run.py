@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
     ("module", "expect"),
     [
         ("benchmarks.protocol", "PolicyClient -> relay -> server"),
+        ("benchmarks.dialout", "PolicyClient -> relay 2 -> relay 1 -> link"),
         ("benchmarks.hostile_frames", "slowest rejection"),
     ],
 )

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from arena.api.base import ApiView
 from arena.api.serializers import ErrorSerializer
 from arena.auth import IsOwner
+from arena.errors import NotFound
 from arena.models import SLOTS
 from arena.selectors.policies import policy_get_for_owner
 from arena.selectors.relay import incidents_for_owner
@@ -78,6 +79,22 @@ class IncidentIn(serializers.Serializer):
     detail = serializers.CharField(max_length=MAX_INCIDENT_BYTES, allow_blank=True, trim_whitespace=False)
 
 
+class DialoutAttachIn(serializers.Serializer):
+    policy = serializers.CharField(max_length=80)
+    key = serializers.CharField(max_length=200)
+    relay = serializers.CharField(max_length=300)
+    connection = serializers.CharField(max_length=64)
+    renew = serializers.BooleanField(required=False, default=False)
+
+
+class DialoutConnectionIn(serializers.Serializer):
+    connection = serializers.CharField(max_length=64)
+
+
+class DialoutPolicyIn(serializers.Serializer):
+    policy = serializers.CharField(max_length=80)
+
+
 class _RelayView(APIView):
     authentication_classes = [RelayCredentialAuthentication]
     permission_classes = [IsRelay]
@@ -121,6 +138,53 @@ class RelayIncidentView(_RelayView):
         data.is_valid(raise_exception=True)
         incident = relay_services.incident_record(**data.validated_data)
         return Response({"stored": incident is not None}, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(exclude=True)
+class RelayDialoutAttachView(_RelayView):
+    """Does this owner key serve dial-out policy SLUG? If so, record that it is attached to the calling relay."""
+
+    def post(self, request):
+        data = DialoutAttachIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response({"lease_s": relay_services.relay_dialout_attach(**data.validated_data)})
+
+
+@extend_schema(exclude=True)
+class RelayDialoutDetachView(_RelayView):
+    def post(self, request):
+        data = DialoutConnectionIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        return Response({"detached": relay_services.relay_dialout_detach(**data.validated_data)})
+
+
+@extend_schema(exclude=True)
+class RelayDialoutLocateView(_RelayView):
+    def post(self, request):
+        data = DialoutPolicyIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        relay = relay_services.relay_dialout_locate(**data.validated_data)
+        if relay is None:
+            raise NotFound("not_attached", "That dial-out policy is not connected to any relay.")
+        return Response({"relay": relay})
+
+
+class DialoutRelayOut(serializers.Serializer):
+    relay_url = serializers.CharField(
+        help_text="The relay a dial-out policy server connects to (ws:// or wss://)."
+    )
+
+
+class DialoutRelayView(ApiView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(
+        operation_id="relay_dialout_retrieve",
+        summary="Where a dial-out policy server connects (arena-policy serve --connect)",
+        responses={200: DialoutRelayOut},
+    )
+    def get(self, request):
+        return Response({"relay_url": settings.ARENA_RELAY_URL})
 
 
 class PolicyIncidentOut(serializers.Serializer):

@@ -10,7 +10,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from arena.models import ACTION_SPACES, EvaluationSession, Policy, PolicyCheck, Preference
-from arena.services.policies import ENDPOINT_RE, SLUG_RE
+from arena.services.policies import ENDPOINT_FIELD_RE, SLUG_RE
 
 SLOT_CHOICES = ["A", "B"]
 
@@ -54,9 +54,9 @@ class PolicySlugField(serializers.CharField):
     """3-80 lowercase letters, digits and hyphens (checked by ``policy_register``)."""
 
 
-@extend_schema_field({"type": "string", "pattern": ENDPOINT_RE.pattern, "maxLength": 500})
+@extend_schema_field({"type": "string", "pattern": ENDPOINT_FIELD_RE.pattern, "maxLength": 500})
 class EndpointUrlField(serializers.CharField):
-    """A ws:// or wss:// address (checked by ``check_endpoint_url``)."""
+    """A ws:// or wss:// address (checked by ``check_endpoint_url``), or ``dialout://<slug>``."""
 
 
 class ErrorDetailSerializer(serializers.Serializer):

@@ -33,4 +33,8 @@ urlpatterns = [
     path("relay/status/", relay.RelayStatusView.as_view(), name="api-relay-status"),
     path("relay/release/", relay.RelayReleaseView.as_view(), name="api-relay-release"),
     path("relay/incidents/", relay.RelayIncidentView.as_view(), name="api-relay-incidents"),
+    path("relay/attach/", relay.RelayDialoutAttachView.as_view(), name="api-relay-attach"),
+    path("relay/detach/", relay.RelayDialoutDetachView.as_view(), name="api-relay-detach"),
+    path("relay/locate/", relay.RelayDialoutLocateView.as_view(), name="api-relay-locate"),
+    path("relay/dialout/", relay.DialoutRelayView.as_view(), name="api-relay-dialout"),
 ]

@@ -1,7 +1,7 @@
 from arena.models.accounts import ACTION_SPACES, ApiKey, KeyUse, Lab, Organization, Robot
 from arena.models.policies import Policy, PolicyCheck
 from arena.models.records import ComparisonTally, IdempotencyRecord, RankingSnapshot
-from arena.models.relay import PolicyIncident, RelayAttachment
+from arena.models.relay import PolicyDialout, PolicyIncident, RelayAttachment
 from arena.models.sessions import SLOTS, Episode, EvaluationSession, Preference, Video
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "PolicyIncident",
     "Preference",
     "RankingSnapshot",
+    "PolicyDialout",
     "RelayAttachment",
     "Robot",
     "Video",

@@ -25,6 +25,18 @@ class RelayAttachment(models.Model):
         ]
 
 
+class PolicyDialout(models.Model):
+    """Where a dial-out policy (endpoint ``dialout://<slug>``) is connected now: the relay holding its link,
+    reachable by the other relays and the health check at ``relay_url``, until ``lease_expires_at`` (renewed
+    by that relay). The newest link wins (see ``policy_server.relay``)."""
+
+    policy = models.OneToOneField(Policy, on_delete=models.CASCADE, related_name="dialout")
+    relay_url = models.CharField(max_length=300, help_text="The relay's internal ws(s):// address.")
+    connection = models.CharField(max_length=64, unique=True, help_text="Chosen by the relay, random.")
+    lease_expires_at = models.DateTimeField()
+    attached_at = models.DateTimeField(default=timezone.now)
+
+
 class PolicyIncident(models.Model):
     """A policy's error as the relay saw it (a traceback, say), for the policy's owner only.
 

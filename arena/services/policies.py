@@ -1,5 +1,9 @@
 """Writes for policies: registration, updates, retirement and health-check results.
 
+A dial-out policy registers the endpoint ``dialout://<its slug>`` (:func:`check_dialout_endpoint`): its server
+connects out to a relay (``policy_server.dialout``), so there is no address to guard or to prove control of;
+the relay's ``attach/`` call checks the owner key instead.
+
 Endpoints are checked before anything is stored (:func:`check_endpoint_url`): the address guard of
 :mod:`policy_server.netguard` refuses link-local, metadata, private, loopback, multicast and reserved addresses
 (``ARENA_ENDPOINT_ALLOW`` opens private or loopback ones) without sending a packet to them. An endpoint that
@@ -29,7 +33,7 @@ from arena import metrics
 from arena.errors import Conflict, InvalidInput, PermissionDenied
 from arena.models import ACTION_SPACES, Organization, Policy, PolicyCheck
 from arena.services.accounts import check_owner_in_organization
-from policy_server import netguard
+from policy_server import dialout, netguard
 from policy_server.relay_token import MAX_ENDPOINT_AND_KEY_BYTES, endpoint_fits
 from policy_server.server import NONCE_KEY
 
@@ -45,6 +49,8 @@ ENDPOINT_RE = re.compile(
     r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
     r"(?:/[!-~]*)?$"
 )
+# The endpoint field's pattern: a ws(s):// address or a dial-out policy's dialout://<slug>.
+ENDPOINT_FIELD_RE = re.compile(rf"^(?:{ENDPOINT_RE.pattern[1:-1]}|{dialout.SCHEME}{SLUG_RE.pattern[1:-1]})$")
 EDITABLE_FIELDS = (
     "name",
     "description",
@@ -82,6 +88,17 @@ def check_endpoint_url(url: str) -> netguard.Endpoint:
             f"Refused: {exc}. Register an address that the arena can reach over the internet.",
             field="endpoint_url",
         ) from exc
+
+
+def check_dialout_endpoint(url: str, *, slug: str) -> None:
+    """A ``dialout://`` endpoint must name the policy's own slug (403 ``dialout_slug_mismatch``: the request is
+    well-formed, the schema's pattern holds, but it names another policy)."""
+    if url != dialout.endpoint_for(slug):
+        raise PermissionDenied(
+            "dialout_slug_mismatch",
+            f"A dial-out policy's endpoint is {dialout.endpoint_for(slug)} (its own slug).",
+            field="endpoint_url",
+        )
 
 
 def endpoint_nonce(*, organization: Organization, endpoint: netguard.Endpoint) -> str:
@@ -196,7 +213,11 @@ def policy_register(
         raise InvalidInput(
             "invalid_slug", "A slug is 3-80 lowercase letters, digits and hyphens.", field="slug"
         )
-    endpoint = check_endpoint_url(endpoint_url)
+    if endpoint_url.startswith(dialout.SCHEME):
+        check_dialout_endpoint(endpoint_url, slug=slug)
+        endpoint = None
+    else:
+        endpoint = check_endpoint_url(endpoint_url)
     check_relay_capacity(endpoint_url, endpoint_api_key)
     if organization is None:
         orgs = list(owner.organizations.all()[:2])
@@ -210,7 +231,11 @@ def policy_register(
     check_owner_in_organization(user=owner, organization=organization)
     if Policy.objects.filter(slug=slug).exists():  # before contacting a contested endpoint; re-checked below
         raise Conflict("slug_taken", f"The slug {slug!r} is taken.", field="slug")
-    proven_at = check_endpoint_claim(organization=organization, endpoint=endpoint, api_key=endpoint_api_key)
+    proven_at = (
+        None
+        if endpoint is None
+        else check_endpoint_claim(organization=organization, endpoint=endpoint, api_key=endpoint_api_key)
+    )
     with transaction.atomic():
         if Policy.objects.filter(slug=slug).exists():
             raise Conflict("slug_taken", f"The slug {slug!r} is taken.", field="slug")
@@ -227,7 +252,7 @@ def policy_register(
             req_platform=req_platform,
             endpoint_proven_at=proven_at,
         )
-        if proven_at is not None:
+        if endpoint is not None and proven_at is not None:
             _demote_unproven_rivals(policy=policy, endpoint=endpoint)
         _schedule_check(policy)
     return policy
@@ -244,7 +269,9 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
         raise Conflict("policy_retired", "A retired policy cannot be changed.")
     endpoint = None
     proven_at = None
-    if "endpoint_url" in changes:
+    if "endpoint_url" in changes and changes["endpoint_url"].startswith(dialout.SCHEME):
+        check_dialout_endpoint(changes["endpoint_url"], slug=policy.slug)
+    elif "endpoint_url" in changes:
         # Also for an unchanged URL: that is how an owner whose endpoint another organization proved to
         # control gets the nonce (409) and, once the server serves it, proves control in turn.
         endpoint = check_endpoint_url(changes["endpoint_url"])

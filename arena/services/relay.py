@@ -18,7 +18,16 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from arena.errors import Conflict, InvalidInput, NotFound, PermissionDenied
-from arena.models import SLOTS, ApiKey, EvaluationSession, PolicyIncident, RelayAttachment
+from arena.models import (
+    SLOTS,
+    ApiKey,
+    EvaluationSession,
+    Policy,
+    PolicyDialout,
+    PolicyIncident,
+    RelayAttachment,
+)
+from policy_server import dialout
 
 CONNECTION_RE = re.compile(r"[0-9a-f]{8,64}")
 INCIDENTS_PER_SLOT = 20
@@ -115,6 +124,72 @@ def relay_release(*, connections: list[str]) -> int:
     """Free the slots of connections that ended; returns how many were attached."""
     deleted, _ = RelayAttachment.objects.filter(connection__in=connections).delete()
     return deleted
+
+
+RELAY_URL_RE = re.compile(r"wss?://[!-~]{1,290}")
+
+
+def relay_dialout_attach(*, policy: str, key: str, relay: str, connection: str, renew: bool = False) -> float:
+    """Record that the dial-out policy ``policy`` (a slug) is connected to the relay reachable at ``relay``
+    through the link ``connection``; returns the attachment's lease in seconds. A new link replaces any older
+    one (a reconnect after a relay restart is served at once); ``renew`` renews an existing attachment.
+
+    Raises PermissionDenied ``dialout_refused`` (the same answer for an unknown policy, a key that is not an
+    active owner key of the policy's owner or organization, a retired policy, or an endpoint other than
+    ``dialout://<slug>``: no oracle for which it was), Conflict ``superseded`` (renew of a replaced link).
+    """
+    from arena.auth import key_lookup
+    from arena.services.policies import check_policy_owner
+
+    if not CONNECTION_RE.fullmatch(connection):
+        raise InvalidInput("invalid_connection", "A connection id is 8-64 hex digits.", field="connection")
+    if not RELAY_URL_RE.fullmatch(relay):
+        raise InvalidInput("invalid_relay", "The relay address is a ws:// or wss:// URL.", field="relay")
+    refused = PermissionDenied("dialout_refused", "This key does not serve that policy in dial-out mode.")
+    found = Policy.objects.exclude(status=Policy.Status.RETIRED).filter(slug=policy).first()
+    api_key = key_lookup(key)
+    if found is None or api_key is None or api_key.user is None:
+        raise refused
+    if found.endpoint_url != dialout.endpoint_for(found.slug):
+        raise refused
+    try:
+        check_policy_owner(owner=api_key.user, policy=found)
+    except PermissionDenied as exc:
+        raise refused from exc
+    lease = timedelta(seconds=settings.ARENA_RELAY_ATTACHMENT_LEASE_SECONDS)
+    now = timezone.now()
+    if renew:
+        renewed = PolicyDialout.objects.filter(policy=found, connection=connection).update(
+            lease_expires_at=now + lease, relay_url=relay
+        )
+        if not renewed:
+            raise Conflict("superseded", "A newer link serves this policy.")
+    else:
+        PolicyDialout.objects.update_or_create(
+            policy=found,
+            defaults={
+                "relay_url": relay,
+                "connection": connection,
+                "lease_expires_at": now + lease,
+                "attached_at": now,
+            },
+        )
+    return lease.total_seconds()
+
+
+def relay_dialout_detach(*, connection: str) -> int:
+    """Forget a dial-out link that closed; returns how many attachments it held (0 or 1)."""
+    deleted, _ = PolicyDialout.objects.filter(connection=connection).delete()
+    return deleted
+
+
+def relay_dialout_locate(*, policy: str) -> str | None:
+    """The internal address of the relay the dial-out policy ``policy`` (a slug) is attached to now, or None."""
+    return (
+        PolicyDialout.objects.filter(policy__slug=policy, lease_expires_at__gt=timezone.now())
+        .values_list("relay_url", flat=True)
+        .first()
+    )
 
 
 def incident_record(*, session: str, slot: str, kind: str, detail: str) -> PolicyIncident | None:

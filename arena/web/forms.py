@@ -18,7 +18,8 @@ class PolicyRegisterForm(forms.Form):
     endpoint_url = forms.CharField(
         max_length=500,
         label="Endpoint URL",
-        help_text="ws:// or wss:// address of your policy server.",
+        help_text="ws:// or wss:// address of your policy server, or dialout://<slug> for a server that "
+        "connects out to the relay (arena-policy serve --connect).",
         widget=forms.TextInput(attrs={"placeholder": "wss://policy.example.org:8000"}),
     )
     endpoint_api_key = forms.CharField(

@@ -42,7 +42,7 @@ def lab_prefix(lab) -> str:
     ],
     ids=["missing", "garbage", "wrong-hex", "bearer-secret", "raw-secret"],
 )
-@pytest.mark.parametrize("path", ["admit", "status", "release", "incidents"])
+@pytest.mark.parametrize("path", ["admit", "status", "release", "incidents", "attach", "detach", "locate"])
 def test_the_relay_api_refuses_anything_but_the_derived_credential(db, header, path):
     client = APIClient()
     if header is not None:
