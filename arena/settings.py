@@ -167,7 +167,12 @@ ARENA_CHECK_FAILURES_BEFORE_FAILING = env_int("ARENA_CHECK_FAILURES_BEFORE_FAILI
 ARENA_CHECK_TIMEOUT_SECONDS = float(env_str("ARENA_CHECK_TIMEOUT_SECONDS", "8"))
 ARENA_CHECK_ON_REGISTER = env_bool("ARENA_CHECK_ON_REGISTER", True)
 ARENA_PROVISIONAL_MIN_COMPARISONS = env_int("ARENA_PROVISIONAL_MIN_COMPARISONS", 10)
+# Ranking defences (issue 14 item 5): a lab's, and an organization's labs', share of any policy's comparison
+# weight and of the board's; agreeing decisive votes after which a new lab's votes count fully.
 ARENA_LAB_MAX_SHARE = float(env_str("ARENA_LAB_MAX_SHARE", "0.5"))
+ARENA_ORG_MAX_SHARE = float(env_str("ARENA_ORG_MAX_SHARE", "0.5"))
+ARENA_BOARD_MAX_SHARE = float(env_str("ARENA_BOARD_MAX_SHARE", "0.5"))
+ARENA_LAB_TRUST_RAMP = float(env_str("ARENA_LAB_TRUST_RAMP", "50"))
 ARENA_RELAY_URL = env_str("ARENA_RELAY_URL", "ws://127.0.0.1:8765").rstrip("/")
 ARENA_RELAY_SECRET = env_str("ARENA_RELAY_SECRET") or _embedded_secret("relay_secret")
 # A relay connection holds its session slot this long unless the relay's status poll renews it.
