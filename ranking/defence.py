@@ -340,7 +340,7 @@ def _cohort_test(
     rest_tie = np.clip(np.divide(pt, 1.0 - pw, out=np.zeros_like(pt), where=pw < 1.0), 0.0, 1.0)
     rng = np.random.default_rng(seed)
     null_max = np.empty(0)
-    batch = max(1, min(n_null, 4_000_000 // max(size, 1)))
+    batch = max(1, min(n_null, 1_000_000 // max(size, design_n.size, 1)))  # arrays of ~8 MB: cache-sized
     while null_max.size < n_null:
         rounds = min(batch, n_null - null_max.size)
         # single comparisons (most cells of a large board) by one uniform draw, the rest by binomials
