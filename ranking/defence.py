@@ -287,7 +287,9 @@ def _trust(
     return np.where(flagged, 0.0, trust)
 
 
-def _davidson_moments(d: FloatArray, nu: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+def _davidson_moments(
+    d: FloatArray, nu: FloatArray
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
     """P(first wins), P(tie), expected score and its variance, and d(expected score)/dd, per row."""
     up, down = np.exp(d / 2.0), np.exp(-d / 2.0)
     total = up + down + nu
@@ -296,7 +298,7 @@ def _davidson_moments(d: FloatArray, nu: FloatArray) -> tuple[FloatArray, FloatA
     var = p_win + 0.25 * p_tie - mean**2
     # d/dd of (up + nu/2) / total
     slope = (0.5 * up * total - (up + 0.5 * nu) * 0.5 * (up - down)) / total**2
-    return p_win, p_tie, mean, var, slope  # type: ignore[return-value]
+    return p_win, p_tie, mean, var, slope
 
 
 def _cohort_test(
