@@ -17,6 +17,12 @@ from pathlib import Path
 import dj_database_url
 from celery.schedules import crontab
 
+# The ranking fits are small dense linear algebra, where OpenBLAS's thread pool costs more than it saves
+# (measured on 2 shared cores: 30 policies x 3,000 comparisons 0.23 s with threads, 0.08 s without; 1,000 x
+# 10^6 3.4 s vs 1.6 s). Effective because this module loads before numpy (manage.py, the WSGI app, Celery);
+# an operator's OPENBLAS_NUM_THREADS wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", os.environ.get("ARENA_BLAS_THREADS", "1"))
+
 from policy_server import netguard as _endpoint_guard
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -177,7 +183,12 @@ ARENA_CHECK_FAILURES_BEFORE_FAILING = env_int("ARENA_CHECK_FAILURES_BEFORE_FAILI
 ARENA_CHECK_TIMEOUT_SECONDS = float(env_str("ARENA_CHECK_TIMEOUT_SECONDS", "8"))
 ARENA_CHECK_ON_REGISTER = env_bool("ARENA_CHECK_ON_REGISTER", True)
 ARENA_PROVISIONAL_MIN_COMPARISONS = env_int("ARENA_PROVISIONAL_MIN_COMPARISONS", 10)
+# Ranking defences (issue 14 item 5): a lab's, and an organization's labs', share of any policy's comparison
+# weight and of the board's; agreeing decisive votes after which a new lab's votes count fully.
 ARENA_LAB_MAX_SHARE = float(env_str("ARENA_LAB_MAX_SHARE", "0.5"))
+ARENA_ORG_MAX_SHARE = float(env_str("ARENA_ORG_MAX_SHARE", "0.5"))
+ARENA_BOARD_MAX_SHARE = float(env_str("ARENA_BOARD_MAX_SHARE", "0.5"))
+ARENA_LAB_TRUST_RAMP = float(env_str("ARENA_LAB_TRUST_RAMP", "50"))
 ARENA_RELAY_URL = env_str("ARENA_RELAY_URL", "ws://127.0.0.1:8765").rstrip("/")
 ARENA_RELAY_SECRET = env_str("ARENA_RELAY_SECRET") or _embedded_secret("relay_secret")
 # A relay connection holds its session slot this long unless the relay's status poll renews it.

@@ -1,6 +1,7 @@
 """Pure rating engine for pairwise comparisons: Bradley-Terry fits with posterior intervals, rank bands and
 an order effect, an adaptive pair sampler, and evaluator-integrity checks. numpy / scipy only; no I/O."""
 
+from ranking.defence import Cohort, Defence, cap_by_group, lab_defence
 from ranking.errors import ConvergenceError, InvalidComparisons, NoEligiblePair, RankingError
 from ranking.fit import (
     DEFAULT_RIDGE,
@@ -21,7 +22,9 @@ __all__ = [
     "ELO_SCALE",
     "FAMILY_ALPHA",
     "PRIOR_SD_RANGE",
+    "Cohort",
     "ConvergenceError",
+    "Defence",
     "InvalidComparisons",
     "LabAgreement",
     "NoEligiblePair",
@@ -31,9 +34,11 @@ __all__ = [
     "RankingError",
     "Ratings",
     "aggregate",
+    "cap_by_group",
     "cap_influence",
     "fit",
     "fit_groups",
     "fit_table",
     "lab_agreement",
+    "lab_defence",
 ]

@@ -12,8 +12,9 @@ and :math:`z = (E - A) / \sqrt{V}`: large when the lab disagrees more than chanc
 p-value is compared with ``alpha / n_labs`` (Bonferroni) to set ``flagged``. Ties are not votes for either
 side and are left out.
 
-:func:`cap_influence` returns row weights so that no lab contributes more than ``max_share`` of any item's
-total comparison weight; pass them to :func:`ranking.fit` as ``weights``.
+:func:`cap_influence` returns row weights so that no lab (and no organization) contributes more than its cap
+of any item's total comparison weight, or of the board's; pass them to :func:`ranking.fit` as ``weights``.
+:func:`ranking.lab_defence` combines it with a trust ramp and a cohort test.
 """
 
 from __future__ import annotations
@@ -159,22 +160,31 @@ def cap_influence(
     *,
     max_share: float = 0.5,
     weights: ArrayLike | None = None,
+    org: ArrayLike | None = None,
+    max_org_share: float | None = None,
+    max_board_share: float | None = None,
     max_iter: int = 100,
 ) -> FloatArray:
-    """Row weights so that no lab contributes more than ``max_share`` of any item's comparison weight.
+    """Row weights so that no lab (and no organization) holds more than its cap of any item's weight or of the
+    board's.
 
     For every item, the labs' weights on the item's rows are water-filled: labs above the cap are scaled down
     to a common level ``c`` with ``c = max_share * (their capped total + the others' total)``, labs below it
-    are untouched. A row involves two items and keeps the smaller of its two scale factors, which can lower
-    another item's total, so the procedure repeats until every share is within the cap (weights only
-    decrease, so it settles). An item evaluated by fewer than ``1 / max_share`` labs cannot meet the cap;
-    its labs are equalised instead (effective cap ``1 / n_labs_of_item``).
+    are untouched. The same holds for organizations (``org``, ``max_org_share``: an organization's labs
+    together) and, with ``max_board_share``, for each lab's and each organization's share of the board's total
+    weight. A row keeps the smallest of its scale factors, which can lower another total, so the procedure
+    repeats until every share is within its cap (weights only decrease, so it settles). Where fewer than
+    ``1 / cap`` labs (organizations) are present, they are equalised instead (effective cap ``1 / count``).
 
     Args:
         a, b: (R,) item indices of each comparison.
         lab: (R,) lab label per row.
         max_share: largest allowed share of one lab in one item's total weight, in (0, 1].
         weights: (R,) prior row weights (e.g. counts), default ones.
+        org: (R,) organization label per row; None = no organization caps.
+        max_org_share: largest share of one organization in one item's weight; None = no such cap (the board
+            cap still applies to organizations).
+        max_board_share: largest share of one lab (and one organization) in the board's weight; None = none.
         max_iter: iteration budget of the repeat-until-within-cap loop.
 
     Returns:
@@ -185,34 +195,57 @@ def cap_influence(
     labels = np.asarray(lab).ravel()
     if not (a_arr.size == b_arr.size == labels.size):
         raise InvalidComparisons("a, b and lab differ in length")
-    if not 0.0 < max_share <= 1.0:
-        raise InvalidComparisons(f"max_share must lie in (0, 1], got {max_share!r}")
+    for name, share in (
+        ("max_share", max_share),
+        ("max_org_share", max_org_share),
+        ("max_board_share", max_board_share),
+    ):
+        if share is not None and not 0.0 < share <= 1.0:
+            raise InvalidComparisons(f"{name} must lie in (0, 1], got {share!r}")
     w = np.ones(a_arr.size) if weights is None else np.asarray(weights, dtype=np.float64).ravel().copy()
     if w.size != a_arr.size or np.any(w < 0) or not np.all(np.isfinite(w)):
         raise InvalidComparisons("weights must be finite, non-negative, one per row")
     if a_arr.size == 0:
         return w
-    _, lab_index = np.unique(labels, return_inverse=True)
-    n_labs = int(lab_index.max()) + 1
     n_items = int(max(a_arr.max(), b_arr.max())) + 1
-    key_a = a_arr * n_labs + lab_index
-    key_b = b_arr * n_labs + lab_index
+    groupings = [(np.unique(labels, return_inverse=True)[1], max_share)]
+    if org is not None:
+        orgs = np.asarray(org).ravel()
+        if orgs.size != labels.size:
+            raise InvalidComparisons("org and lab differ in length")
+        groupings.append(
+            (np.unique(orgs, return_inverse=True)[1], 1.0 if max_org_share is None else max_org_share)
+        )
     for _ in range(max_iter):
-        shares = _item_lab_weights(key_a, key_b, w, n_items, n_labs)
-        factor = _water_fill_factors(shares, max_share)
+        factor = np.ones(w.size)
+        for index, share in groupings:
+            factor = np.minimum(factor, _row_factors(a_arr, b_arr, index, w, n_items, share, max_board_share))
         if np.all(factor >= 1.0 - 1e-12):
             break
-        w = w * np.minimum(factor.ravel()[key_a], factor.ravel()[key_b])
+        w = w * factor
     return w
 
 
-def _item_lab_weights(
-    key_a: np.ndarray, key_b: np.ndarray, w: FloatArray, n_items: int, n_labs: int
+def _row_factors(
+    a: np.ndarray,
+    b: np.ndarray,
+    group: np.ndarray,
+    w: FloatArray,
+    n_items: int,
+    item_share: float,
+    board_share: float | None,
 ) -> FloatArray:
-    """(n_items, n_labs) total weight of each lab's rows involving each item."""
-    size = n_items * n_labs
-    total = np.bincount(key_a, weights=w, minlength=size) + np.bincount(key_b, weights=w, minlength=size)
-    return total.reshape(n_items, n_labs)
+    """(R,) the smallest scale factor of each row's two (item, group) totals and, if capped, its board total."""
+    n_groups = int(group.max()) + 1
+    key_a, key_b = a * n_groups + group, b * n_groups + group
+    size = n_items * n_groups
+    totals = np.bincount(key_a, weights=w, minlength=size) + np.bincount(key_b, weights=w, minlength=size)
+    item_factor = _water_fill_factors(totals.reshape(n_items, n_groups), item_share).ravel()
+    factor = np.minimum(item_factor[key_a], item_factor[key_b])
+    if board_share is not None:
+        board = np.bincount(group, weights=w, minlength=n_groups)[None, :]
+        factor = np.minimum(factor, _water_fill_factors(board, board_share)[0][group])
+    return factor
 
 
 def _water_fill_factors(weights: FloatArray, max_share: float) -> FloatArray:

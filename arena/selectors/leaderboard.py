@@ -64,7 +64,7 @@ def comparison_groups(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 FITTED_COLUMNS = ("a", "b", "policy_a", "policy_b", "outcome", "task_category", "lab", "count", "weight")
 """Columns of a snapshot's fitted rows: item indices of slot A and slot B (0 = the scale anchor), their
 slugs, outcome (1 = A won, 0 = B won, 0.5 = tie), task category, lab number, raw count and the weight the fit
-gave the row (the count after the lab share cap)."""
+gave the row (the count after the defences: trust ramp, cohort exclusions, lab and organization caps)."""
 
 
 def fitted_rows_csv(fitted_rows: dict[str, Any]) -> str:

@@ -194,19 +194,54 @@ def policy_score_history(
     return points
 
 
-COMPARISON_LOG_HEADER = ("policy_a", "policy_b", "outcome", "task_category", "date", "lab")
+COMPARISON_LOG_HEADER = ("policy_a", "policy_b", "outcome", "task_category", "date", "lab", "weight")
+OUTCOME_OF_CHOICE = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
 def comparison_log(
     *, snapshot: RankingSnapshot, chunk_size: int = 2000
-) -> Iterator[tuple[str, str, str, str, date, int]]:
-    """The comparisons counted up to ``snapshot``'s time, oldest first, streamed from the database.
+) -> Iterator[tuple[str, str, str, str, date, int, float]]:
+    """The comparisons ``snapshot`` fitted, oldest first, streamed from the database.
 
     Rows: (policy A slug, policy B slug, outcome "A" | "B" | "tie" (the slot the lab preferred), task
-    category, UTC date, lab index). Labs are numbered 1, 2, ... in the order of their first counted
-    comparison, which is the same in every snapshot; no lab names, session ids or reasons. Counted: valid
-    preferences stored before the snapshot, of labs whose votes are not excluded now.
+    category, UTC date, lab number, weight in the fit). No lab names, session ids or reasons. The rows are
+    those of the snapshot's fitted rows (``fitted-<version>.csv``), one per comparison: the same window (the
+    preferences counted when the fit read its data), the same labs (exclusions as of the snapshot, not as of
+    now), the lab numbers of the fitted rows, and each comparison's weight (its fitted row's weight / count).
+    Snapshots stored before the fitted rows carried their window fall back to "stored before the snapshot, of
+    labs not excluded now", numbering labs by first comparison.
     """
+    fitted = snapshot.fitted_rows or {}
+    if "through_preference" not in fitted:
+        yield from _comparison_log_legacy(snapshot=snapshot, chunk_size=chunk_size)
+        return
+    lab_ids: list[int] = fitted["labs"]
+    remaining: dict[tuple[str, str, float, str, int], int] = {}
+    weight: dict[tuple[str, str, float, str, int], float] = {}
+    for _, _, slug_a, slug_b, outcome, category, lab, count, w in fitted["rows"]:
+        key = (slug_a, slug_b, float(outcome), category, int(lab))
+        remaining[key] = remaining.get(key, 0) + int(count)
+        weight[key] = float(w) / int(count) if count else 0.0
+    number = {lab_id: k + 1 for k, lab_id in enumerate(lab_ids)}
+    rows = (
+        Preference.objects.filter(valid=True, pk__lte=fitted["through_preference"], lab_id__in=lab_ids)
+        .order_by("pk")
+        .values_list("policy_a__slug", "policy_b__slug", "choice", "task_category", "created_at", "lab_id")
+        .iterator(chunk_size=chunk_size)
+    )
+    for a, b, choice, category, created_at, lab_id in rows:
+        key = (a, b, OUTCOME_OF_CHOICE[choice], category, number[lab_id])
+        # on a database whose ids may commit out of order, a preference committed after the fit read its
+        # data can hold a smaller id: the fitted counts bound every (pair, outcome, category, lab) cell
+        if remaining.get(key, 0) <= 0:
+            continue
+        remaining[key] -= 1
+        yield a, b, choice, category, created_at.date(), number[lab_id], weight[key]
+
+
+def _comparison_log_legacy(
+    *, snapshot: RankingSnapshot, chunk_size: int
+) -> Iterator[tuple[str, str, str, str, date, int, float]]:
     rows = (
         Preference.objects.filter(valid=True, created_at__lte=snapshot.created_at, lab__votes_excluded=False)
         .order_by("pk")
@@ -216,7 +251,7 @@ def comparison_log(
     lab_index: dict[int, int] = {}
     for a, b, choice, category, created_at, lab_id in rows:
         index = lab_index.setdefault(lab_id, len(lab_index) + 1)
-        yield a, b, choice, category, created_at.date(), index
+        yield a, b, choice, category, created_at.date(), index, 1.0
 
 
 def policy_sessions_with_videos(*, policy: Policy, limit: int = 12) -> QuerySet[EvaluationSession]:

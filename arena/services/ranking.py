@@ -2,7 +2,9 @@
 
 Comparisons are read from the running tallies (one row per pair, outcome, lab and task category, maintained
 with each preference), so 10^6 stored comparisons arrive as weighted rows and are never loaded one by one.
-Votes of labs an operator excluded, and preferences the lab marked invalid, are left out.
+Votes of labs an operator excluded, and preferences the lab marked invalid, are left out. The fit's weights are
+the defended ones (:func:`ranking.lab_defence`: trust ramp for new labs, cohort test, lab and organization
+caps); the task-category breakdowns re-apply the same caps within each category.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ from arena.selectors.leaderboard import FITTED_COLUMNS, fitted_rows_csv, fitted_
 log = logging.getLogger(__name__)
 
 OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
-METHOD = "bradley-terry, davidson ties, order effect, hierarchical prior, 95% posterior CI, holm rank bands, lab cap {cap}"
+METHOD = (
+    "bradley-terry, davidson ties, order effect, hierarchical prior, 95% posterior CI, holm rank bands, "
+    "lab cap {cap}, org cap {org_cap}, board cap {board_cap}, trust ramp {ramp}, cohort test"
+)
 MIN_CATEGORY_COMPARISONS = 20
 SCALE_ANCHOR = 0
 """Index (into the ascending policy ids) of the policy whose score is fixed at 1000: the oldest one rated."""
@@ -35,8 +40,8 @@ SCALE_ANCHOR = 0
 @dataclass(frozen=True)
 class Comparisons:
     """Aggregated comparison rows: one per (policy A, policy B, outcome, lab, task category), with the row's
-    count, the summed progress scores of both slots and its newest preference id. Indices point into ``policy_ids``, ``lab_ids`` and
-    ``categories``."""
+    count, the summed progress scores of both slots, its newest preference id and the lab's organization.
+    Indices point into ``policy_ids``, ``lab_ids`` and ``categories``; ``org`` holds organization ids."""
 
     a: np.ndarray
     b: np.ndarray
@@ -47,6 +52,7 @@ class Comparisons:
     progress_a: np.ndarray
     progress_b: np.ndarray
     last_id: np.ndarray
+    org: np.ndarray
     policy_ids: list[int]
     lab_ids: list[int]
     categories: list[str]
@@ -59,11 +65,11 @@ class Comparisons:
 COUNTED = """
     SELECT t.policy_a_id AS a, t.policy_b_id AS b, CASE t.choice WHEN 'A' THEN 2 WHEN 'B' THEN 0 ELSE 1 END AS y,
            t.lab_id AS lab, t.task_category AS cat, t.n AS n, t.progress_a_sum AS pa, t.progress_b_sum AS pb,
-           t.last_preference_id AS last
+           t.last_preference_id AS last, l.organization_id AS org
     FROM arena_comparisontally t JOIN arena_lab l ON l.id = t.lab_id
     WHERE NOT l.votes_excluded
 """
-COLUMNS = ("a", "b", "y", "lab", "n", "pa", "pb", "last")
+COLUMNS = ("a", "b", "y", "lab", "n", "pa", "pb", "last", "org")
 
 
 def comparisons_aggregate() -> Comparisons:
@@ -90,11 +96,12 @@ def comparisons_aggregate() -> Comparisons:
             progress_a=empty_f,
             progress_b=empty_f,
             last_id=empty_i,
+            org=empty_i,
             policy_ids=[],
             lab_ids=[],
             categories=[],
         )
-    a, b, y, lab, n, pa, pb, last = (np.array(col.split(","), dtype=np.int64) for col in numeric)
+    a, b, y, lab, n, pa, pb, last, org = (np.array(col.split(","), dtype=np.int64) for col in numeric)
     policy_ids, ab = np.unique(np.concatenate([a, b]), return_inverse=True)
     lab_ids, lab_index = np.unique(lab, return_inverse=True)
     categories, cat_index = np.unique(np.array(cats.split(","), dtype=object), return_inverse=True)
@@ -108,6 +115,7 @@ def comparisons_aggregate() -> Comparisons:
         progress_a=pa.astype(np.float64),
         progress_b=pb.astype(np.float64),
         last_id=last,
+        org=org,
         policy_ids=policy_ids.tolist(),
         lab_ids=lab_ids.tolist(),
         categories=[str(c) for c in categories],
@@ -118,7 +126,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
     """Fit the ranking on all counted comparisons and store it as the next immutable snapshot."""
     started = time.perf_counter()
     data = comparisons_aggregate()
-    cap = settings.ARENA_LAB_MAX_SHARE
+    caps = _caps()
     rows: list[dict[str, Any]] = []
     matrices: dict[str, Any] = {"slugs": [], "wins": [], "counts": []}
     integrity: dict[str, Any] = {}
@@ -126,7 +134,18 @@ def ranking_snapshot_create() -> RankingSnapshot:
     model: dict[str, Any] = {}
     fitted_rows: dict[str, Any] = {"columns": list(FITTED_COLUMNS), "rows": []}
     if data.total:
-        weights = ranking.cap_influence(data.a, data.b, data.lab, weights=data.count, max_share=cap)
+        defence = ranking.lab_defence(
+            data.a,
+            data.b,
+            data.outcome,
+            len(data.policy_ids),
+            data.lab,
+            org=data.org,
+            weights=data.count,
+            trust_ramp=settings.ARENA_LAB_TRUST_RAMP,
+            **caps,
+        )
+        weights = defence.weights
         # the scale's anchor: the longest-registered policy with comparisons (policy ids ascend), pinned at
         # 1000, so newcomers and retirements do not move the other scores
         ratings = ranking.fit(
@@ -138,12 +157,17 @@ def ranking_snapshot_create() -> RankingSnapshot:
         slugs = [policies[pid].slug for pid in data.policy_ids]
         model = _model(ratings, anchor=slugs[SCALE_ANCHOR])
         fitted_rows["rows"] = _fitted_rows(data, weights, slugs)
+        # the window and labs of these rows, so the per-comparison log is exactly what was fitted (the hash
+        # covers the rows' CSV only)
+        fitted_rows["labs"] = data.lab_ids
+        fitted_rows["through_preference"] = int(data.last_id.max())
         rows = _rows(data, ratings, policies)
         wins = _raw_wins(data)
         matrices = {"slugs": slugs, "wins": wins.tolist(), "counts": (wins + wins.T).tolist()}
-        integrity = _integrity(data)
-        breakdowns = _breakdowns(data, dict(zip(data.policy_ids, slugs, strict=True)))
+        integrity = _integrity(data, defence, slugs)
+        breakdowns = _breakdowns(data, defence, caps, dict(zip(data.policy_ids, slugs, strict=True)))
     fit_seconds = time.perf_counter() - started
+    clash: IntegrityError | None = None
     for _ in range(5):
         try:
             with transaction.atomic():
@@ -151,7 +175,12 @@ def ranking_snapshot_create() -> RankingSnapshot:
                 snapshot = RankingSnapshot.objects.create(
                     version=(last.version + 1) if last else 1,
                     created_at=timezone.now(),
-                    method=METHOD.format(cap=cap),
+                    method=METHOD.format(
+                        cap=caps["max_share"],
+                        org_cap=caps["max_org_share"],
+                        board_cap=caps["max_board_share"],
+                        ramp=settings.ARENA_LAB_TRUST_RAMP,
+                    ),
                     data_hash=fitted_rows_hash(fitted_rows_csv(fitted_rows)),
                     n_comparisons=data.total,
                     n_policies=len(data.policy_ids),
@@ -173,9 +202,10 @@ def ranking_snapshot_create() -> RankingSnapshot:
                 fit_seconds,
             )
             return snapshot
-        except IntegrityError:
+        except IntegrityError as exc:
+            clash = exc
             continue  # another refit took the same version number at the same moment
-    raise RuntimeError("could not allocate a snapshot version")
+    raise RuntimeError("could not allocate a snapshot version") from clash
 
 
 def _fitted_rows(data: Comparisons, weights: np.ndarray, slugs: list[str]) -> list[list[Any]]:
@@ -209,6 +239,8 @@ def _rows(data: Comparisons, ratings: ranking.Ratings, policies: dict[int, Polic
     extras = _policy_extras(data)
     rows = []
     for k, pid in enumerate(data.policy_ids):
+        if not math.isfinite(ratings.scores[k]):
+            continue  # every comparison of it was left out by the defences: unrated, not listed
         policy = policies[pid]
         n_comp = int(extras[pid]["n_comparisons"])
         rows.append(
@@ -251,39 +283,77 @@ def _model(ratings: ranking.Ratings, *, anchor: str) -> dict[str, Any]:
     }
 
 
-def _integrity(data: Comparisons) -> dict[str, Any]:
-    """Each lab's agreement with the leave-that-lab-out consensus; flags labs that disagree far too often."""
-    stats = ranking.lab_agreement(
-        data.a, data.b, data.outcome, data.lab, len(data.policy_ids), weights=data.count
-    )
-    slugs = dict(Lab.objects.filter(pk__in=data.lab_ids).values_list("pk", "slug"))
+def _caps() -> dict[str, float]:
     return {
-        slugs[data.lab_ids[k]]: entry.to_dict() | {"lab": slugs[data.lab_ids[k]]}
-        for k, entry in stats.items()
+        "max_share": settings.ARENA_LAB_MAX_SHARE,
+        "max_org_share": settings.ARENA_ORG_MAX_SHARE,
+        "max_board_share": settings.ARENA_BOARD_MAX_SHARE,
     }
+
+
+def _integrity(data: Comparisons, defence: ranking.Defence, slugs: list[str]) -> dict[str, Any]:
+    """Per lab: agreement with the leave-that-lab-out consensus, trust (the ramp for new labs), and the
+    cohorts it was found in (policies it favoured or disfavoured together with other labs; its votes on those
+    policies are left out of the fit)."""
+    lab_slugs = dict(Lab.objects.filter(pk__in=data.lab_ids).values_list("pk", "slug"))
+    cohorts: dict[int, list[dict[str, Any]]] = {}
+    for cohort in defence.cohorts:
+        for member in cohort.labs:
+            cohorts.setdefault(int(member), []).append(
+                {
+                    "policy": slugs[cohort.item],
+                    "direction": "favoured" if cohort.direction > 0 else "disfavoured",
+                    "n_labs": len(cohort.labs),
+                    "z": cohort.z,
+                    "p_value": cohort.p_value,
+                }
+            )
+    out: dict[str, Any] = {}
+    for k, entry in defence.agreement.items():
+        slug = lab_slugs[data.lab_ids[k]]
+        out[slug] = entry.to_dict() | {
+            "lab": slug,
+            "trust": defence.trust[k],
+            "cohorts": cohorts.get(int(k), []),
+        }
+    return out
 
 
 def _flag_labs(integrity: dict[str, Any]) -> None:
     for slug, stats in integrity.items():
-        note = (
-            f"agreed {stats['agreement']:.2f} vs {stats['expected']:.2f} expected (p={stats['p_value']:.3g})"
-            if stats["agreement"] is not None
-            else ""
-        )
+        notes = []
+        if stats["agreement"] is not None:
+            notes.append(
+                f"agreed {stats['agreement']:.2f} vs {stats['expected']:.2f} expected (p={stats['p_value']:.3g})"
+            )
+        if stats.get("trust", 1.0) < 1.0:
+            notes.append(f"trust {stats['trust']:.2f}")
+        for cohort in stats.get("cohorts", []):
+            notes.append(
+                f"{cohort['direction']} {cohort['policy']} with {cohort['n_labs'] - 1} other labs "
+                f"(p={cohort['p_value']:.3g}): those votes left out"
+            )
         Lab.objects.filter(slug=slug).update(
-            integrity_flagged=bool(stats["flagged"]), integrity_note=note[:300]
+            integrity_flagged=bool(stats["flagged"] or stats.get("cohorts")),
+            integrity_note="; ".join(notes)[:300],
         )
 
 
-def _breakdowns(data: Comparisons, slugs_by_pk: dict[int, str]) -> dict[str, Any]:
-    """Ratings per task category, for categories with enough comparisons."""
+def _breakdowns(
+    data: Comparisons, defence: ranking.Defence, caps: dict[str, float], slugs_by_pk: dict[int, str]
+) -> dict[str, Any]:
+    """Ratings per task category, for categories with enough comparisons, with the board's trust and cohort
+    exclusions and the same caps applied within each category's rows."""
+    weights = ranking.cap_by_group(
+        data.a, data.b, data.lab, data.category, weights=defence.uncapped, org=data.org, **caps
+    )
     fits = ranking.fit_groups(
         data.a,
         data.b,
         data.outcome,
         len(data.policy_ids),
         data.category,
-        weights=data.count,
+        weights=weights,
         min_comparisons=MIN_CATEGORY_COMPARISONS,
     )
     out: dict[str, Any] = {}

@@ -208,6 +208,9 @@ def methodology_page(request: HttpRequest) -> HttpResponse:
             "prior_sd_range": ranking.PRIOR_SD_RANGE,
             "lab_max_share": settings.ARENA_LAB_MAX_SHARE,
             "lab_max_share_pct": round(100 * settings.ARENA_LAB_MAX_SHARE),
+            "org_max_share": settings.ARENA_ORG_MAX_SHARE,
+            "board_max_share": settings.ARENA_BOARD_MAX_SHARE,
+            "trust_ramp": f"{settings.ARENA_LAB_TRUST_RAMP:g}",
             "min_comparisons": settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
             "min_category_comparisons": MIN_CATEGORY_COMPARISONS,
         },
@@ -268,12 +271,14 @@ def latest_download(request: HttpRequest, fmt: str) -> HttpResponse:
 
 @require_GET
 def comparisons_csv(request: HttpRequest, version: int) -> HttpResponse:
-    """The anonymized log of the comparisons the snapshot counted (see ``comparison_log``), streamed."""
+    """The anonymized log of the comparisons the snapshot fitted, one row each, with their weights in the fit
+    (see ``comparison_log``), streamed; ``X-Data-Hash`` is the snapshot's data hash (of ``fitted.csv``)."""
     snapshot = _snapshot_or_404(version)
     response = StreamingHttpResponse(
         _csv_stream(COMPARISON_LOG_HEADER, comparison_log(snapshot=snapshot)),
         content_type="text/csv; charset=utf-8",
     )
+    response["X-Data-Hash"] = snapshot.data_hash
     return _attachment(response, f"comparisons-{snapshot.version}.csv")
 
 

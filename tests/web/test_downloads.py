@@ -6,12 +6,12 @@ import csv
 import hashlib
 import io
 import json
-from datetime import timedelta
 
 import pytest
 from django.test import Client
 
 from arena.models import Lab, Preference, RankingSnapshot
+from arena.services.ranking import ranking_snapshot_create
 from arena.web.leaderboard import TABLE_COLUMNS
 
 
@@ -78,7 +78,7 @@ def test_missing_snapshots_are_404(path):
 def test_comparison_log_has_one_anonymous_row_per_counted_preference(league):
     snapshot = latest()
     rows = streamed_csv(f"/leaderboard/{snapshot.version}/comparisons.csv")
-    assert list(rows[0]) == ["policy_a", "policy_b", "outcome", "task_category", "date", "lab"]
+    assert list(rows[0]) == ["policy_a", "policy_b", "outcome", "task_category", "date", "lab", "weight"]
     assert len(rows) == snapshot.n_comparisons
     stored = list(Preference.objects.order_by("pk").select_related("policy_a", "policy_b"))
     assert [(r["policy_a"], r["policy_b"], r["outcome"], r["task_category"]) for r in rows] == [
@@ -91,17 +91,58 @@ def test_comparison_log_has_one_anonymous_row_per_counted_preference(league):
         assert secret not in text
 
 
-def test_comparison_log_leaves_out_invalid_excluded_and_later_preferences(league):
-    older = RankingSnapshot.objects.order_by("version").first()
-    assert len(streamed_csv(f"/leaderboard/{older.version}/comparisons.csv")) == older.n_comparisons
+def _cells(rows, outcome_key: str, weighted: bool) -> dict[tuple[str, ...], float]:
+    cells: dict[tuple[str, ...], float] = {}
+    outcome = {"A": "1.0", "B": "0.0", "tie": "0.5"}
+    for r in rows:
+        key = (
+            r["policy_a"],
+            r["policy_b"],
+            outcome.get(r[outcome_key], r[outcome_key]),
+            r["task_category"],
+            r["lab"],
+        )
+        cells[key] = cells.get(key, 0.0) + (float(r["weight"]) if weighted else 1.0)
+    return cells
 
-    berkeley = Preference.objects.filter(lab__name="Berkeley Lab").order_by("pk")
-    berkeley.filter(pk=berkeley.first().pk).update(valid=False)
-    berkeley.filter(pk=berkeley.last().pk).update(created_at=latest().created_at + timedelta(seconds=1))
+
+def test_comparison_log_is_exactly_the_fitted_rows(league):
+    snapshot = latest()
+    response = Client().get(f"/leaderboard/{snapshot.version}/comparisons.csv")
+    assert response["X-Data-Hash"] == snapshot.data_hash
+    log = streamed_csv(f"/leaderboard/{snapshot.version}/comparisons.csv")
+    fitted = list(
+        csv.DictReader(
+            io.StringIO(Client().get(f"/leaderboard/{snapshot.version}/fitted.csv").content.decode())
+        )
+    )
+    counts = {k: float(v) for k, v in _cells(fitted, "outcome", False).items()}
+    for r in fitted:
+        key = (r["policy_a"], r["policy_b"], r["outcome"], r["task_category"], r["lab"])
+        counts[key] += int(r["count"]) - 1
+    assert _cells(log, "outcome", False) == counts
+    weights = {}
+    for r in fitted:
+        key = (r["policy_a"], r["policy_b"], r["outcome"], r["task_category"], r["lab"])
+        weights[key] = weights.get(key, 0.0) + float(r["weight"])
+    assert _cells(log, "outcome", True) == pytest.approx(weights, rel=1e-12)
+
+
+def test_comparison_log_of_a_version_does_not_change_later(league):
+    # excluding a lab after a snapshot leaves that snapshot's log (and fitted rows) as they were fitted
+    older = RankingSnapshot.objects.order_by("version").first()
+    newest = latest()
+    before = {v: streamed_csv(f"/leaderboard/{v}/comparisons.csv") for v in (older.version, newest.version)}
+    assert len(before[older.version]) == older.n_comparisons
     Lab.objects.filter(name="Stanford Lab").update(votes_excluded=True)
-    rows = streamed_csv(f"/leaderboard/{latest().version}/comparisons.csv")
-    counted = Preference.objects.filter(valid=True, lab__name="Berkeley Lab").count() - 1
-    assert len(rows) == counted and {r["lab"] for r in rows} == {"1"}
+    for version, rows in before.items():
+        assert streamed_csv(f"/leaderboard/{version}/comparisons.csv") == rows
+    assert {r["lab"] for r in before[newest.version]} == {"1", "2"}
+    assert RankingSnapshot.objects.get(version=newest.version).data_hash == newest.data_hash
+    refitted = ranking_snapshot_create()  # the next version leaves the excluded lab out
+    rows = streamed_csv(f"/leaderboard/{refitted.version}/comparisons.csv")
+    assert len(rows) == refitted.n_comparisons == Preference.objects.filter(lab__name="Berkeley Lab").count()
+    assert {r["lab"] for r in rows} == {"1"}
 
 
 def test_fitted_rows_refit_to_the_published_scores(league, tmp_path):
