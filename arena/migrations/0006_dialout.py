@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("arena", "0004_ranking_model"),
+        ("arena", "0005_abort_fault_infrastructure"),
     ]
 
     operations = [
