@@ -1,4 +1,5 @@
-# policy-arena: every target creates or reuses the virtual environment in .venv and installs what it needs.
+# policy-arena (distribution robot-policy-arena): every target creates or reuses the virtual environment in .venv
+# and installs what it needs: the dev extra (the server, the replica and the test tools).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,6 +13,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# The distribution's old name: a .venv made before the rename would hold both, sharing console scripts.
+	@$(PY) -m pip uninstall --quiet --yes policy-arena 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
