@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install test demo serve migrate lint bench clean chromium
+.PHONY: install test demo serve migrate lint bench wheel clean chromium
 
 install: $(STAMP)
 
@@ -46,5 +46,9 @@ bench: install
 	$(PY) -m benchmarks.protocol --quick
 	$(PY) -m benchmarks.replica --quick
 
+# The sdist and the wheel (dist/robot_policy_arena-<version>-py3-none-any.whl) that a lab or a policy owner installs.
+wheel: install
+	$(PY) -m build --outdir dist
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var dist build

@@ -1,0 +1,120 @@
+"""The base install, as a lab or a policy owner gets it: ``python -m build`` makes the sdist and, from it, the
+wheel; a fresh virtual environment installs the wheel without extras (from the package index); the commands work
+and none of the server's packages came along.
+
+Slow (a venv and a resolver run; pip's cache makes reruns quicker), hence one test with generous timeouts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DISTRIBUTION = "robot-policy-arena"
+SERVER_ONLY = ("django", "celery", "psycopg", "gunicorn", "seaweedfs", "scipy", "boto3", "cryptography")
+NEEDS_AN_EXTRA = {  # module: the extra its error message must name
+    "evaluator_client.video": "lab",
+    "evaluator_client.runner": "lab",
+    "evaluator_client.replica": "sim",
+}
+SERVER_MODULES = ("policy_server.relay", "policy_server.relay_admission", "policy_server.relay_token")
+
+# Run inside the fresh venv: import every module of the two packages a base install must run, then report
+# which of the arena's (or its server's) modules got imported, and what each extra-needing module says.
+PROBE = """
+import importlib, json, pkgutil, sys
+import evaluator_client, policy_server
+needs_extra, server_only = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+skip = set(needs_extra) | set(server_only)
+imported = []
+def walk(path, prefix):
+    for info in pkgutil.iter_modules(path, prefix):
+        if info.name in skip or info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        imported.append(info.name)
+        if info.ispkg:
+            walk(module.__path__, info.name + ".")
+for package in (policy_server, evaluator_client):
+    walk(package.__path__, package.__name__ + ".")
+extras = {}
+for name in needs_extra:
+    try:
+        importlib.import_module(name)
+        extras[name] = "imported"
+    except Exception as exc:
+        extras[name] = f"{type(exc).__name__}: {exc}"
+roots = sorted({name.split(".")[0] for name in sys.modules})
+print(json.dumps({"imported": imported, "roots": roots, "extras": extras}))
+"""
+
+
+def run(command: list[str], *, timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DJANGO_SETTINGS_MODULE")
+    }
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, f"{result.args}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+@pytest.mark.packaging
+@pytest.mark.timeout(1800)
+def test_the_base_wheel_installs_the_client_and_the_policy_server_only(tmp_path):
+    dist = tmp_path / "dist"
+    ok(run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], timeout=600))
+    wheels = sorted(dist.glob("robot_policy_arena-*.whl"))
+    assert len(wheels) == 1, sorted(p.name for p in dist.iterdir())
+
+    venv = tmp_path / "venv"
+    ok(run([sys.executable, "-m", "venv", str(venv)], timeout=300))
+    python, scripts = venv / "bin" / "python", venv / "bin"
+    ok(run([str(python), "-m", "pip", "install", "--quiet", str(wheels[0])], timeout=900))
+
+    # Outside the checkout, so only the installed wheel can be imported.
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert "usage: arena-eval" in ok(run([str(scripts / "arena-eval"), "--help"], timeout=120, cwd=outside))
+    assert "usage: arena-policy" in ok(
+        run([str(scripts / "arena-policy"), "--help"], timeout=120, cwd=outside)
+    )
+    relay = run([str(scripts / "arena-relay"), "--help"], timeout=120, cwd=outside)
+    assert relay.returncode == 2 and f"pip install '{DISTRIBUTION}[server]'" in relay.stderr, relay.stderr
+    assert "Traceback" not in relay.stderr
+
+    frozen = ok(run([str(python), "-m", "pip", "freeze"], timeout=120)).lower()
+    names = {line.split("==")[0].split(" @ ")[0].strip() for line in frozen.splitlines()}
+    assert DISTRIBUTION in names, frozen
+    assert not [n for n in names if n.startswith(SERVER_ONLY)], frozen
+
+    probe = ok(
+        run(
+            [str(python), "-c", PROBE, json.dumps(NEEDS_AN_EXTRA), json.dumps(SERVER_MODULES)],
+            timeout=300,
+            cwd=outside,
+        )
+    )
+    report = json.loads(probe.strip().splitlines()[-1])
+    assert "evaluator_client.cli" in report["imported"] and "policy_server.server" in report["imported"]
+    assert "policy_server.client" in report["imported"] and "evaluator_client.spool" in report["imported"]
+    arena_side = {"arena", "ranking", "benchmarks", "django", "rest_framework", "celery", "scipy", "boto3"}
+    assert not arena_side & set(report["roots"]), report["roots"]
+    for module, extra in NEEDS_AN_EXTRA.items():
+        message = report["extras"][module]
+        assert (
+            message.startswith("MissingExtraError") and f"pip install '{DISTRIBUTION}[{extra}]'" in message
+        ), (
+            module,
+            message,
+        )
