@@ -11,9 +11,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
+from arena.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTION = "robot-policy-arena"
@@ -24,6 +27,8 @@ NEEDS_AN_EXTRA = {  # module: the extra its error message must name
     "evaluator_client.replica": "sim",
 }
 SERVER_MODULES = ("policy_server.relay", "policy_server.relay_admission", "policy_server.relay_token")
+# The newest releases a Python 3.8 laptop gets (numpy 1.24, websockets 13: 14 dropped 3.8); tested on 3.11.
+PYTHON38_RELEASES = ("numpy==1.24.4", "websockets==13.1")
 
 # Run inside the fresh venv: import every module of the two packages a base install must run, then report
 # which of the arena's (or its server's) modules got imported, and what each extra-needing module says.
@@ -62,6 +67,63 @@ def run(command: list[str], *, timeout: float, cwd: Path | None = None) -> subpr
         if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DJANGO_SETTINGS_MODULE")
     }
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+# The lab's side of a slot: the client as the runner opens it (no address guard: it talks to the relay).
+CLIENT = """
+import json, sys
+from policy_server.check import dummy_observation, requirements_from_metadata
+from policy_server.client import PolicyClient
+with PolicyClient(sys.argv[1], connect_timeout=20, request_timeout=60) as client:
+    obs = dummy_observation(requirements_from_metadata(client.metadata))
+    actions = client.infer(obs)["actions"]
+print(json.dumps({"dialect": client.dialect, "shape": list(actions.shape)}))
+"""
+
+
+def serve_and_check(scripts: Path, cwd: Path) -> dict:
+    """``arena-policy serve --baseline expert`` checked by ``arena-policy check`` (the health check's JSON), then
+    asked for one chunk by a lab's client (its answer under ``"lab"``)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(scripts / "arena-policy"),
+            "serve",
+            "--baseline",
+            "expert",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(60):
+            check = run(
+                [str(scripts / "arena-policy"), "check", f"ws://127.0.0.1:{port}", "--allow", "loopback"],
+                timeout=120,
+                cwd=cwd,
+            )
+            result = json.loads(check.stdout) if check.stdout.strip().startswith("{") else {}
+            if result and result.get("error") not in ("refused", "unreachable"):
+                lab = ok(
+                    run(
+                        [str(scripts / "python"), "-c", CLIENT, f"ws://127.0.0.1:{port}"],
+                        timeout=300,
+                        cwd=cwd,
+                    )
+                )
+                return {**result, "lab": json.loads(lab.strip().splitlines()[-1])}
+            assert server.poll() is None, server.communicate(timeout=30)[1][-3000:]
+            time.sleep(0.5)
+        raise AssertionError(f"the policy server never answered: {check.stdout} {check.stderr}")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
@@ -118,3 +180,13 @@ def test_the_base_wheel_installs_the_client_and_the_policy_server_only(tmp_path)
             module,
             message,
         )
+
+    # A policy served and health-checked through the installed commands, then again with the releases a
+    # Python 3.8 laptop resolves to.
+    checked = serve_and_check(scripts, outside)
+    assert checked["ok"] is True and checked["lab"] == {"dialect": "arena", "shape": [10, 8]}, checked
+    ok(run([str(python), "-m", "pip", "install", "--quiet", *PYTHON38_RELEASES], timeout=900))
+    frozen = ok(run([str(python), "-m", "pip", "freeze"], timeout=120)).lower()
+    assert all(pin in frozen for pin in PYTHON38_RELEASES), frozen
+    checked = serve_and_check(scripts, outside)
+    assert checked["ok"] is True and checked["lab"] == {"dialect": "arena", "shape": [10, 8]}, checked
