@@ -95,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         "--judge",
         choices=["auto", "human"],
         default=None,
-        help="auto: scores from the simulator (replica only); human: you answer (default)",
+        help="auto: scores from the simulator (replica only); human: you answer at the prompts "
+        "(default: auto with --robot replica, human with --robot droid)",
     )
     r.add_argument("--sessions", type=int, default=1, help="how many sessions to run (default 1)")
     r.add_argument("--task", help="the task instruction (default: asked, or a random replica task)")
