@@ -8,18 +8,15 @@ Slow (a venv and a resolver run; pip's cache makes reruns quicker), hence one te
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from arena.ports import free_port
+from tests.packaging.wheel import DISTRIBUTION, build_wheel, fresh_venv, ok, run
 
-ROOT = Path(__file__).resolve().parents[2]
-DISTRIBUTION = "robot-policy-arena"
 SERVER_ONLY = ("django", "celery", "psycopg", "gunicorn", "seaweedfs", "scipy", "boto3", "cryptography")
 NEEDS_AN_EXTRA = {  # module: the extra its error message must name
     "evaluator_client.video": "lab",
@@ -58,15 +55,6 @@ for name in needs_extra:
 roots = sorted({name.split(".")[0] for name in sys.modules})
 print(json.dumps({"imported": imported, "roots": roots, "extras": extras}))
 """
-
-
-def run(command: list[str], *, timeout: float, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "DJANGO_SETTINGS_MODULE")
-    }
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 # The lab's side of a slot: the client as the runner opens it (no address guard: it talks to the relay).
@@ -126,23 +114,12 @@ def serve_and_check(scripts: Path, cwd: Path) -> dict:
         server.wait(timeout=60)
 
 
-def ok(result: subprocess.CompletedProcess) -> str:
-    assert result.returncode == 0, f"{result.args}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    return result.stdout
-
-
 @pytest.mark.packaging
 @pytest.mark.timeout(1800)
 def test_the_base_wheel_installs_the_client_and_the_policy_server_only(tmp_path):
-    dist = tmp_path / "dist"
-    ok(run([sys.executable, "-m", "build", "--outdir", str(dist), str(ROOT)], timeout=600))
-    wheels = sorted(dist.glob("robot_policy_arena-*.whl"))
-    assert len(wheels) == 1, sorted(p.name for p in dist.iterdir())
-
-    venv = tmp_path / "venv"
-    ok(run([sys.executable, "-m", "venv", str(venv)], timeout=300))
-    python, scripts = venv / "bin" / "python", venv / "bin"
-    ok(run([str(python), "-m", "pip", "install", "--quiet", str(wheels[0])], timeout=900))
+    wheel = build_wheel(tmp_path / "dist")
+    scripts = fresh_venv(tmp_path / "venv", str(wheel))
+    python = scripts / "python"
 
     # Outside the checkout, so only the installed wheel can be imported.
     outside = tmp_path / "elsewhere"
