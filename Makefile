@@ -1,17 +1,20 @@
-# policy-arena: every target creates or reuses the virtual environment in .venv and installs what it needs.
+# policy-arena (distribution robot-policy-arena): every target creates or reuses the virtual environment in .venv
+# and installs what it needs: the dev extra (the server, the replica and the test tools).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install test demo serve migrate lint bench clean chromium
+.PHONY: install test demo serve migrate lint bench wheel clean chromium
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	@# The distribution's old name: a .venv made before the rename would hold both, sharing console scripts.
+	@$(PY) -m pip uninstall --quiet --yes policy-arena 2>/dev/null || true
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -43,5 +46,9 @@ bench: install
 	$(PY) -m benchmarks.protocol --quick
 	$(PY) -m benchmarks.replica --quick
 
+# The sdist and the wheel (dist/robot_policy_arena-<version>-py3-none-any.whl) that a lab or a policy owner installs.
+wheel: install
+	$(PY) -m build --outdir dist
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var dist build

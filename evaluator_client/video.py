@@ -17,8 +17,14 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
+
+from evaluator_client.extras import missing_extra
+
+try:
+    import av
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, extra="lab", needed_for="recording the session videos") from exc
 
 CONTENT_TYPE = "video/mp4"
 

@@ -7,7 +7,8 @@ import contextlib
 import http
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+import typing
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -16,7 +17,8 @@ from websockets.http11 import Request, Response
 
 HEALTH_PATH = "/healthz"
 
-StartServer = Callable[[], Awaitable[Server]]
+# typing's generics: collections.abc's cannot be subscripted at run time before Python 3.9.
+StartServer = typing.Callable[[], typing.Awaitable[Server]]
 """Coroutine factory that starts a listening :class:`Server` on the running loop."""
 
 

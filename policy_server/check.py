@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -100,7 +100,7 @@ class CheckResult:
     metadata: dict[str, Any] | None = None
     requirements: dict[str, Any] | None = None
     dialect: str | None = None
-    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    checked_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (arrays in metadata become lists, ``checked_at`` an ISO 8601 string)."""
@@ -113,9 +113,9 @@ class CheckResult:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray | np.generic):
+    if isinstance(value, (np.ndarray, np.generic)):
         return value.tolist()
     if isinstance(value, bytes):
         return value.decode(errors="replace")
@@ -126,7 +126,7 @@ def _bool(metadata: Mapping[str, Any], key: str, default: bool) -> bool:
     value = metadata.get(key)
     if value is None:
         return default
-    if not isinstance(value, bool | np.bool_):
+    if not isinstance(value, (bool, np.bool_)):
         raise MetadataError(f"{key} must be true or false, got {value!r}", key=key)
     return bool(value)
 
@@ -135,7 +135,7 @@ def _positive_int(metadata: Mapping[str, Any], key: str) -> int | None:
     value = metadata.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise MetadataError(f"{key} must be a positive integer, got {value!r}", key=key)
     return int(value)
 
@@ -156,9 +156,9 @@ def requirements_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
         raise MetadataError(f"platform must be a string, got {platform!r}", key="platform")
     resolution = metadata.get("image_resolution", DEFAULT_IMAGE_RESOLUTION)
     if resolution is not None and (
-        not isinstance(resolution, list | tuple | np.ndarray)
+        not isinstance(resolution, (list, tuple, np.ndarray))
         or len(resolution) != 2
-        or not all(isinstance(n, int | np.integer) and not isinstance(n, bool) for n in resolution)
+        or not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in resolution)
         or not all(1 <= n <= MAX_IMAGE_SIDE for n in resolution)
     ):
         raise MetadataError(
@@ -166,7 +166,7 @@ def requirements_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
             key="image_resolution",
         )
     cameras = metadata.get("n_external_cameras", 1)
-    if isinstance(cameras, bool) or not isinstance(cameras, int | np.integer) or not 0 <= cameras <= 2:
+    if isinstance(cameras, bool) or not isinstance(cameras, (int, np.integer)) or not 0 <= cameras <= 2:
         raise MetadataError(
             f"n_external_cameras must be 0, 1 or 2, got {cameras!r}", key="n_external_cameras"
         )

@@ -190,3 +190,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"arena-policy: {exc}", file=sys.stderr)
         code = 2
     raise SystemExit(code)
+
+
+def relay_main(argv: Sequence[str] | None = None) -> int:
+    """``arena-relay`` (:func:`policy_server.relay.main`). The relay runs beside the arena server, so its
+    packages (cryptography, websockets >= 15) come with the ``server`` extra, not with the base install."""
+    try:
+        from policy_server.relay import main as run_relay
+    except ModuleNotFoundError as exc:
+        print(
+            f"arena-relay: the relay is part of the arena server and needs the {exc.name} package: "
+            "pip install 'robot-policy-arena[server]'",
+            file=sys.stderr,
+        )
+        return 2
+    run_relay(argv)
+    return 0

@@ -34,11 +34,16 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.frames import CloseCode
 from websockets.sync.client import ClientConnection, connect
+from websockets.version import version as websockets_version
 
 from policy_server import netguard, wire
 from policy_server.server import NONCE_KEY, PROTOCOL_KEY
 
 logger = logging.getLogger(__name__)
+
+# websockets' sync client takes ``max_queue`` from 14 on; 13.x (the last for Python 3.8) has no such argument
+# and holds at most one incoming message anyway.
+_SYNC_QUEUE: dict[str, Any] = {"max_queue": 2} if int(websockets_version.split(".")[0]) >= 14 else {}
 
 ROBOARENA_METADATA_KEYS = frozenset(
     {
@@ -287,7 +292,7 @@ class PolicyClient:
                 close_timeout=2.0,
                 compression=None,
                 max_size=self._limits.max_frame_bytes,
-                max_queue=2,
+                **_SYNC_QUEUE,
             )
         except InvalidStatus as exc:
             status = exc.response.status_code

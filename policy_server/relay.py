@@ -57,6 +57,7 @@ import http
 import logging
 import os
 import sys
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,6 +70,7 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from policy_server import dialout, logs, netguard, wire
+from policy_server._compat import to_thread
 from policy_server._serving import ServerHandle, bound_port, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
 from policy_server.relay_admission import ARENA_URL_ENV, AdmissionRefused, ArenaLink, RelayGate
@@ -99,7 +101,7 @@ MAX_QUEUED_FRAMES = 2
 """Frames buffered per connection, either side, before websockets stops reading (lockstep needs one)."""
 MAX_LOGGED_CHARS = 64 * 1024
 
-PolicyErrorHook = Callable[[TokenClaims, str, str], None]
+PolicyErrorHook = typing.Callable[[TokenClaims, str, str], None]  # typing's: subscripted at run time on 3.8
 """``on_policy_error(claims, kind, detail)``: called (in a worker thread, so it may block) whenever a policy
 fails a session: ``kind`` is ``unreachable``, ``policy_error`` (it sent a text frame: ``detail`` is the full
 text), ``bad_metadata`` or ``bad_reply``. The evaluator never sees ``detail``."""
@@ -353,7 +355,7 @@ class Relay:
         if self._arena is not None:
             self._arena.report_policy_error(claims, kind, detail)
         try:
-            await asyncio.to_thread(self._on_policy_error, claims, kind, detail)
+            await to_thread(self._on_policy_error, claims, kind, detail)
         except Exception:
             logger.exception("on_policy_error hook failed for session %s", claims.session_id)
 
@@ -362,7 +364,7 @@ async def _off_loop(function: Callable[..., _Result], frame: str | bytes, **kwar
     """``function(frame, **kwargs)``, in a worker thread when the frame is large (decoding and re-encoding
     a large frame would otherwise stall every other session on this event loop)."""
     if len(frame) > wire.OFF_LOOP_BYTES:
-        return await asyncio.to_thread(function, frame, **kwargs)
+        return await to_thread(function, frame, **kwargs)
     return function(frame, **kwargs)
 
 

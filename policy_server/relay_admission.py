@@ -42,6 +42,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
+from policy_server._compat import to_thread
 from policy_server.relay_token import TokenClaims, relay_api_credential
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class ArenaLink:
         status, body = self._post("admit/", {**_identity(claims), "connection": connection_id})
         if status == 200:
             lease = body.get("lease_s")
-            if not isinstance(lease, int | float) or lease <= 0:
+            if not isinstance(lease, (int, float)) or lease <= 0:
                 raise ArenaUnreachable("the arena's admission answer has no lease")
             return Admission(lease_s=float(lease))
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
@@ -277,7 +278,7 @@ class RelayGate:
             # The arena's attachment decides (across relays, and with the session's state first, so that a
             # closed session's token gets 403 even while its last connection is still winding down here).
             try:
-                admission = await asyncio.to_thread(self.arena.admit, claims, connection_id)
+                admission = await to_thread(self.arena.admit, claims, connection_id)
             except ArenaUnreachable as exc:
                 logger.warning("refusing a connection: %s", exc)
                 raise AdmissionRefused(503, "the relay cannot confirm the session right now") from exc
@@ -300,7 +301,7 @@ class RelayGate:
             self._poller.cancel()  # restarted by the next admission; a server shutting down leaves none behind
             self._poller = None
         if self.arena is not None:
-            self._in_background(asyncio.to_thread(self._release_quietly, [connection_id]))
+            self._in_background(to_thread(self._release_quietly, [connection_id]))
 
     async def _poll(self) -> None:
         while self._open:
@@ -312,7 +313,7 @@ class RelayGate:
                 continue
             snapshot = {cid: entry.claims for cid, entry in self._open.items()}
             try:
-                closed = await asyncio.to_thread(self.arena.status, snapshot)
+                closed = await to_thread(self.arena.status, snapshot)
             except ArenaUnreachable as exc:
                 silent = time.monotonic() - self._last_status_ok
                 logger.warning("status call failed (%.0f s without an answer): %s", silent, exc)

@@ -123,7 +123,7 @@ def _plain_requirement(key: str, value: Any) -> bool:
     """
     if key == "image_resolution":  # null: native frames (RoboArena's config allows it)
         return value is None or (
-            isinstance(value, list | tuple) and len(value) == 2 and all(_count(n) for n in value)
+            isinstance(value, (list, tuple)) and len(value) == 2 and all(_count(n) for n in value)
         )
     if key == "action_space":
         return value in ACTION_SPACES
@@ -317,7 +317,7 @@ def _checked_actions(actions: Any, action_dim: int) -> np.ndarray:
 def _coarse_timing(timing: Any) -> dict[str, float] | None:
     """``{"infer_ms": <rounded to TIMING_BUCKET_MS>}`` from the policy's ``server_timing``, or None."""
     infer_ms = timing.get("infer_ms") if isinstance(timing, dict) else None
-    if isinstance(infer_ms, bool) or not isinstance(infer_ms, int | float | np.integer | np.floating):
+    if isinstance(infer_ms, bool) or not isinstance(infer_ms, (int, float, np.integer, np.floating)):
         return None
     if not math.isfinite(infer_ms) or not 0 <= infer_ms <= MAX_TIMING_MS:
         return None

@@ -24,13 +24,14 @@ Decoded arrays are read-only views of the received bytes (no copy): call ``.copy
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass, fields
 from typing import Any
 
 import msgpack
 import numpy as np
+
+from policy_server._compat import to_thread
 
 MIB = 2**20
 IMAGE_BYTES_4K = 4096 * 4096 * 3
@@ -122,7 +123,7 @@ def _encode(obj: Any) -> Any:
             )
         return {_SCALAR_TAG: True, _DATA: obj.item(), _DTYPE: obj.dtype.str}
     # Packing with strict types routes subclasses here (so np.float64, a float subclass, keeps its tag).
-    if isinstance(obj, list | tuple):
+    if isinstance(obj, (list, tuple)):
         return list(obj)
     if isinstance(obj, dict):
         return dict(obj)
@@ -254,7 +255,7 @@ def _decoded_dtype(raw: Any, *, scalar: bool) -> np.dtype[Any]:
 def _scalar(obj: dict[Any, Any]) -> np.generic:
     dtype = _decoded_dtype(_field(obj, _DTYPE), scalar=True)
     value = _field(obj, _DATA)
-    expected = {"b": bool, "i": int, "u": int, "f": float | int, "S": bytes, "U": str}[dtype.kind]
+    expected = {"b": bool, "i": int, "u": int, "f": (float, int), "S": bytes, "U": str}[dtype.kind]
     if isinstance(value, bool) != (dtype.kind == "b") or not isinstance(value, expected):
         raise WireError(
             f"numpy scalar of dtype {dtype.str!r} holds a {type(value).__name__}", code="bad_scalar"
@@ -271,7 +272,7 @@ def unpackb(data: bytes | bytearray | memoryview, *, limits: Limits = DEFAULT_LI
     Arrays come back read-only. Raises :class:`WireError` (with a ``code``) for an oversize, malformed,
     truncated, too deep or too wide frame, a refused dtype, or an array whose size does not match its data.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
         raise WireError(f"a frame is bytes, got {type(data).__name__}")
     length = len(data)
     if length > limits.max_frame_bytes:
@@ -301,5 +302,5 @@ async def unpackb_off_loop(data: bytes | bytearray | memoryview, *, limits: Limi
     """:func:`unpackb` in a worker thread for frames over :data:`OFF_LOOP_BYTES`, so that decoding one
     peer's large frame never stalls the event loop that serves everyone else; small frames decode inline."""
     if len(data) > OFF_LOOP_BYTES:
-        return await asyncio.to_thread(unpackb, data, limits=limits)
+        return await to_thread(unpackb, data, limits=limits)
     return unpackb(data, limits=limits)

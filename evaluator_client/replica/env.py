@@ -40,9 +40,14 @@ from typing import Any
 
 import numpy as np
 
+from evaluator_client.extras import missing_extra
+
 os.environ.setdefault("MUJOCO_GL", "egl")
-import av  # noqa: E402
-import mujoco  # noqa: E402
+try:
+    import av
+    import mujoco
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, extra="sim", needed_for="the replica", python="3.11") from exc
 
 from evaluator_client.replica.franka import (  # noqa: E402
     GRIPPER_STROKE_M,
