@@ -9,15 +9,27 @@ from evaluator_client.judge import AutoJudge, HumanJudge
 
 
 @pytest.mark.parametrize(
+    ("argv", "kind"),
+    [
+        (["run"], "auto"),
+        (["run", "--robot", "replica"], "auto"),
+        (["run", "--robot", "droid"], "human"),
+        (["run", "--robot", "replica", "--judge", "human"], "human"),
+    ],
+)
+def test_the_judge_follows_the_robot_unless_named(argv, kind):
+    assert cli._judge_kind(cli._parser().parse_args(argv)) == kind
+
+
+@pytest.mark.parametrize(
     ("argv", "judge"),
     [
         (["run"], AutoJudge),
-        (["run", "--robot", "replica"], AutoJudge),
-        (["run", "--robot", "droid"], HumanJudge),
-        (["run", "--robot", "replica", "--judge", "human"], HumanJudge),
+        (["run", "--robot", "droid", "--no-ui"], HumanJudge),
+        (["run", "--robot", "replica", "--judge", "human", "--no-ui"], HumanJudge),
     ],
 )
-def test_the_judge_follows_the_robot_unless_named(argv, judge):
+def test_the_terminal_judges_without_a_screen(argv, judge):
     assert type(cli._judge(cli._parser().parse_args(argv))) is judge
 
 
@@ -31,5 +43,5 @@ def test_the_help_states_the_defaults(capsys):
         cli.main(["run", "--help"])
     assert exited.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: auto with --robot replica, human with --robot droid)" in text
+    assert "Default: auto with --robot replica, human with --robot droid" in text
     assert "you answer (default)" not in text
