@@ -12,6 +12,7 @@ and follows no redirect, and a failure is reported as a classified reason with a
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,9 @@ NATIVE_DRY_RUN_RESOLUTION = (288, 512)
 MIN_ACTION_DIM = 7
 MAX_IMAGE_SIDE = 4096
 DRY_RUN_PROMPT = "pick up the red block and put it in the bowl"
+FINGERPRINT_DECIMALS = 2
+"""Actions are rounded to this many decimals before hashing: float noise between runs, GPUs and batch sizes
+(~1e-5) does not change the fingerprint, a different checkpoint does."""
 
 
 class MetadataError(ValueError):
@@ -88,7 +92,9 @@ class CheckResult:
     ``"redirect_refused"``, ``"unauthorized"``, ``"bad_metadata"``, ``"protocol_error"``, ``"policy_error"``,
     ``"bad_action"``); ``message`` is that error's fixed sentence for people. ``latency_ms`` is the dry-run round trip. ``requirements`` is the normalised
     form of the metadata (see :func:`requirements_from_metadata`) with ``action_dim`` and
-    ``action_horizon`` taken from the dry run.
+    ``action_horizon`` taken from the dry run. ``fingerprint`` (passing checks only) is
+    :func:`behaviour_fingerprint` of the dry-run answer: the dry-run observation is fixed, so a deterministic
+    policy gives the same fingerprint at every check until its weights or code change.
     """
 
     ok: bool
@@ -98,6 +104,7 @@ class CheckResult:
     metadata: dict[str, Any] | None = None
     requirements: dict[str, Any] | None = None
     dialect: str | None = None
+    fingerprint: str | None = None
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_dict(self) -> dict[str, Any]:
@@ -337,8 +344,23 @@ def policy_check(
         error=None,
         message=f"ok: actions ({horizon}, {dim}) in {latency_ms:.1f} ms",
         latency_ms=latency_ms,
+        fingerprint=behaviour_fingerprint(result["actions"]),
         **found,
     )
+
+
+def behaviour_fingerprint(actions: Any) -> str:
+    """SHA-256 (64 hex characters) of an (H, D) action array rounded to :data:`FINGERPRINT_DECIMALS`: the
+    policy's answer to the fixed dry-run observation, as a short value to compare between checks.
+
+    The arena keeps it from labs: anyone holding it could send the probe through a session's relay and
+    recognise the policy in the slot.
+    """
+    values = np.asarray(actions, dtype=np.float64)
+    steps = np.rint(values * 10.0**FINGERPRINT_DECIMALS).astype("<i8")  # also maps -0.0 to 0
+    digest = hashlib.sha256(("x".join(str(n) for n in values.shape) + ":").encode())
+    digest.update(steps.tobytes())
+    return digest.hexdigest()
 
 
 def action_space_mismatch(

@@ -36,3 +36,16 @@ def policy_get_for_owner(*, user, slug: str) -> Policy:
     if policy is None:
         raise NotFound("policy_not_found", f"You have no policy with slug {slug!r}.", field="slug")
     return policy
+
+
+def policy_versions(*, policy: Policy, ratings: list[dict] | None = None) -> list[dict]:
+    """Every version of ``policy``'s family that is or was in the pool, oldest first, each with its rating
+    row of ``ratings`` (a snapshot's rows; None when the version has none)."""
+    first = policy.first_version
+    by_slug = {row["slug"]: row for row in ratings or []}
+    versions = (
+        Policy.objects.filter(Q(pk=first.pk) | Q(family=first))
+        .exclude(status=Policy.Status.PENDING)
+        .order_by("version_number", "pk")
+    )
+    return [{"policy": v, "rating": by_slug.get(v.slug), "current": v.pk == policy.pk} for v in versions]

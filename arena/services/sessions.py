@@ -13,6 +13,7 @@ from django.utils import timezone
 from arena.errors import Conflict, InvalidInput, NotFound, Unavailable
 from arena.models import ApiKey, Episode, EvaluationSession, Lab, Policy, Preference, Robot
 from arena.pairing import eligible_policies, pair_choose
+from arena.services.notifications import notify_sessions_undelivered
 from arena.services.policies import policy_recheck_request
 from arena.services.tallies import tally_add
 
@@ -221,9 +222,22 @@ def session_expire_overdue(*, now: datetime | None = None) -> int:
 
 
 def _expire(queryset, now: datetime) -> int:
-    return queryset.filter(state__in=EvaluationSession.OPEN_STATES, lease_expires_at__lte=now).update(
-        state=State.EXPIRED, ended_at=now
+    """Mark the open sessions of ``queryset`` whose lease ran out as expired; their labs' members are told
+    after commit (results still spooled for them will be refused)."""
+    overdue = list(
+        queryset.filter(state__in=EvaluationSession.OPEN_STATES, lease_expires_at__lte=now).values_list(
+            "pk", flat=True
+        )
     )
+    if not overdue:
+        return 0
+    with transaction.atomic():
+        count = EvaluationSession.objects.filter(
+            pk__in=overdue, state__in=EvaluationSession.OPEN_STATES
+        ).update(state=State.EXPIRED, ended_at=now)
+        expired = EvaluationSession.objects.filter(pk__in=overdue, state=State.EXPIRED, ended_at=now)
+        notify_sessions_undelivered(sessions=expired.select_related("lab").prefetch_related("lab__members"))
+    return count
 
 
 def _enqueue_refit() -> None:
