@@ -11,6 +11,7 @@ from rest_framework.exceptions import ErrorDetail
 
 from arena.models import ACTION_SPACES, EvaluationSession, Policy, PolicyCheck, Preference
 from arena.services.policies import ENDPOINT_RE, SLUG_RE
+from arena.webhooks import WEBHOOK_RE
 
 SLOT_CHOICES = ["A", "B"]
 
@@ -59,6 +60,16 @@ class EndpointUrlField(serializers.CharField):
     """A ws:// or wss:// address (checked by ``check_endpoint_url``)."""
 
 
+@extend_schema_field({"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f]*$", "maxLength": 128})
+class VersionTextField(serializers.CharField):
+    """A version label or weights hash: no control characters (checked by ``check_version``)."""
+
+
+@extend_schema_field({"type": "string", "pattern": WEBHOOK_RE.pattern, "maxLength": 500})
+class WebhookUrlField(serializers.CharField):
+    """An http:// or https:// address, or empty (checked by ``check_webhook_url``)."""
+
+
 class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
@@ -82,14 +93,14 @@ class PolicyRegisterIn(InputSerializer):
     license = serializers.CharField(max_length=80, required=False, default="", allow_blank=True)
     open_weights = serializers.BooleanField(required=False, default=False)
     req_platform = serializers.CharField(max_length=80, required=False, default="", allow_blank=True)
-    version_label = serializers.CharField(
+    version_label = VersionTextField(
         max_length=120,
         required=False,
         default="",
         allow_blank=True,
         help_text="What runs: a checkpoint name, a git sha or free text.",
     )
-    weights_hash = serializers.CharField(max_length=128, required=False, default="", allow_blank=True)
+    weights_hash = VersionTextField(max_length=128, required=False, default="", allow_blank=True)
 
 
 class PolicyUpdateIn(InputSerializer):
@@ -101,7 +112,7 @@ class PolicyUpdateIn(InputSerializer):
     open_weights = serializers.BooleanField(required=False)
     req_platform = serializers.CharField(max_length=80, required=False, allow_blank=True)
     videos_public = serializers.BooleanField(required=False)
-    version_label = serializers.CharField(
+    version_label = VersionTextField(
         max_length=120,
         required=False,
         allow_blank=True,
@@ -109,7 +120,7 @@ class PolicyUpdateIn(InputSerializer):
         "starts a new version: a new policy row with its own rating (slug <first slug>-v<n>), returned here; "
         "the old one is retired.",
     )
-    weights_hash = serializers.CharField(max_length=128, required=False, allow_blank=True)
+    weights_hash = VersionTextField(max_length=128, required=False, allow_blank=True)
 
 
 class RequirementsOut(serializers.Serializer):
@@ -141,7 +152,11 @@ class PolicyPublicOut(serializers.ModelSerializer):
     organization = serializers.CharField(source="organization.name")
     requirements = serializers.SerializerMethodField()
     previous_version = serializers.SlugRelatedField(
-        source="previous", slug_field="slug", read_only=True, help_text="The version this one replaced."
+        source="previous",
+        slug_field="slug",
+        read_only=True,
+        allow_null=True,
+        help_text="The version this one replaced.",
     )
     next_version = serializers.SerializerMethodField(help_text="The version that replaced this one.")
 
@@ -284,7 +299,7 @@ class MeOut(serializers.Serializer):
 
 class NotificationSettingsIn(InputSerializer):
     email_enabled = serializers.BooleanField(required=False)
-    webhook_url = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    webhook_url = WebhookUrlField(max_length=500, required=False, allow_blank=True)
     on_policy_health = serializers.BooleanField(required=False)
     on_comparisons = serializers.BooleanField(required=False)
     on_session_undelivered = serializers.BooleanField(required=False)
