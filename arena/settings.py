@@ -208,6 +208,10 @@ ARENA_NOTIFY_RETRY_SECONDS = env_int("ARENA_NOTIFY_RETRY_SECONDS", 30)
 ARENA_NOTIFY_TIMEOUT_SECONDS = float(env_str("ARENA_NOTIFY_TIMEOUT_SECONDS", "5"))
 # An owner gets at most one digest of new comparisons per this many minutes.
 ARENA_NOTIFY_DIGEST_MINUTES = env_int("ARENA_NOTIFY_DIGEST_MINUTES", 60)
+CELERY_BEAT_SCHEDULE["notification-resend-stalled"] = {
+    "task": "arena.tasks.notification_resend_stalled",
+    "schedule": timedelta(minutes=5),
+}
 
 # --- REST API -----------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -168,10 +168,11 @@ def video_retention_sweep() -> dict:
     return sweep()
 
 
-@shared_task(bind=True, name="arena.tasks.notification_deliver", max_retries=None, acks_late=False)
+@shared_task(bind=True, name="arena.tasks.notification_deliver", max_retries=None)
 def notification_deliver(self, delivery_id: str) -> str:
     """One attempt at a notification; a failed one is retried with exponential backoff (see
-    ``arena.services.notifications.retry_countdown``) until ``ARENA_NOTIFY_MAX_ATTEMPTS``."""
+    ``arena.services.notifications.retry_countdown``) until ``ARENA_NOTIFY_MAX_ATTEMPTS``. A worker lost
+    mid-attempt gets the task again (acks late): receivers tell repeats apart by ``X-Arena-Delivery``."""
     from arena.services.notifications import notification_attempt, retry_countdown
 
     state = notification_attempt(delivery_id=delivery_id)
@@ -186,3 +187,10 @@ def notification_digest() -> int:
     from arena.services.notifications import notification_digest_send
 
     return notification_digest_send()
+
+
+@shared_task(name="arena.tasks.notification_resend_stalled")
+def notification_resend_stalled_task() -> int:
+    from arena.services.notifications import notification_resend_stalled
+
+    return notification_resend_stalled()

@@ -17,6 +17,7 @@ before its verdict arrived). No payload names the policies of a session that is 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -43,6 +44,7 @@ EVENTS = {
     "comparisons.digest": "on_comparisons",
     "session.undelivered": "on_session_undelivered",
 }
+log = logging.getLogger(__name__)
 SETTING_FIELDS = (
     "email_enabled",
     "webhook_url",
@@ -122,8 +124,28 @@ def notify(*, users: Iterable, event: str, data: dict[str, Any]) -> list[Notific
 def _enqueue(ids: list[str]) -> None:
     from arena.tasks import notification_deliver
 
-    for delivery_id in ids:
-        notification_deliver.delay(delivery_id)
+    try:
+        for delivery_id in ids:
+            notification_deliver.delay(delivery_id)
+    except Exception:  # the broker is down: the change is stored, the sweep sends these later
+        log.exception("could not enqueue notifications; notification_resend_stalled will")
+
+
+STALLED_AFTER = timedelta(minutes=5)
+
+
+def notification_resend_stalled(*, now: datetime | None = None) -> int:
+    """Hand Celery again the pending deliveries never attempted ``STALLED_AFTER`` after they were written (their
+    enqueue was lost: a broker outage at commit); returns how many."""
+    cutoff = (now or timezone.now()) - STALLED_AFTER
+    ids = [
+        str(pk)
+        for pk in Delivery.objects.filter(
+            state=Delivery.State.PENDING, attempts=0, created_at__lte=cutoff
+        ).values_list("pk", flat=True)[:1000]
+    ]
+    _enqueue(ids)
+    return len(ids)
 
 
 def retry_countdown(attempt: int) -> float:

@@ -77,3 +77,24 @@ def test_a_sampling_policy_is_never_flagged(owner):
         for _ in range(checks):
             assert check("sampler").behaviour_changed_at is None
     assert len(set(Policy.objects.get(slug="sampler").checks.values_list("fingerprint", flat=True))) == checks
+
+
+def test_a_lab_never_sees_a_fingerprint(owner, lab1):
+    from tests.api.actors import register_robot, request_session
+
+    with serve_in_thread(TunablePolicy(0.2)) as one, serve_in_thread(TunablePolicy(0.7)) as two:
+        for slug, server in (("fp-one", one), ("fp-two", two)):
+            register_policy(owner, slug, endpoint_url=server.url)
+            check(slug)
+    fingerprints = set(Policy.objects.values_list("fingerprint", flat=True))
+    assert len(fingerprints) == 2
+    register_robot(lab1)
+    session = request_session(lab1).json()
+    seen = [
+        lab1.get(f"/api/v1/sessions/{session['id']}/").content.decode(),
+        lab1.get("/api/v1/sessions/").content.decode(),
+        lab1.get("/api/v1/policies/").content.decode(),
+        lab1.get("/api/v1/policies/fp-one/").content.decode(),
+    ]
+    for text in seen:
+        assert not any(fp in text for fp in fingerprints) and "fingerprint" not in text

@@ -225,3 +225,29 @@ def test_owners_get_a_digest_of_new_comparisons_after_a_refit(
     with django_capture_on_commit_callbacks(execute=True):
         ranking_refit()
     assert len(mail.outbox) == 1  # nothing new, no digest
+
+
+def test_a_delivery_whose_enqueue_was_lost_is_sent_by_the_sweep(owner, receiver):
+    from arena.tasks import notification_resend_stalled_task
+
+    hook = receiver()
+    configure(owner, webhook_url=hook.url, email_enabled=False)
+    user = get_user_model().objects.get(username="olivia")
+    written = timezone.now() - timedelta(minutes=6)
+    lost = NotificationDelivery.objects.create(
+        user=user,
+        event="policy.failing",
+        channel="webhook",
+        target=hook.url,
+        payload={"policy": "x"},
+        created_at=written,
+    )
+    NotificationDelivery.objects.create(
+        user=user, event="policy.failing", channel="webhook", target=hook.url, payload={"policy": "y"}
+    )  # just written: its own enqueue is still on its way
+    assert notification_resend_stalled_task() == 1
+    ((headers, _body),) = hook.requests
+    assert headers["X-Arena-Delivery"] == str(lost.pk)
+    lost.refresh_from_db()
+    assert lost.state == "delivered"
+    assert notification_resend_stalled_task() == 0
