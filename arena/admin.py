@@ -66,6 +66,7 @@ class PolicyCheckInline(admin.TabularInline):
     extra = 0
     can_delete = False
     readonly_fields = ["at", "trigger", "ok", "error_code", "message", "latency_ms", "fingerprint"]
+    exclude = ["probe_answer"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).order_by("-at")
@@ -107,6 +108,7 @@ class PolicyAdmin(admin.ModelAdmin):
         "fingerprint",
         "behaviour_changed_at",
     ]
+    exclude = ["probe_answer"]
     inlines = [PolicyCheckInline]
 
 

@@ -39,6 +39,7 @@ def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA)
         requirements=result.requirements if result.ok else None,
         trigger=trigger,
         fingerprint=result.fingerprint,
+        probe_answer=result.probe,
     )
 
 

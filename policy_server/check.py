@@ -92,9 +92,9 @@ class CheckResult:
     ``"redirect_refused"``, ``"unauthorized"``, ``"bad_metadata"``, ``"protocol_error"``, ``"policy_error"``,
     ``"bad_action"``); ``message`` is that error's fixed sentence for people. ``latency_ms`` is the dry-run round trip. ``requirements`` is the normalised
     form of the metadata (see :func:`requirements_from_metadata`) with ``action_dim`` and
-    ``action_horizon`` taken from the dry run. ``fingerprint`` (passing checks only) is
-    :func:`behaviour_fingerprint` of the dry-run answer: the dry-run observation is fixed, so a deterministic
-    policy gives the same fingerprint at every check until its weights or code change.
+    ``action_horizon`` taken from the dry run. ``fingerprint`` and ``probe`` (passing checks only) are
+    :func:`behaviour_fingerprint` and :func:`behaviour_probe` of the dry-run answer: the dry-run observation is
+    fixed, so a deterministic policy gives the same answer at every check until its weights or code change.
     """
 
     ok: bool
@@ -105,11 +105,13 @@ class CheckResult:
     requirements: dict[str, Any] | None = None
     dialect: str | None = None
     fingerprint: str | None = None
+    probe: dict[str, Any] | None = None
     checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (arrays in metadata become lists, ``checked_at`` an ISO 8601 string)."""
         data = asdict(self)
+        data.pop("probe")  # 10^2-10^3 integers; ``fingerprint`` names them
         data["metadata"] = _jsonable(self.metadata)
         data["checked_at"] = self.checked_at.isoformat()
         return data
@@ -345,22 +347,41 @@ def policy_check(
         message=f"ok: actions ({horizon}, {dim}) in {latency_ms:.1f} ms",
         latency_ms=latency_ms,
         fingerprint=behaviour_fingerprint(result["actions"]),
+        probe=behaviour_probe(result["actions"]),
         **found,
     )
 
 
-def behaviour_fingerprint(actions: Any) -> str:
-    """SHA-256 (64 hex characters) of an (H, D) action array rounded to :data:`FINGERPRINT_DECIMALS`: the
-    policy's answer to the fixed dry-run observation, as a short value to compare between checks.
+def behaviour_probe(actions: Any) -> dict[str, Any]:
+    """The dry-run answer in fingerprint form: ``{"shape": [H, D], "steps": [...]}``, the actions in steps of
+    ``10**-FINGERPRINT_DECIMALS`` (ints, row-major). Compare two with :func:`same_behaviour`."""
+    values = np.asarray(actions, dtype=np.float64)
+    steps = np.rint(values * 10.0**FINGERPRINT_DECIMALS).astype(np.int64) + 0  # + 0 maps -0 to 0
+    return {"shape": [int(n) for n in values.shape], "steps": steps.ravel().tolist()}
 
-    The arena keeps it from labs: anyone holding it could send the probe through a session's relay and
+
+def behaviour_fingerprint(actions: Any) -> str:
+    """SHA-256 (64 hex characters) of :func:`behaviour_probe`: a short name for the policy's answer to the
+    fixed dry-run observation. Float noise next to a rounding boundary can change it; compare answers with
+    :func:`same_behaviour`, which tolerates that.
+
+    The arena keeps both from labs: anyone holding them could send the probe through a session's relay and
     recognise the policy in the slot.
     """
-    values = np.asarray(actions, dtype=np.float64)
-    steps = np.rint(values * 10.0**FINGERPRINT_DECIMALS).astype("<i8")  # also maps -0.0 to 0
-    digest = hashlib.sha256(("x".join(str(n) for n in values.shape) + ":").encode())
-    digest.update(steps.tobytes())
+    probe = behaviour_probe(actions)
+    digest = hashlib.sha256(("x".join(str(n) for n in probe["shape"]) + ":").encode())
+    digest.update(np.asarray(probe["steps"], dtype="<i8").tobytes())
     return digest.hexdigest()
+
+
+def same_behaviour(first: Mapping[str, Any], second: Mapping[str, Any], *, tolerance_steps: int = 1) -> bool:
+    """Whether two :func:`behaviour_probe` answers have the same shape and differ by at most
+    ``tolerance_steps`` rounding steps in every entry (a value next to a rounding boundary lands on either side)."""
+    if list(first.get("shape", ())) != list(second.get("shape", ())):
+        return False
+    a = np.asarray(first.get("steps", ()), dtype=np.int64)
+    b = np.asarray(second.get("steps", ()), dtype=np.int64)
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tolerance_steps))
 
 
 def action_space_mismatch(

@@ -12,6 +12,7 @@ from rest_framework.exceptions import ErrorDetail
 from arena.models import ACTION_SPACES, EvaluationSession, Policy, PolicyCheck, Preference
 from arena.services.policies import ENDPOINT_RE, SLUG_RE
 from arena.webhooks import WEBHOOK_RE
+from policy_server.check import same_behaviour
 
 SLOT_CHOICES = ["A", "B"]
 
@@ -237,15 +238,15 @@ class PolicyCheckOut(serializers.Serializer):
     message = serializers.CharField()
     latency_ms = serializers.FloatField(allow_null=True)
     fingerprint_matches = serializers.SerializerMethodField(
-        help_text="Whether the answer to the check's fixed probe matched this version's first one (null: "
-        "failed check). The fingerprint itself is never shown: it could tell a lab which policy it runs."
+        help_text="Whether the answer to the check's fixed probe matched this version's first one, within one "
+        "rounding step (null: failed check). The answer is never shown: it could tell a lab which policy it runs."
     )
 
     @extend_schema_field(serializers.BooleanField(allow_null=True))
     def get_fingerprint_matches(self, check: PolicyCheck) -> bool | None:
-        if not check.fingerprint:
+        if check.probe_answer is None or check.policy.probe_answer is None:
             return None
-        return check.fingerprint == check.policy.fingerprint
+        return same_behaviour(check.probe_answer, check.policy.probe_answer)
 
 
 # --- Accounts ---------------------------------------------------------------------------------------------

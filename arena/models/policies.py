@@ -94,6 +94,9 @@ class Policy(models.Model):
         blank=True,
         help_text="Behavioural fingerprint of this version: its first passing check's answer to the probe.",
     )
+    probe_answer = models.JSONField(
+        null=True, blank=True, help_text="That answer, rounded (policy_server.check.behaviour_probe)."
+    )
     behaviour_changed_at = models.DateTimeField(
         null=True,
         blank=True,
@@ -147,6 +150,7 @@ class PolicyCheck(models.Model):
     fingerprint = models.CharField(
         max_length=64, blank=True, help_text="Hash of the rounded answer to the probe (passing checks)."
     )
+    probe_answer = models.JSONField(null=True, blank=True, help_text="The rounded answer itself.")
 
     class Meta:
         ordering = ["-at"]

@@ -35,6 +35,7 @@ from arena.models import ACTION_SPACES, Organization, Policy, PolicyCheck
 from arena.services.accounts import check_owner_in_organization
 from arena.services.notifications import notify_policy_health
 from policy_server import netguard
+from policy_server.check import same_behaviour
 from policy_server.relay_token import MAX_ENDPOINT_AND_KEY_BYTES, endpoint_fits
 from policy_server.server import NONCE_KEY
 
@@ -63,6 +64,7 @@ NOT_INHERITED = frozenset(
         "previous",
         "family",
         "fingerprint",
+        "probe_answer",
         "behaviour_changed_at",
         "last_check_at",
         "last_check_ok",
@@ -436,6 +438,7 @@ def policy_check_record(
     requirements: dict[str, Any] | None = None,
     trigger: str = PolicyCheck.Trigger.ARENA,
     fingerprint: str | None = None,
+    probe_answer: dict[str, Any] | None = None,
 ) -> Policy:
     """Store one health-check result.
 
@@ -444,8 +447,8 @@ def policy_check_record(
     ``endpoint_claimed``). An abort re-check (``trigger="abort"``) is only recorded in the policy's check
     history: it changes neither the status, the failure count nor the public last-check fields.
 
-    ``fingerprint`` (a passing check's :func:`policy_server.check.behaviour_fingerprint`): the version's first
-    becomes its reference; see :func:`_compare_fingerprint`. The owner is notified when the policy goes
+    ``fingerprint`` and ``probe_answer`` (a passing check's :func:`policy_server.check.behaviour_fingerprint`
+    and ``behaviour_probe``): the version's first become its reference; see :func:`_compare_behaviour`. The owner is notified when the policy goes
     failing, recovers, or is flagged.
     """
     now = timezone.now()
@@ -454,8 +457,9 @@ def policy_check_record(
         if ok and _endpoint_claimed_elsewhere(policy):
             ok, (error_code, message), latency_ms = False, ENDPOINT_CLAIMED, None
         fingerprint = (fingerprint or "")[:64] if ok else ""
-        if trigger == PolicyCheck.Trigger.ARENA and fingerprint:
-            _compare_fingerprint(policy, fingerprint, now)
+        probe_answer = probe_answer if ok and fingerprint else None
+        if trigger == PolicyCheck.Trigger.ARENA and probe_answer is not None:
+            _compare_behaviour(policy, fingerprint, probe_answer, now)
         PolicyCheck.objects.create(
             policy=policy,
             at=now,
@@ -465,6 +469,7 @@ def policy_check_record(
             latency_ms=latency_ms,
             trigger=trigger,
             fingerprint=fingerprint,
+            probe_answer=probe_answer,
         )
         if trigger == PolicyCheck.Trigger.ABORT:
             return policy
@@ -492,22 +497,22 @@ def policy_check_record(
     return policy
 
 
-def _compare_fingerprint(policy: Policy, fingerprint: str, now: datetime) -> None:
-    """Keep the version's first fingerprint; flag the policy when this check and the previous passing one
-    agree with each other but not with it (one differing answer alone may be a sampling policy's noise;
-    a sampling policy never answers the same twice, so it is never flagged)."""
-    if not policy.fingerprint:
-        policy.fingerprint = fingerprint
+def _compare_behaviour(policy: Policy, fingerprint: str, probe_answer: dict[str, Any], now: datetime) -> None:
+    """Keep the version's first answer to the probe; flag the policy when this check's answer and the previous
+    passing one's agree with each other but not with it (within one rounding step: float noise next to a
+    rounding boundary is not a change). One differing answer alone may be noise, and a sampling policy, which
+    never answers the same twice, is never flagged."""
+    if policy.probe_answer is None:
+        policy.fingerprint, policy.probe_answer = fingerprint, probe_answer
         return
-    if fingerprint == policy.fingerprint or policy.behaviour_changed_at is not None:
+    if policy.behaviour_changed_at is not None or same_behaviour(policy.probe_answer, probe_answer):
         return
     previous = (
-        policy.checks.filter(ok=True, trigger=PolicyCheck.Trigger.ARENA)
-        .exclude(fingerprint="")
-        .values_list("fingerprint", flat=True)
+        policy.checks.filter(ok=True, trigger=PolicyCheck.Trigger.ARENA, probe_answer__isnull=False)
+        .values_list("probe_answer", flat=True)
         .first()
     )
-    if previous == fingerprint:
+    if previous is not None and same_behaviour(previous, probe_answer):
         policy.behaviour_changed_at = now
         notify_policy_health(policy=policy, event="policy.behaviour_changed")
 

@@ -6,7 +6,7 @@ import numpy as np
 from arena.models import Policy
 from arena.tasks import policy_check_one
 from policy_server.base import BasePolicy
-from policy_server.check import behaviour_fingerprint
+from policy_server.check import behaviour_fingerprint, behaviour_probe, same_behaviour
 from policy_server.server import serve_in_thread
 from tests.api.actors import DROID_CONFIG, register_policy
 
@@ -38,6 +38,13 @@ def test_fingerprint_tolerates_float_noise_and_tells_checkpoints_apart():
     assert behaviour_fingerprint(actions) != behaviour_fingerprint(actions + 0.05)
     assert behaviour_fingerprint(np.zeros((10, 8))) == behaviour_fingerprint(-np.zeros((10, 8)))
     assert behaviour_fingerprint(np.zeros((10, 8))) != behaviour_fingerprint(np.zeros((8, 10)))
+    # A value next to a rounding boundary lands on either side: the hash differs, the answers still match.
+    edge = np.full((10, 8), 0.005)
+    below, above = behaviour_probe(edge - 1e-6), behaviour_probe(edge + 1e-6)
+    assert behaviour_fingerprint(edge - 1e-6) != behaviour_fingerprint(edge + 1e-6)
+    assert same_behaviour(below, above)
+    assert not same_behaviour(below, behaviour_probe(edge + 0.03))
+    assert not same_behaviour(behaviour_probe(np.zeros((10, 8))), behaviour_probe(np.zeros((8, 10))))
 
 
 def test_changed_behaviour_without_a_new_version_is_flagged(owner, anonymous):
@@ -46,8 +53,9 @@ def test_changed_behaviour_without_a_new_version_is_flagged(owner, anonymous):
         register_policy(owner, "swapped", endpoint_url=server.url, version_label="ckpt-1")
         first = check("swapped")
         assert first.status == "active" and len(first.fingerprint) == 64
-        policy.level = 0.25 + 1e-5  # float noise: same fingerprint
-        assert check("swapped").behaviour_changed_at is None
+        for noise in (1e-5, -1e-5, 0.0051, 0.0049):  # noise, and values across a rounding boundary
+            policy.level = 0.25 + noise
+            assert check("swapped").behaviour_changed_at is None
         policy.level = 0.6  # another checkpoint behind the same endpoint and label
         assert check("swapped").behaviour_changed_at is None  # one differing answer may be noise
         flagged = check("swapped")
@@ -56,7 +64,7 @@ def test_changed_behaviour_without_a_new_version_is_flagged(owner, anonymous):
         mine = owner.get("/api/v1/policies/swapped/").json()
         assert mine["behaviour_changed_at"]
         checks = owner.get("/api/v1/policies/swapped/checks/").json()
-        assert [c["fingerprint_matches"] for c in checks] == [False, False, True, True]
+        assert [c["fingerprint_matches"] for c in checks] == [False, False, True, True, True, True, True]
         public = anonymous.get("/api/v1/policies/swapped/")
         page = anonymous.client.get("/policies/swapped/").content.decode()
         for text in (public.content.decode(), page):
