@@ -19,8 +19,15 @@ from arena.models import EvaluationSession, Lab, NotificationDelivery, Policy
 from arena.ports import free_port
 from arena.services.notifications import retry_countdown
 from arena.services.policies import policy_check_record
-from arena.tasks import ranking_refit, session_expire_overdue_task
-from tests.api.actors import activate, open_session, report_both
+from arena.tasks import (
+    notification_resend_stalled_task,
+    policy_check_one,
+    ranking_refit,
+    session_expire_overdue_task,
+)
+from policy_server.server import serve_in_thread
+from tests.api.actors import activate, open_session, register_policy, report_both
+from tests.api.test_fingerprint import TunablePolicy
 
 
 class Receiver:
@@ -228,8 +235,6 @@ def test_owners_get_a_digest_of_new_comparisons_after_a_refit(
 
 
 def test_a_delivery_whose_enqueue_was_lost_is_sent_by_the_sweep(owner, receiver):
-    from arena.tasks import notification_resend_stalled_task
-
     hook = receiver()
     configure(owner, webhook_url=hook.url, email_enabled=False)
     user = get_user_model().objects.get(username="olivia")
@@ -251,3 +256,23 @@ def test_a_delivery_whose_enqueue_was_lost_is_sent_by_the_sweep(owner, receiver)
     lost.refresh_from_db()
     assert lost.state == "delivered"
     assert notification_resend_stalled_task() == 0
+
+
+def test_the_check_task_reports_a_dead_server_to_the_webhook(
+    settings, owner, receiver, django_capture_on_commit_callbacks
+):
+
+    settings.ARENA_CHECK_FAILURES_BEFORE_FAILING = 1
+    settings.ARENA_CHECK_TIMEOUT_SECONDS = 2
+    hook = receiver()
+    secret = configure(owner, webhook_url=hook.url, email_enabled=False)["webhook_secret"]
+    with serve_in_thread(TunablePolicy(0.3)) as server:
+        register_policy(owner, "served", endpoint_url=server.url, version_label="ckpt-9")
+        assert policy_check_one(Policy.objects.get(slug="served").pk) is True
+    with django_capture_on_commit_callbacks(execute=True):
+        assert policy_check_one(Policy.objects.get(slug="served").pk) is False
+    ((headers, body),) = hook.requests
+    assert verify(secret, headers, body)
+    data = json.loads(body)["data"]
+    assert (data["policy"], data["version"], data["status"]) == ("served", "ckpt-9", "failing")
+    assert data["error"].startswith("refused")
