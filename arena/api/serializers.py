@@ -186,7 +186,10 @@ class PolicyPublicOut(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_next_version(self, policy: Policy) -> str | None:
-        return Policy.objects.filter(previous=policy).values_list("slug", flat=True).first()
+        try:
+            return policy.successor.slug
+        except Policy.successor.RelatedObjectDoesNotExist:
+            return None
 
 
 class PolicyOwnerOut(PolicyPublicOut):

@@ -11,7 +11,9 @@ from arena.models import Policy
 def policies_public() -> QuerySet[Policy]:
     """Every policy that is or was in the pool (not pending), for the public list."""
     return (
-        Policy.objects.exclude(status=Policy.Status.PENDING).select_related("organization").order_by("slug")
+        Policy.objects.exclude(status=Policy.Status.PENDING)
+        .select_related("organization", "previous", "successor")
+        .order_by("slug")
     )
 
 
@@ -19,7 +21,7 @@ def policies_for_owner(*, user) -> QuerySet[Policy]:
     return (
         Policy.objects.filter(Q(owner=user) | Q(organization__members=user))
         .distinct()
-        .select_related("organization")
+        .select_related("organization", "previous", "successor")
         .order_by("slug")
     )
 
