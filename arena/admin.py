@@ -65,7 +65,8 @@ class PolicyCheckInline(admin.TabularInline):
     model = models.PolicyCheck
     extra = 0
     can_delete = False
-    readonly_fields = ["at", "trigger", "ok", "error_code", "message", "latency_ms"]
+    readonly_fields = ["at", "trigger", "ok", "error_code", "message", "latency_ms", "fingerprint"]
+    exclude = ["probe_answer"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).order_by("-at")
@@ -82,8 +83,15 @@ class PolicyAdmin(admin.ModelAdmin):
         "last_check_ok",
         "last_check_latency_ms",
         "consecutive_failures",
+        "version_label",
+        "behaviour_changed_at",
     ]
-    list_filter = ["status", "organization", "open_weights"]
+    list_filter = [
+        "status",
+        "organization",
+        "open_weights",
+        ("behaviour_changed_at", admin.EmptyFieldListFilter),
+    ]
     search_fields = ["slug", "name"]
     readonly_fields = [
         "last_check_at",
@@ -94,7 +102,13 @@ class PolicyAdmin(admin.ModelAdmin):
         "recheck_due_at",
         "endpoint_proven_at",
         "created_at",
+        "version_number",
+        "previous",
+        "family",
+        "fingerprint",
+        "behaviour_changed_at",
     ]
+    exclude = ["probe_answer"]
     inlines = [PolicyCheckInline]
 
 
@@ -157,3 +171,10 @@ class RankingSnapshotAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(models.NotificationDelivery)
+class NotificationDeliveryAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "user", "event", "channel", "state", "attempts", "delivered_at"]
+    list_filter = ["state", "channel", "event"]
+    readonly_fields = ["user", "event", "channel", "target", "payload", "state", "attempts", "attempt_log"]

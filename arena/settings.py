@@ -212,6 +212,28 @@ CELERY_BEAT_SCHEDULE["policy-abort-rechecks"] = {
 # Public pages show check times rounded down to this many minutes (owners see exact times of their own).
 ARENA_PUBLIC_CHECK_ROUNDING_MINUTES = env_int("ARENA_PUBLIC_CHECK_ROUNDING_MINUTES", 10)
 
+# --- Notifications (issue 18: email and signed webhooks, sent from Celery) --------------------------------
+# The console backend prints mails to the worker's output (the demo's "not configured" mode); set
+# ARENA_EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and the ARENA_EMAIL_* variables to send them.
+EMAIL_BACKEND = env_str("ARENA_EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("ARENA_EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("ARENA_EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("ARENA_EMAIL_USER")
+EMAIL_HOST_PASSWORD = env_str("ARENA_EMAIL_PASSWORD")
+EMAIL_USE_TLS = env_bool("ARENA_EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("ARENA_EMAIL_TIMEOUT_SECONDS", 10)
+DEFAULT_FROM_EMAIL = env_str("ARENA_EMAIL_FROM", "policy-arena <arena@localhost>")
+# A failed delivery is retried after 30 s, 60 s, 120 s... (doubling, at most 1 h) until this many attempts.
+ARENA_NOTIFY_MAX_ATTEMPTS = env_int("ARENA_NOTIFY_MAX_ATTEMPTS", 6)
+ARENA_NOTIFY_RETRY_SECONDS = env_int("ARENA_NOTIFY_RETRY_SECONDS", 30)
+ARENA_NOTIFY_TIMEOUT_SECONDS = float(env_str("ARENA_NOTIFY_TIMEOUT_SECONDS", "5"))
+# An owner gets at most one digest of new comparisons per this many minutes.
+ARENA_NOTIFY_DIGEST_MINUTES = env_int("ARENA_NOTIFY_DIGEST_MINUTES", 60)
+CELERY_BEAT_SCHEDULE["notification-resend-stalled"] = {
+    "task": "arena.tasks.notification_resend_stalled",
+    "schedule": timedelta(minutes=5),
+}
+
 # --- REST API -----------------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["arena.auth.ApiKeyAuthentication"],

@@ -1,4 +1,5 @@
-"""Celery tasks: policy health checks, debounced ranking refits, session expiry, video retention."""
+"""Celery tasks: policy health checks, debounced ranking refits, session expiry, video retention,
+notifications."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA)
         latency_ms=result.latency_ms,
         requirements=result.requirements if result.ok else None,
         trigger=trigger,
+        fingerprint=result.fingerprint,
+        probe_answer=result.probe,
     )
 
 
@@ -165,6 +168,7 @@ def ranking_refit() -> int | None:
             while True:
                 cache.delete(REFIT_DIRTY)
                 version = ranking_snapshot_create().version
+                notification_digest.delay()
                 if not cache.get(REFIT_DIRTY):
                     break
         if not cache.get(REFIT_DIRTY):
@@ -182,3 +186,31 @@ def video_retention_sweep() -> dict:
     from arena.services.videos import video_retention_sweep as sweep
 
     return sweep()
+
+
+@shared_task(bind=True, name="arena.tasks.notification_deliver", max_retries=None)
+def notification_deliver(self, delivery_id: str) -> str:
+    """One attempt at a notification; a failed one is retried with exponential backoff (see
+    ``arena.services.notifications.retry_countdown``) until ``ARENA_NOTIFY_MAX_ATTEMPTS``. A worker lost
+    mid-attempt gets the task again (acks late): receivers tell repeats apart by ``X-Arena-Delivery``."""
+    from arena.services.notifications import notification_attempt, retry_countdown
+
+    state = notification_attempt(delivery_id=delivery_id)
+    if state == "pending":
+        raise self.retry(countdown=retry_countdown(self.request.retries + 1))
+    return state
+
+
+@shared_task(name="arena.tasks.notification_digest")
+def notification_digest() -> int:
+    """Queue the digests of new comparisons (after a refit); returns how many."""
+    from arena.services.notifications import notification_digest_send
+
+    return notification_digest_send()
+
+
+@shared_task(name="arena.tasks.notification_resend_stalled")
+def notification_resend_stalled_task() -> int:
+    from arena.services.notifications import notification_resend_stalled
+
+    return notification_resend_stalled()

@@ -12,6 +12,7 @@ and follows no redirect, and a failure is reported as a classified reason with a
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,9 @@ NATIVE_DRY_RUN_RESOLUTION = (288, 512)
 MIN_ACTION_DIM = 7
 MAX_IMAGE_SIDE = 4096
 DRY_RUN_PROMPT = "pick up the red block and put it in the bowl"
+FINGERPRINT_DECIMALS = 2
+"""Actions are rounded to this many decimals before hashing: float noise between runs, GPUs and batch sizes
+(~1e-5) does not change the fingerprint, a different checkpoint does."""
 
 
 class MetadataError(ValueError):
@@ -90,7 +94,9 @@ class CheckResult:
     ``"redirect_refused"``, ``"unauthorized"``, ``"bad_metadata"``, ``"protocol_error"``, ``"policy_error"``,
     ``"bad_action"``); ``message`` is that error's fixed sentence for people. ``latency_ms`` is the dry-run round trip. ``requirements`` is the normalised
     form of the metadata (see :func:`requirements_from_metadata`) with ``action_dim`` and
-    ``action_horizon`` taken from the dry run.
+    ``action_horizon`` taken from the dry run. ``fingerprint`` and ``probe`` (passing checks only) are
+    :func:`behaviour_fingerprint` and :func:`behaviour_probe` of the dry-run answer: the dry-run observation is
+    fixed, so a deterministic policy gives the same answer at every check until its weights or code change.
     """
 
     ok: bool
@@ -100,11 +106,14 @@ class CheckResult:
     metadata: dict[str, Any] | None = None
     requirements: dict[str, Any] | None = None
     dialect: str | None = None
+    fingerprint: str | None = None
+    probe: dict[str, Any] | None = None
     checked_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (arrays in metadata become lists, ``checked_at`` an ISO 8601 string)."""
         data = asdict(self)
+        data.pop("probe")  # 10^2-10^3 integers; ``fingerprint`` names them
         data["metadata"] = _jsonable(self.metadata)
         data["checked_at"] = self.checked_at.isoformat()
         return data
@@ -339,8 +348,42 @@ def policy_check(
         error=None,
         message=f"ok: actions ({horizon}, {dim}) in {latency_ms:.1f} ms",
         latency_ms=latency_ms,
+        fingerprint=behaviour_fingerprint(result["actions"]),
+        probe=behaviour_probe(result["actions"]),
         **found,
     )
+
+
+def behaviour_probe(actions: Any) -> dict[str, Any]:
+    """The dry-run answer in fingerprint form: ``{"shape": [H, D], "steps": [...]}``, the actions in steps of
+    ``10**-FINGERPRINT_DECIMALS`` (ints, row-major). Compare two with :func:`same_behaviour`."""
+    values = np.asarray(actions, dtype=np.float64)
+    steps = np.rint(values * 10.0**FINGERPRINT_DECIMALS).astype(np.int64) + 0  # + 0 maps -0 to 0
+    return {"shape": [int(n) for n in values.shape], "steps": steps.ravel().tolist()}
+
+
+def behaviour_fingerprint(actions: Any) -> str:
+    """SHA-256 (64 hex characters) of :func:`behaviour_probe`: a short name for the policy's answer to the
+    fixed dry-run observation. Float noise next to a rounding boundary can change it; compare answers with
+    :func:`same_behaviour`, which tolerates that.
+
+    The arena keeps both from labs: anyone holding them could send the probe through a session's relay and
+    recognise the policy in the slot.
+    """
+    probe = behaviour_probe(actions)
+    digest = hashlib.sha256(("x".join(str(n) for n in probe["shape"]) + ":").encode())
+    digest.update(np.asarray(probe["steps"], dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def same_behaviour(first: Mapping[str, Any], second: Mapping[str, Any], *, tolerance_steps: int = 1) -> bool:
+    """Whether two :func:`behaviour_probe` answers have the same shape and differ by at most
+    ``tolerance_steps`` rounding steps in every entry (a value next to a rounding boundary lands on either side)."""
+    if list(first.get("shape", ())) != list(second.get("shape", ())):
+        return False
+    a = np.asarray(first.get("steps", ()), dtype=np.int64)
+    b = np.asarray(second.get("steps", ()), dtype=np.int64)
+    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tolerance_steps))
 
 
 def action_space_mismatch(

@@ -11,6 +11,8 @@ from rest_framework.exceptions import ErrorDetail
 
 from arena.models import ACTION_SPACES, EvaluationSession, Policy, PolicyCheck, Preference
 from arena.services.policies import ENDPOINT_FIELD_RE, SLUG_RE
+from arena.webhooks import WEBHOOK_RE
+from policy_server.check import same_behaviour
 
 SLOT_CHOICES = ["A", "B"]
 
@@ -59,6 +61,16 @@ class EndpointUrlField(serializers.CharField):
     """A ws:// or wss:// address (checked by ``check_endpoint_url``), or ``dialout://<slug>``."""
 
 
+@extend_schema_field({"type": "string", "pattern": "^[^\\u0000-\\u001f\\u007f]*$", "maxLength": 128})
+class VersionTextField(serializers.CharField):
+    """A version label or weights hash: no control characters (checked by ``check_version``)."""
+
+
+@extend_schema_field({"type": "string", "pattern": WEBHOOK_RE.pattern, "maxLength": 500})
+class WebhookUrlField(serializers.CharField):
+    """An http:// or https:// address, or empty (checked by ``check_webhook_url``)."""
+
+
 class ErrorDetailSerializer(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()
@@ -82,6 +94,14 @@ class PolicyRegisterIn(InputSerializer):
     license = serializers.CharField(max_length=80, required=False, default="", allow_blank=True)
     open_weights = serializers.BooleanField(required=False, default=False)
     req_platform = serializers.CharField(max_length=80, required=False, default="", allow_blank=True)
+    version_label = VersionTextField(
+        max_length=120,
+        required=False,
+        default="",
+        allow_blank=True,
+        help_text="What runs: a checkpoint name, a git sha or free text.",
+    )
+    weights_hash = VersionTextField(max_length=128, required=False, default="", allow_blank=True)
 
 
 class PolicyUpdateIn(InputSerializer):
@@ -93,6 +113,15 @@ class PolicyUpdateIn(InputSerializer):
     open_weights = serializers.BooleanField(required=False)
     req_platform = serializers.CharField(max_length=80, required=False, allow_blank=True)
     videos_public = serializers.BooleanField(required=False)
+    version_label = VersionTextField(
+        max_length=120,
+        required=False,
+        allow_blank=True,
+        help_text="Required with a new endpoint_url. A label (or weights_hash) other than the current one "
+        "starts a new version: a new policy row with its own rating (slug <first slug>-v<n>), returned here; "
+        "the old one is retired.",
+    )
+    weights_hash = VersionTextField(max_length=128, required=False, allow_blank=True)
 
 
 class RequirementsOut(serializers.Serializer):
@@ -123,6 +152,14 @@ def public_requirements(policy: Policy) -> dict:
 class PolicyPublicOut(serializers.ModelSerializer):
     organization = serializers.CharField(source="organization.name")
     requirements = serializers.SerializerMethodField()
+    previous_version = serializers.SlugRelatedField(
+        source="previous",
+        slug_field="slug",
+        read_only=True,
+        allow_null=True,
+        help_text="The version this one replaced.",
+    )
+    next_version = serializers.SerializerMethodField(help_text="The version that replaced this one.")
 
     class Meta:
         model = Policy
@@ -136,11 +173,23 @@ class PolicyPublicOut(serializers.ModelSerializer):
             "status",
             "requirements",
             "created_at",
+            "version_label",
+            "weights_hash",
+            "version_number",
+            "previous_version",
+            "next_version",
         ]
 
     @extend_schema_field(PublicRequirementsOut)
     def get_requirements(self, policy: Policy) -> dict:
         return PublicRequirementsOut(public_requirements(policy)).data
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_next_version(self, policy: Policy) -> str | None:
+        try:
+            return policy.successor.slug
+        except Policy.successor.RelatedObjectDoesNotExist:
+            return None
 
 
 class PolicyOwnerOut(PolicyPublicOut):
@@ -165,6 +214,7 @@ class PolicyOwnerOut(PolicyPublicOut):
             "aborts_blamed",
             "endpoint_proven_at",
             "retired_at",
+            "behaviour_changed_at",
         ]
 
     @extend_schema_field(RequirementsOut)
@@ -190,6 +240,16 @@ class PolicyCheckOut(serializers.Serializer):
     error_code = serializers.CharField()
     message = serializers.CharField()
     latency_ms = serializers.FloatField(allow_null=True)
+    fingerprint_matches = serializers.SerializerMethodField(
+        help_text="Whether the answer to the check's fixed probe matched this version's first one, within one "
+        "rounding step (null: failed check). The answer is never shown: it could tell a lab which policy it runs."
+    )
+
+    @extend_schema_field(serializers.BooleanField(allow_null=True))
+    def get_fingerprint_matches(self, check: PolicyCheck) -> bool | None:
+        if check.probe_answer is None or check.policy.probe_answer is None:
+            return None
+        return same_behaviour(check.probe_answer, check.policy.probe_answer)
 
 
 # --- Accounts ---------------------------------------------------------------------------------------------
@@ -239,6 +299,46 @@ class MeOut(serializers.Serializer):
     name = serializers.CharField()
     organization = serializers.CharField()
     key_prefix = serializers.CharField()
+
+
+class NotificationSettingsIn(InputSerializer):
+    email_enabled = serializers.BooleanField(required=False)
+    webhook_url = WebhookUrlField(max_length=500, required=False, allow_blank=True)
+    on_policy_health = serializers.BooleanField(required=False)
+    on_comparisons = serializers.BooleanField(required=False)
+    on_session_undelivered = serializers.BooleanField(required=False)
+    rotate_secret = serializers.BooleanField(required=False, default=False)
+
+
+class NotificationSettingsOut(serializers.Serializer):
+    email = serializers.CharField(source="user.email", help_text="Where emails go (the account's address).")
+    email_enabled = serializers.BooleanField()
+    webhook_url = serializers.CharField()
+    webhook_secret = serializers.CharField(
+        help_text="Key of X-Arena-Signature: sha256=HMAC-SHA256(secret, '<X-Arena-Timestamp>.<body>')."
+    )
+    on_policy_health = serializers.BooleanField()
+    on_comparisons = serializers.BooleanField()
+    on_session_undelivered = serializers.BooleanField()
+
+
+class DeliveryAttemptOut(serializers.Serializer):
+    at = serializers.CharField()
+    status = serializers.IntegerField(allow_null=True, help_text="The receiver's HTTP status (webhooks).")
+    error = serializers.CharField(allow_null=True)
+
+
+class NotificationDeliveryOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    event = serializers.CharField()
+    channel = serializers.CharField()
+    target = serializers.CharField()
+    state = serializers.CharField()
+    attempts = serializers.IntegerField()
+    attempt_log = DeliveryAttemptOut(many=True)
+    payload = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    delivered_at = serializers.DateTimeField(allow_null=True)
 
 
 # --- Sessions ---------------------------------------------------------------------------------------------

@@ -1,9 +1,15 @@
 from django.urls import path
 
-from arena.api import accounts, leaderboard, policies, relay, sessions, videos
+from arena.api import accounts, leaderboard, notifications, policies, relay, sessions, videos
 
 urlpatterns = [
     path("me/", accounts.MeView.as_view(), name="api-me"),
+    path("me/notifications/", notifications.NotificationSettingsView.as_view(), name="api-notifications"),
+    path(
+        "me/notifications/deliveries/",
+        notifications.NotificationDeliveriesView.as_view(),
+        name="api-notification-deliveries",
+    ),
     path("keys/", accounts.KeyListView.as_view(), name="api-keys"),
     path("keys/<str:prefix>/revoke/", accounts.KeyRevokeView.as_view(), name="api-key-revoke"),
     path("robots/", accounts.RobotListView.as_view(), name="api-robots"),

@@ -1,4 +1,5 @@
 from arena.models.accounts import ACTION_SPACES, ApiKey, KeyUse, Lab, Organization, Robot
+from arena.models.notifications import NotificationDelivery, NotificationSettings
 from arena.models.policies import Policy, PolicyCheck
 from arena.models.records import ComparisonTally, IdempotencyRecord, RankingSnapshot
 from arena.models.relay import PolicyDialout, PolicyIncident, RelayAttachment
@@ -14,6 +15,8 @@ __all__ = [
     "IdempotencyRecord",
     "KeyUse",
     "Lab",
+    "NotificationDelivery",
+    "NotificationSettings",
     "Organization",
     "Policy",
     "PolicyCheck",

@@ -68,11 +68,50 @@ class Policy(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     retired_at = models.DateTimeField(null=True, blank=True)
 
+    # Versions: each row is one version of a policy and has its own rating. A new version is a new row (slug
+    # ``<first slug>-v<n>``) linked to the one it replaces, which is retired with its results kept.
+    version_label = models.CharField(
+        max_length=120,
+        blank=True,
+        help_text="What the owner says runs: a checkpoint name, a git sha, free text.",
+    )
+    weights_hash = models.CharField(max_length=128, blank=True, help_text="Optional hash of the weights.")
+    version_number = models.PositiveSmallIntegerField(default=1)
+    previous = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="successor"
+    )
+    family = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="later_versions",
+        help_text="The first version (null on the first version itself).",
+    )
+    # Never public, never sent to a lab: with it a lab could recognise a policy by its answer to the probe.
+    fingerprint = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Behavioural fingerprint of this version: its first passing check's answer to the probe.",
+    )
+    probe_answer = models.JSONField(
+        null=True, blank=True, help_text="That answer, rounded (policy_server.check.behaviour_probe)."
+    )
+    behaviour_changed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When two checks in a row answered the probe differently from this version's fingerprint.",
+    )
+
     class Meta:
         verbose_name_plural = "policies"
 
     def __str__(self) -> str:
         return self.slug
+
+    @property
+    def first_version(self) -> Policy:
+        return self.family if self.family_id else self
 
     def requirements(self) -> dict:
         """What an evaluator needs to run this policy; contains nothing that identifies it."""
@@ -108,6 +147,10 @@ class PolicyCheck(models.Model):
     error_code = models.CharField(max_length=60, blank=True)
     message = models.CharField(max_length=500, blank=True)
     latency_ms = models.FloatField(null=True, blank=True)
+    fingerprint = models.CharField(
+        max_length=64, blank=True, help_text="Hash of the rounded answer to the probe (passing checks)."
+    )
+    probe_answer = models.JSONField(null=True, blank=True, help_text="The rounded answer itself.")
 
     class Meta:
         ordering = ["-at"]

@@ -11,7 +11,9 @@ from arena.models import Policy
 def policies_public() -> QuerySet[Policy]:
     """Every policy that is or was in the pool (not pending), for the public list."""
     return (
-        Policy.objects.exclude(status=Policy.Status.PENDING).select_related("organization").order_by("slug")
+        Policy.objects.exclude(status=Policy.Status.PENDING)
+        .select_related("organization", "previous", "successor")
+        .order_by("slug")
     )
 
 
@@ -19,7 +21,7 @@ def policies_for_owner(*, user) -> QuerySet[Policy]:
     return (
         Policy.objects.filter(Q(owner=user) | Q(organization__members=user))
         .distinct()
-        .select_related("organization")
+        .select_related("organization", "previous", "successor")
         .order_by("slug")
     )
 
@@ -36,3 +38,16 @@ def policy_get_for_owner(*, user, slug: str) -> Policy:
     if policy is None:
         raise NotFound("policy_not_found", f"You have no policy with slug {slug!r}.", field="slug")
     return policy
+
+
+def policy_versions(*, policy: Policy, ratings: list[dict] | None = None) -> list[dict]:
+    """Every version of ``policy``'s family that is or was in the pool, oldest first, each with its rating
+    row of ``ratings`` (a snapshot's rows; None when the version has none)."""
+    first = policy.first_version
+    by_slug = {row["slug"]: row for row in ratings or []}
+    versions = (
+        Policy.objects.filter(Q(pk=first.pk) | Q(family=first))
+        .exclude(status=Policy.Status.PENDING)
+        .order_by("version_number", "pk")
+    )
+    return [{"policy": v, "rating": by_slug.get(v.slug), "current": v.pk == policy.pk} for v in versions]

@@ -13,6 +13,12 @@ Health-check results (:func:`policy_check_record`) move a policy between active 
 come from the arena's own checks; the re-check an abort asks for is queued with a random delay
 (:func:`policy_recheck_request`) and its result is evidence for the owner and for lab integrity, never a
 strike against the policy, so a lab's aborts alone cannot take a competitor out of the pool.
+
+Versions: a row is one version of a policy, with its own rating. Declaring another version (a new
+``version_label`` or ``weights_hash``, required with a new endpoint URL) creates the next row
+(:func:`policy_version_create`) and retires the old one with its results. Each passing check stores the
+fingerprint of the policy's answer to the fixed probe; two checks in a row that agree with each other but not
+with the version's first one flag the policy (``behaviour_changed_at``, for its owner and staff only).
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from arena import metrics
 from arena.errors import Conflict, InvalidInput, PermissionDenied
 from arena.models import ACTION_SPACES, Organization, Policy, PolicyCheck
 from arena.services.accounts import check_owner_in_organization
+from arena.services.notifications import notify_policy_health
 from policy_server import dialout, netguard
+from policy_server.check import same_behaviour
 from policy_server.relay_token import MAX_ENDPOINT_AND_KEY_BYTES, endpoint_fits
 from policy_server.server import NONCE_KEY
 
@@ -51,6 +59,31 @@ ENDPOINT_RE = re.compile(
 )
 # The endpoint field's pattern: a ws(s):// address or a dial-out policy's dialout://<slug>.
 ENDPOINT_FIELD_RE = re.compile(rf"^(?:{ENDPOINT_RE.pattern[1:-1]}|{dialout.SCHEME}{SLUG_RE.pattern[1:-1]})$")
+# A version label or weights hash: printable characters, no line breaks.
+VERSION_TEXT_RE = re.compile(r"^[^\x00-\x1f\x7f]*$")
+VERSION_FIELDS = ("version_label", "weights_hash")
+# Not carried over to a new version: identity, lifecycle, health and the fingerprint belong to one version.
+NOT_INHERITED = frozenset(
+    {
+        "id",
+        "slug",
+        "status",
+        "created_at",
+        "retired_at",
+        "version_number",
+        "previous",
+        "family",
+        "fingerprint",
+        "probe_answer",
+        "behaviour_changed_at",
+        "last_check_at",
+        "last_check_ok",
+        "last_check_error",
+        "last_check_latency_ms",
+        "consecutive_failures",
+        "recheck_due_at",
+    }
+)
 EDITABLE_FIELDS = (
     "name",
     "description",
@@ -60,6 +93,7 @@ EDITABLE_FIELDS = (
     "endpoint_api_key",
     "req_platform",
     "videos_public",
+    *VERSION_FIELDS,
 )
 
 
@@ -195,6 +229,24 @@ def check_relay_capacity(endpoint_url: str, endpoint_api_key: str) -> None:
         )
 
 
+def check_version(*, version_label: str, weights_hash: str) -> None:
+    for field, value, limit in (("version_label", version_label, 120), ("weights_hash", weights_hash, 128)):
+        if len(value) > limit or not VERSION_TEXT_RE.fullmatch(value):
+            raise InvalidInput(
+                "invalid_version", f"{field} is at most {limit} printable characters.", field=field
+            )
+
+
+def _version_slug(first: Policy, number: int) -> str:
+    """``<first slug>-v<number>``, shortened to fit 80 characters; a random tag if that slug is taken."""
+    suffix = f"-v{number}"
+    slug = first.slug[: 80 - len(suffix)].rstrip("-") + suffix
+    while Policy.objects.filter(slug=slug).exists():
+        tag = f"-{secrets.token_hex(2)}{suffix}"
+        slug = first.slug[: 80 - len(tag)].rstrip("-") + tag
+    return slug
+
+
 def policy_register(
     *,
     owner,
@@ -207,12 +259,16 @@ def policy_register(
     open_weights: bool = False,
     endpoint_api_key: str = "",
     req_platform: str = "",
+    version_label: str = "",
+    weights_hash: str = "",
 ) -> Policy:
-    """Register a policy as pending; a health check runs after commit and activates it when it passes."""
+    """Register a policy (its first version) as pending; a health check runs after commit and activates it
+    when it passes."""
     if not SLUG_RE.fullmatch(slug):
         raise InvalidInput(
             "invalid_slug", "A slug is 3-80 lowercase letters, digits and hyphens.", field="slug"
         )
+    check_version(version_label=version_label, weights_hash=weights_hash)
     if endpoint_url.startswith(dialout.SCHEME):
         check_dialout_endpoint(endpoint_url, slug=slug)
         endpoint = None
@@ -251,6 +307,8 @@ def policy_register(
             endpoint_api_key=endpoint_api_key,
             req_platform=req_platform,
             endpoint_proven_at=proven_at,
+            version_label=version_label,
+            weights_hash=weights_hash,
         )
         if endpoint is not None and proven_at is not None:
             _demote_unproven_rivals(policy=policy, endpoint=endpoint)
@@ -259,16 +317,38 @@ def policy_register(
 
 
 def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
-    """Change editable fields. A new endpoint sends the policy back to pending until it passes a check."""
+    """Change editable fields. A new endpoint sends the policy back to pending until it passes a check.
+
+    A new endpoint URL needs a ``version_label``. A declared version (``version_label``, ``weights_hash``)
+    other than the current one makes a new version (:func:`policy_version_create`), which is returned;
+    the same label with a new URL is the same version moved to another server.
+    """
     check_policy_owner(owner=owner, policy=policy)
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         field = sorted(unknown)[0]
         raise InvalidInput("not_editable", f"{field} cannot be changed.", field=field)
     if policy.status == Policy.Status.RETIRED:
-        raise Conflict("policy_retired", "A retired policy cannot be changed.")
+        successor = Policy.objects.filter(previous=policy).values_list("slug", flat=True).first()
+        later = f" Its next version is {successor}." if successor else ""
+        raise Conflict("policy_retired", f"A retired policy cannot be changed.{later}")
+    check_version(
+        version_label=changes.get("version_label", policy.version_label),
+        weights_hash=changes.get("weights_hash", policy.weights_hash),
+    )
     endpoint = None
     proven_at = None
+    if (
+        "endpoint_url" in changes
+        and changes["endpoint_url"] != policy.endpoint_url
+        and not changes.get("version_label")
+    ):
+        raise InvalidInput(
+            "version_label_required",
+            "A new endpoint needs a version_label: the checkpoint, git sha or a note on what it serves "
+            "(the current label if it serves the same version).",
+            field="version_label",
+        )
     if "endpoint_url" in changes and changes["endpoint_url"].startswith(dialout.SCHEME):
         check_dialout_endpoint(changes["endpoint_url"], slug=policy.slug)
     elif "endpoint_url" in changes:
@@ -281,6 +361,8 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
             api_key=changes.get("endpoint_api_key", policy.endpoint_api_key),
             exclude_pk=policy.pk,
         )
+    if any(k in changes and changes[k] != getattr(policy, k) for k in VERSION_FIELDS):
+        return policy_version_create(policy=policy, changes=changes, proven_at=proven_at, endpoint=endpoint)
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
         check_relay_capacity(
@@ -304,6 +386,60 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
         if endpoint_changed or proven_at is not None:
             _schedule_check(policy)
     return policy
+
+
+def policy_version_create(
+    *,
+    policy: Policy,
+    changes: dict[str, Any],
+    proven_at: datetime | None = None,
+    endpoint: netguard.Endpoint | None = None,
+) -> Policy:
+    """Start the next version of ``policy`` with ``changes`` applied: a new pending row (slug
+    ``<first slug>-v<n>``, its own rating, linked by ``previous`` and ``family``), checked after commit; the
+    old row is retired with its results. Sessions still open on the old row keep running it."""
+    with transaction.atomic():
+        old = Policy.objects.select_for_update().get(pk=policy.pk)
+        if old.status == Policy.Status.RETIRED:  # a concurrent request made a version first
+            raise Conflict("policy_retired", "A retired policy cannot be changed.")
+        check_relay_capacity(
+            changes.get("endpoint_url", old.endpoint_url),
+            changes.get("endpoint_api_key", old.endpoint_api_key),
+        )
+        fields = {
+            f.name: getattr(old, f.name) for f in Policy._meta.concrete_fields if f.name not in NOT_INHERITED
+        }
+        fields.update(changes)
+        if changes.get("endpoint_url", old.endpoint_url) != old.endpoint_url or proven_at is not None:
+            fields["endpoint_proven_at"] = proven_at
+        first = old.first_version
+        number = old.version_number + 1
+        slug = _version_slug(first, number)
+        if fields["endpoint_url"].startswith(dialout.SCHEME):
+            # a dial-out endpoint names its policy: the new version is attached under its own slug
+            fields["endpoint_url"] = f"{dialout.SCHEME}{slug}"
+        new = Policy.objects.create(
+            **fields,
+            slug=slug,
+            version_number=number,
+            previous=old,
+            family=first,
+            status=Policy.Status.PENDING,
+        )
+        old.status = Policy.Status.RETIRED
+        old.retired_at = timezone.now()
+        old.save(update_fields=["status", "retired_at"])
+        if endpoint is not None and proven_at is not None:
+            _demote_unproven_rivals(policy=new, endpoint=endpoint)
+        _schedule_check(new)
+        transaction.on_commit(_refit_soon)  # the board shows the old version retired
+    return new
+
+
+def _refit_soon() -> None:
+    from arena.tasks import ranking_refit_soon
+
+    ranking_refit_soon()
 
 
 def policy_retire(*, owner, policy: Policy) -> Policy:
@@ -340,6 +476,8 @@ def policy_check_record(
     latency_ms: float | None = None,
     requirements: dict[str, Any] | None = None,
     trigger: str = PolicyCheck.Trigger.ARENA,
+    fingerprint: str | None = None,
+    probe_answer: dict[str, Any] | None = None,
 ) -> Policy:
     """Store one health-check result.
 
@@ -347,12 +485,20 @@ def policy_check_record(
     active (unless another organization proved control of its endpoint: then the pass is recorded as
     ``endpoint_claimed``). An abort re-check (``trigger="abort"``) is only recorded in the policy's check
     history: it changes neither the status, the failure count nor the public last-check fields.
+
+    ``fingerprint`` and ``probe_answer`` (a passing check's :func:`policy_server.check.behaviour_fingerprint`
+    and ``behaviour_probe``): the version's first become its reference; see :func:`_compare_behaviour`. The owner is notified when the policy goes
+    failing, recovers, or is flagged.
     """
     now = timezone.now()
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
         if ok and _endpoint_claimed_elsewhere(policy):
             ok, (error_code, message), latency_ms = False, ENDPOINT_CLAIMED, None
+        fingerprint = (fingerprint or "")[:64] if ok else ""
+        probe_answer = probe_answer if ok and fingerprint else None
+        if trigger == PolicyCheck.Trigger.ARENA and probe_answer is not None:
+            _compare_behaviour(policy, fingerprint, probe_answer, now)
         PolicyCheck.objects.create(
             policy=policy,
             at=now,
@@ -361,10 +507,13 @@ def policy_check_record(
             message=message[:500],
             latency_ms=latency_ms,
             trigger=trigger,
+            fingerprint=fingerprint,
+            probe_answer=probe_answer,
         )
         if trigger == PolicyCheck.Trigger.ABORT:
             metrics.CHECKS.labels(outcome="ok" if ok else "fail", trigger=trigger).inc()
             return policy
+        status_before = policy.status
         policy.last_check_at = now
         policy.last_check_ok = ok
         policy.last_check_error = "" if ok else f"{error_code}: {message}"[:300]
@@ -381,6 +530,10 @@ def policy_check_record(
             if policy.status == Policy.Status.ACTIVE and policy.consecutive_failures >= threshold:
                 policy.status = Policy.Status.FAILING
         policy.save()
+        if (status_before, policy.status) == (Policy.Status.ACTIVE, Policy.Status.FAILING):
+            notify_policy_health(policy=policy, event="policy.failing", error=policy.last_check_error)
+        elif (status_before, policy.status) == (Policy.Status.FAILING, Policy.Status.ACTIVE):
+            notify_policy_health(policy=policy, event="policy.recovered")
     metrics.CHECKS.labels(outcome="ok" if ok else "fail", trigger=trigger).inc()
     log.info(
         "policy %s check (%s): %s%s",
@@ -390,6 +543,26 @@ def policy_check_record(
         "" if ok else f" {error_code}",
     )
     return policy
+
+
+def _compare_behaviour(policy: Policy, fingerprint: str, probe_answer: dict[str, Any], now: datetime) -> None:
+    """Keep the version's first answer to the probe; flag the policy when this check's answer and the previous
+    passing one's agree with each other but not with it (within one rounding step: float noise next to a
+    rounding boundary is not a change). One differing answer alone may be noise, and a sampling policy, which
+    never answers the same twice, is never flagged."""
+    if policy.probe_answer is None:
+        policy.fingerprint, policy.probe_answer = fingerprint, probe_answer
+        return
+    if policy.behaviour_changed_at is not None or same_behaviour(policy.probe_answer, probe_answer):
+        return
+    previous = (
+        policy.checks.filter(ok=True, trigger=PolicyCheck.Trigger.ARENA, probe_answer__isnull=False)
+        .values_list("probe_answer", flat=True)
+        .first()
+    )
+    if previous is not None and same_behaviour(previous, probe_answer):
+        policy.behaviour_changed_at = now
+        notify_policy_health(policy=policy, event="policy.behaviour_changed")
 
 
 def check_policy_owner(*, owner, policy: Policy) -> None:

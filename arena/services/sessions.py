@@ -15,6 +15,7 @@ from arena import metrics
 from arena.errors import Conflict, InvalidInput, NotFound, Unavailable
 from arena.models import ApiKey, Episode, EvaluationSession, Lab, Policy, Preference, Robot
 from arena.pairing import eligible_policies, pair_choose
+from arena.services.notifications import notify_sessions_undelivered
 from arena.services.policies import policy_recheck_request
 from arena.services.tallies import tally_add
 
@@ -252,13 +253,25 @@ def session_expire_overdue(*, now: datetime | None = None) -> int:
 
 
 def _expire(queryset, now: datetime) -> int:
-    expired = queryset.filter(state__in=EvaluationSession.OPEN_STATES, lease_expires_at__lte=now).update(
-        state=State.EXPIRED, ended_at=now
+    """Mark the open sessions of ``queryset`` whose lease ran out as expired; their labs' members are told
+    after commit (results still spooled for them will be refused)."""
+    overdue = list(
+        queryset.filter(state__in=EvaluationSession.OPEN_STATES, lease_expires_at__lte=now).values_list(
+            "pk", flat=True
+        )
     )
-    if expired:
-        metrics.SESSIONS_ENDED.labels(how="expired").inc(expired)
-        log.info("%d session(s) expired: their lease ran out", expired)
-    return expired
+    if not overdue:
+        return 0
+    with transaction.atomic():
+        count = EvaluationSession.objects.filter(
+            pk__in=overdue, state__in=EvaluationSession.OPEN_STATES
+        ).update(state=State.EXPIRED, ended_at=now)
+        expired = EvaluationSession.objects.filter(pk__in=overdue, state=State.EXPIRED, ended_at=now)
+        notify_sessions_undelivered(sessions=expired.select_related("lab").prefetch_related("lab__members"))
+    if count:
+        metrics.SESSIONS_ENDED.labels(how="expired").inc(count)
+        log.info("%d session(s) expired: their lease ran out", count)
+    return count
 
 
 def _enqueue_refit() -> None:

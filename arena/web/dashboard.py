@@ -18,19 +18,26 @@ from django.views.decorators.http import require_GET, require_POST
 from arena.auth import NewKey, client_address, failed_sign_ins
 from arena.errors import ArenaError, NotFound
 from arena.models import ApiKey, Lab
+from arena.selectors.notifications import deliveries_for_user
 from arena.selectors.policies import policies_for_owner, policy_get_for_owner
 from arena.selectors.relay import incidents_for_owner
 from arena.selectors.sessions import session_for_evaluator, sessions_for_lab
 from arena.services.accounts import api_key_issue, api_key_revoke
+from arena.services.notifications import (
+    SETTING_FIELDS,
+    notification_settings_get,
+    notification_settings_update,
+)
 from arena.services.policies import policy_register, policy_retire
 from arena.web.access import lab_for_member
-from arena.web.forms import KeyIssueForm, PolicyRegisterForm, add_service_error
+from arena.web.forms import KeyIssueForm, NotificationSettingsForm, PolicyRegisterForm, add_service_error
 from arena.web.render import render_page, stylesheet
 
 signed_in = login_required(login_url="web-login")
 CHECKS_SHOWN = 5
 INCIDENTS_SHOWN = 5
 SESSIONS_SHOWN = 25
+DELIVERIES_SHOWN = 20
 
 
 def _key_form(lab: Lab, data=None) -> KeyIssueForm:
@@ -43,6 +50,7 @@ def _render(
     register_form: PolicyRegisterForm | None = None,
     key_form: tuple[Lab, KeyIssueForm] | None = None,
     new_key: tuple[Lab, NewKey] | None = None,
+    notification_form: NotificationSettingsForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     user = request.user
@@ -73,6 +81,15 @@ def _render(
                 ],
             }
         )
+    notifications = None
+    if is_owner or labs:
+        prefs = notification_settings_get(user=user)
+        notifications = {
+            "form": notification_form
+            or NotificationSettingsForm(initial={f: getattr(prefs, f) for f in SETTING_FIELDS}),
+            "secret": prefs.webhook_secret,
+            "deliveries": list(deliveries_for_user(user=user, limit=DELIVERIES_SHOWN)),
+        }
     return render_page(
         request,
         "arena/me.html",
@@ -81,6 +98,7 @@ def _render(
             "register_form": register_form or PolicyRegisterForm(user=user),
             "policies": policies,
             "labs": labs,
+            "notifications": notifications,
         },
         status=status,
     )
@@ -160,6 +178,21 @@ def policy_register_submit(request: HttpRequest) -> HttpResponse:
             )
             return redirect("web-me")
     return _render(request, register_form=form, status=400)
+
+
+@signed_in
+@require_POST
+def notification_settings_submit(request: HttpRequest) -> HttpResponse:
+    form = NotificationSettingsForm(request.POST)
+    if form.is_valid():
+        try:
+            notification_settings_update(user=request.user, **form.cleaned_data)
+        except ArenaError as exc:
+            add_service_error(form, exc)
+        else:
+            messages.success(request, "Notification settings saved.")
+            return redirect("web-me")
+    return _render(request, notification_form=form, status=400)
 
 
 @signed_in

@@ -32,10 +32,32 @@ class PolicyRegisterForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     license = forms.CharField(max_length=80, required=False)
     open_weights = forms.BooleanField(required=False)
+    version_label = forms.CharField(
+        max_length=120, required=False, help_text="What it serves: a checkpoint name, a git sha or free text."
+    )
+    weights_hash = forms.CharField(max_length=128, required=False, help_text="Optional, e.g. sha256:…")
 
     def __init__(self, *args, user, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["organization"].queryset = user.organizations.order_by("name")
+
+
+class NotificationSettingsForm(forms.Form):
+    """Arguments of ``arena.services.notifications.notification_settings_update``."""
+
+    email_enabled = forms.BooleanField(required=False, label="Email me (to my account's address)")
+    webhook_url = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Webhook URL",
+        help_text="http(s):// address the arena POSTs signed JSON events to; empty: none.",
+    )
+    on_policy_health = forms.BooleanField(required=False, label="A policy of mine fails, recovers or changes")
+    on_comparisons = forms.BooleanField(required=False, label="Digest of new comparisons")
+    on_session_undelivered = forms.BooleanField(
+        required=False, label="A session of my lab closed before its results arrived"
+    )
+    rotate_secret = forms.BooleanField(required=False, label="Draw a new webhook secret")
 
 
 class KeyIssueForm(forms.Form):

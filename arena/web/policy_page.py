@@ -20,7 +20,7 @@ from arena.selectors.pages import (
     policy_score_history,
     policy_sessions_with_videos,
 )
-from arena.selectors.policies import policy_get
+from arena.selectors.policies import policy_get, policy_versions
 from arena.web import charts
 from arena.web.access import principals_of, video_for_visitor
 from arena.web.render import render_page
@@ -103,5 +103,6 @@ def policy_page(request: HttpRequest, slug: str) -> HttpResponse:
             if history
             else None,
             "sessions": sessions,
+            "versions": policy_versions(policy=policy, ratings=snapshot.ratings if snapshot else None),
         },
     )

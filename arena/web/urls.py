@@ -19,6 +19,7 @@ urlpatterns = [
     path("policies/<slug:slug>/", policy_page.policy_page, name="web-policy"),
     path("me/", dashboard.dashboard, name="web-me"),
     path("me/policies/", dashboard.policy_register_submit, name="web-policy-register"),
+    path("me/notifications/", dashboard.notification_settings_submit, name="web-notifications"),
     path("me/policies/<slug:slug>/retire/", dashboard.policy_retire_submit, name="web-policy-retire"),
     path("me/labs/<slug:lab_slug>/keys/", dashboard.key_issue_submit, name="web-key-issue"),
     path(

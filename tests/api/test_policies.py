@@ -56,8 +56,14 @@ def test_update_and_retire_only_by_owner(owner, outsider, pool):
     updated = owner.patch("/api/v1/policies/octo-droid/", {"description": "v2 weights"})
     assert updated.json()["description"] == "v2 weights"
     assert updated.json()["status"] == "active"
-    moved = owner.patch("/api/v1/policies/octo-droid/", {"endpoint_url": "ws://new-host:1234"})
-    assert moved.json()["status"] == "pending"
+    unlabelled = owner.patch("/api/v1/policies/octo-droid/", {"endpoint_url": "ws://new-host:1234"})
+    assert unlabelled.json()["error"]["code"] == "version_label_required"
+    # The same (here: empty) version on another server: the same row, back to pending until it is checked.
+    Policy.objects.filter(slug="octo-droid").update(version_label="octo-1")
+    moved = owner.patch(
+        "/api/v1/policies/octo-droid/", {"endpoint_url": "ws://new-host:1234", "version_label": "octo-1"}
+    )
+    assert moved.json()["status"] == "pending" and moved.json()["slug"] == "octo-droid"
     retired = owner.post("/api/v1/policies/octo-droid/retire/")
     assert retired.json()["status"] == "retired" and retired.json()["retired_at"]
     assert owner.patch("/api/v1/policies/octo-droid/", {"name": "x"}).status_code == 409

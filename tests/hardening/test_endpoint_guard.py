@@ -230,7 +230,9 @@ def test_another_organizations_endpoint_needs_proof_of_control(owner, outsider):
         assert _register(outsider, "copycat", server.url).status_code == 409
         # An edit onto the endpoint needs the proof too.
         register_policy(outsider, "outsider-own", endpoint_url="ws://outsider.example:9000")
-        edit = outsider.patch("/api/v1/policies/outsider-own/", {"endpoint_url": server.url})
+        edit = outsider.patch(
+            "/api/v1/policies/outsider-own/", {"endpoint_url": server.url, "version_label": "v1"}
+        )
         assert edit.status_code == 409 and edit.json()["error"]["code"] == "endpoint_taken"
     # The server's operator restarts it serving the outsider's nonce (``arena-policy serve --arena-nonce``):
     # control is proven, and the organizations that could not prove it lose the endpoint.
