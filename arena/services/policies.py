@@ -338,6 +338,10 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
     )
     endpoint = None
     proven_at = None
+    if "endpoint_url" in changes and changes["endpoint_url"].startswith(dialout.SCHEME):
+        check_dialout_endpoint(changes["endpoint_url"], slug=policy.slug)
+    elif "endpoint_url" in changes:
+        endpoint = check_endpoint_url(changes["endpoint_url"])
     if (
         "endpoint_url" in changes
         and changes["endpoint_url"] != policy.endpoint_url
@@ -349,12 +353,9 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
             "(the current label if it serves the same version).",
             field="version_label",
         )
-    if "endpoint_url" in changes and changes["endpoint_url"].startswith(dialout.SCHEME):
-        check_dialout_endpoint(changes["endpoint_url"], slug=policy.slug)
-    elif "endpoint_url" in changes:
+    if endpoint is not None:
         # Also for an unchanged URL: that is how an owner whose endpoint another organization proved to
         # control gets the nonce (409) and, once the server serves it, proves control in turn.
-        endpoint = check_endpoint_url(changes["endpoint_url"])
         proven_at = check_endpoint_claim(
             organization=policy.organization,
             endpoint=endpoint,

@@ -314,3 +314,14 @@ def test_a_dialout_endpoint_names_its_own_slug(owner):
     register_dialout(owner, "mine-too")
     changed = owner.patch("/api/v1/policies/mine-too/", {"endpoint_url": "dialout://other-one"})
     assert changed.status_code == 403, changed.json()
+
+
+@pytest.mark.django_db
+def test_a_new_version_of_a_dialout_policy_is_attached_under_its_own_slug(owner):
+    register_dialout(owner, "versioned")
+    changed = owner.patch("/api/v1/policies/versioned/", {"version_label": "step-20000"})
+    assert changed.status_code == 200, changed.json()
+    new = changed.json()
+    assert new["slug"] == "versioned-v2" and new["previous_version"] == "versioned"
+    assert Policy.objects.get(slug="versioned-v2").endpoint_url == dialout.endpoint_for("versioned-v2")
+    assert Policy.objects.get(slug="versioned").status == Policy.Status.RETIRED
