@@ -56,6 +56,19 @@ class PolicySlugField(serializers.CharField):
     """3-80 lowercase letters, digits and hyphens (checked by ``policy_register``)."""
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^[^\u0000]*[^\s\u0000][^\u0000]*$",
+        "minLength": 1,
+        "maxLength": 120,
+    }
+)
+class DisplayNameField(serializers.CharField):
+    """A display name: at least one character that is not whitespace (DRF strips surrounding whitespace), no
+    NUL (DRF refuses it)."""
+
+
 @extend_schema_field({"type": "string", "pattern": ENDPOINT_FIELD_RE.pattern, "maxLength": 500})
 class EndpointUrlField(serializers.CharField):
     """A ws:// or wss:// address (checked by ``check_endpoint_url``), or ``dialout://<slug>``."""
@@ -86,7 +99,7 @@ class ErrorSerializer(serializers.Serializer):
 
 class PolicyRegisterIn(InputSerializer):
     slug = PolicySlugField(max_length=80)
-    name = serializers.CharField(max_length=120)
+    name = DisplayNameField(max_length=120)
     endpoint_url = EndpointUrlField(max_length=500)
     endpoint_api_key = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
     organization = serializers.CharField(max_length=120, required=False, allow_blank=True, default="")
@@ -105,7 +118,7 @@ class PolicyRegisterIn(InputSerializer):
 
 
 class PolicyUpdateIn(InputSerializer):
-    name = serializers.CharField(max_length=120, required=False)
+    name = DisplayNameField(max_length=120, required=False)
     endpoint_url = EndpointUrlField(max_length=500, required=False)
     endpoint_api_key = serializers.CharField(max_length=200, required=False, allow_blank=True)
     description = serializers.CharField(max_length=5000, required=False, allow_blank=True)

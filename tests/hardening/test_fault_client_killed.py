@@ -57,11 +57,11 @@ def test_client_killed_with_the_preference_spooled_is_finished_by_flush(network,
             stderr=subprocess.STDOUT,
         )
 
-        def slot_a_reported() -> bool:
+        def episodes_reported() -> bool:  # both episodes run, then both are reported, then the verdict
             entry = _entry(network.home)
-            return bool(entry and entry["episodes"].get("A", {}).get("sent"))
+            return bool(entry and entry["episodes"].get("B", {}).get("sent"))
 
-        wait_for(slot_a_reported, timeout=120, what="slot A's episode report", proc=proc)
+        wait_for(episodes_reported, timeout=120, what="both episodes' reports", proc=proc)
         link.cut()
 
         def preference_spooled() -> bool:
@@ -76,7 +76,7 @@ def test_client_killed_with_the_preference_spooled_is_finished_by_flush(network,
         assert entry["status"] == "ready" and entry["preference"]["sent"] is False
         session = EvaluationSession.objects.get(pk=entry["session_id"])
         assert session.state == "running"
-        assert Episode.objects.count() == 1 and Preference.objects.count() == 0
+        assert Episode.objects.count() == 2 and Preference.objects.count() == 0
 
         assert network.eval("flush") == 1  # the network is still down: still pending, nothing lost
         link.restore()
@@ -100,4 +100,4 @@ def test_client_killed_with_the_preference_spooled_is_finished_by_flush(network,
     assert (
         Video.objects.count() == Video.objects.filter(state="verified").count() == len(entry["videos"]) == 4
     )
-    assert _entry(network.home)["status"] == "submitted"
+    assert _entry(network.home) is None  # delivered: the session's folder is cleaned up
