@@ -1,6 +1,7 @@
 """Pure rating engine for pairwise comparisons: Bradley-Terry fits with posterior intervals, rank bands and
 an order effect, an adaptive pair sampler, and evaluator-integrity checks. numpy / scipy only; no I/O."""
 
+from ranking.agreement import Agreement, agreement, mmrv, pearson, win_probability
 from ranking.errors import ConvergenceError, InvalidComparisons, NoEligiblePair, RankingError
 from ranking.fit import (
     DEFAULT_RIDGE,
@@ -17,6 +18,7 @@ from ranking.pairs import PairTable, aggregate
 from ranking.sampler import PairChoice, PairSampler
 
 __all__ = [
+    "Agreement",
     "DEFAULT_RIDGE",
     "ELO_SCALE",
     "FAMILY_ALPHA",
@@ -31,9 +33,13 @@ __all__ = [
     "RankingError",
     "Ratings",
     "aggregate",
+    "agreement",
     "cap_influence",
     "fit",
     "fit_groups",
     "fit_table",
     "lab_agreement",
+    "mmrv",
+    "pearson",
+    "win_probability",
 ]
