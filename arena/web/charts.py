@@ -344,7 +344,14 @@ def agreement_plot(
             f'<circle class="agreement-point" cx="{_num(px(p.x))}" cy="{_num(py(p.y))}" r="5" fill="#1f3b63">'
             f"<title>{escape(f'{p.label}: {x_label} {p.x:.0f}, {y_label} {p.y:.0f}')}</title></circle>"
         )
-        name = _text(px(p.x) + 8, py(p.y) - 8, p.label, size=11)
+        near_right = px(p.x) > left + plot - 90
+        name = _text(
+            px(p.x) + (-8 if near_right else 8),
+            py(p.y) - 8,
+            p.label,
+            anchor="end" if near_right else "start",
+            size=11,
+        )
         body.append(f'<a href="{escape(p.href)}">{dot}{name}</a>' if p.href else dot + name)
     desc = "; ".join(f"{p.label}: {p.x:.0f} and {p.y:.0f}" for p in pairs) or "No policies."
     return _svg(

@@ -28,6 +28,7 @@ ROBOTS = {  # lab index -> (real robot name, real platform)
 class SliceLeague:
     slugs: list[str]
     sessions: int
+    labs: list[Actor]
 
 
 def _verdict(a: str, b: str, strength: dict[str, int], rng: random.Random) -> str:
@@ -71,4 +72,4 @@ def build_slice_league(
             strength = REPLICA_STRENGTH if replica else TRUE_STRENGTH
             _play(labs[k], robot, strength, CATEGORIES[n % len(CATEGORIES)], rng)
     ranking_refit()
-    return SliceLeague(slugs=slugs, sessions=sessions)
+    return SliceLeague(slugs=slugs, sessions=sessions, labs=labs)
