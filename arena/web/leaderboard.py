@@ -338,7 +338,7 @@ def _band(low: int, high: int) -> str:
 
 @require_GET
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
-    snapshot = snapshot_latest()
+    snapshot = snapshot_latest(fitted_rows=False)
     board = leaderboard(snapshot)
     query = BoardQuery.from_request(request)
     context: dict[str, Any] = {"snapshot": snapshot, "board": board, "query": query}
@@ -393,7 +393,7 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def methodology_page(request: HttpRequest) -> HttpResponse:
-    snapshot = snapshot_latest()
+    snapshot = snapshot_latest(fitted_rows=False)
     return render_page(
         request,
         "arena/methodology.html",

@@ -75,7 +75,7 @@ def policy_page(request: HttpRequest, slug: str) -> HttpResponse:
         policy = policy_get(slug=slug)
     except NotFound as exc:
         raise Http404(exc.message) from exc
-    snapshot = snapshot_latest()
+    snapshot = snapshot_latest(fitted_rows=False)
     row = next((r for r in snapshot.ratings if r["slug"] == slug), None) if snapshot else None
     # A pending registration has no public page; a ranked policy sent back to pending (new endpoint) keeps it.
     if policy.status == Policy.Status.PENDING and row is None:
