@@ -20,7 +20,7 @@ from arena.storage import get_storage
 from arena.tasks import ranking_refit
 from tests.api.actors import make_actor, report_both, request_session
 from tests.browser.conftest import sign_in
-from tests.videos.videohelpers import declare, upload
+from tests.videos.videohelpers import declare, mp4, upload
 from tests.web.conftest import person
 from tests.web.slice_league import SliceLeague, build_slice_league
 
@@ -204,26 +204,6 @@ def test_agreement_panel_matches_a_direct_computation_on_the_snapshot(slice_leag
         low, high = snapshot.slices["agreement"]["pearson_ci"]
         assert f"{low:.2f} to {high:.2f}" in tab.inner_text("#agreement-r-ci")
     shoot(tab, "methodology")
-
-
-def mp4(frames: int = 6, width: int = 96, height: int = 64) -> bytes:
-    """A small real H.264 (or MPEG-4) video whose first frame is dark with a red band."""
-    import io
-
-    av = pytest.importorskip("av")
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        stream = container.add_stream(codec, rate=10)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for k in range(frames):
-            image = np.zeros((height, width, 3), dtype=np.uint8)
-            image[:, : (k + 1) * 8] = (200, 30, 30)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return buffer.getvalue()
 
 
 def test_session_videos_show_poster_frames_in_ab_pairs(slice_league, tab_at):
