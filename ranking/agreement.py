@@ -84,14 +84,19 @@ class Agreement:
     n_draws: int
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-safe: non-finite values (r of a constant ranking) as None."""
         return {
-            "pearson": self.pearson,
-            "pearson_ci": list(self.pearson_ci),
-            "mmrv": self.mmrv,
-            "mmrv_ci": list(self.mmrv_ci),
+            "pearson": _finite_or_none(self.pearson),
+            "pearson_ci": [_finite_or_none(v) for v in self.pearson_ci],
+            "mmrv": _finite_or_none(self.mmrv),
+            "mmrv_ci": [_finite_or_none(v) for v in self.mmrv_ci],
             "n_items": self.n_items,
             "n_draws": self.n_draws,
         }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -96,3 +96,14 @@ def test_posterior_intervals_cover_the_true_statistics_in_simulation():
     # measured over 100 repetitions: r 0.91, MMRV 0.88 (see ranking.agreement's docstring for other settings)
     assert hits_r / reps >= 0.8, hits_r
     assert hits_m / reps >= 0.75, hits_m
+
+
+def test_a_constant_ranking_has_no_correlation_and_stays_json_safe():
+    cov = 0.01 * np.eye(3)
+    result = ranking.agreement(np.array([1.0, 0.0, -1.0]), cov, np.zeros(3), cov, n_draws=200)
+    assert np.isnan(result.pearson)
+    stored = result.to_dict()
+    assert stored["pearson"] is None and stored["pearson_ci"] == [None, None]
+    assert stored["mmrv"] == pytest.approx(
+        ranking.mmrv(np.zeros(3), ranking.win_probability([1.0, 0.0, -1.0]))
+    )
