@@ -65,7 +65,10 @@ def test_agreement_point_values_are_the_direct_statistics_and_inside_their_inter
     assert shifted.pearson_ci == pytest.approx(result.pearson_ci)
     # more uncertainty, wider intervals
     wide = ranking.agreement(theta_real, 25 * cov, theta_sim, 25 * cov, n_draws=1000, seed=3)
-    assert wide.pearson_ci[1] - wide.pearson_ci[0] > result.pearson_ci[1] - result.pearson_ci[0]
+    assert wide.mmrv_ci[1] - wide.mmrv_ci[0] > result.mmrv_ci[1] - result.mmrv_ci[0]
+    # when noise swamps the data the interval says so (the reflected interval alone would sit near r = 1)
+    noisy = ranking.agreement(theta_real, 100 * cov, theta_sim, 100 * cov, n_draws=1000, seed=3)
+    assert noisy.pearson_ci[0] < 0 and noisy.pearson_ci[1] == 1.0
 
 
 def _play(theta: np.ndarray, n_games: int, rng: np.random.Generator) -> ranking.Ratings:
@@ -93,9 +96,9 @@ def test_posterior_intervals_cover_the_true_statistics_in_simulation():
         result = ranking.agreement(t_real, fit_real.covariance, t_sim, fit_sim.covariance, n_draws=600)
         hits_r += result.pearson_ci[0] <= true_r <= result.pearson_ci[1]
         hits_m += result.mmrv_ci[0] <= true_m <= result.mmrv_ci[1]
-    # measured over 100 repetitions: r 0.91, MMRV 0.88 (see ranking.agreement's docstring for other settings)
-    assert hits_r / reps >= 0.8, hits_r
-    assert hits_m / reps >= 0.75, hits_m
+    # measured over 100 repetitions: r 0.98, MMRV 0.95 (see ranking.agreement's docstring for other settings)
+    assert hits_r / reps >= 0.9, hits_r
+    assert hits_m / reps >= 0.85, hits_m
 
 
 def test_a_constant_ranking_has_no_correlation_and_stays_json_safe():
