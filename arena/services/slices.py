@@ -10,6 +10,7 @@ table is therefore a leaderboard of its own, not the overall scores filtered.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -91,12 +92,13 @@ def leaderboard_slices(data: Comparisons, policies: dict[int, Policy]) -> dict[s
     """Every slice's leaderboard and the real-vs-replica agreement, for ``RankingSnapshot.slices``.
 
     Returns ``{"boards": {key: board}, "tabs": {"scope": [keys], "robot": [keys], "category": [keys]},
-    "agreement": dict | None}``. A board: ``key``, ``label``, ``n_comparisons``, ``n_policies``, ``n_labs``,
+    "agreement": dict | None, "fit_seconds": float}``. A board: ``key``, ``label``, ``n_comparisons``, ``n_policies``, ``n_labs``,
     ``fitted`` (False below ``MIN_SLICE_COMPARISONS``), ``rows`` (as ``RankingSnapshot.ratings``) and
     ``model`` (as ``RankingSnapshot.model``). The robot tab lists each real platform, then the replica.
     """
     from arena.services.ranking import _model, _rows
 
+    started = time.perf_counter()
     boards: dict[str, dict[str, Any]] = {}
     tabs: dict[str, list[str]] = {"scope": ["real", REPLICA], "robot": [], "category": []}
     fits: dict[str, tuple[Comparisons, ranking.Ratings]] = {}
@@ -125,7 +127,12 @@ def leaderboard_slices(data: Comparisons, policies: dict[int, Policy]) -> dict[s
     agreement = None
     if "real" in fits and REPLICA in fits:
         agreement = real_replica_agreement(fits["real"], fits[REPLICA], policies)
-    return {"boards": boards, "tabs": tabs, "agreement": agreement}
+    return {
+        "boards": boards,
+        "tabs": tabs,
+        "agreement": agreement,
+        "fit_seconds": time.perf_counter() - started,
+    }
 
 
 def _main_group(subset: Comparisons, ratings: ranking.Ratings) -> dict[int, int]:
