@@ -241,6 +241,10 @@ def test_session_videos_show_poster_frames_in_ab_pairs(slice_league, tab_at):
         assert poster.ok and poster.headers["content-type"] == "image/jpeg"
         assert hashlib.sha256(poster.body()).hexdigest()
     shoot(tab, "policy-with-videos")
+    phone = tab_at(390)
+    phone.goto(f"/policies/{session.policy_a.slug}/")
+    assert phone.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    shoot(phone, "policy-with-videos")
 
 
 PAGES = {
