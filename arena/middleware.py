@@ -46,7 +46,8 @@ def content_security_policy() -> str:
     """The site's one policy. Scripts only from this origin (the pages have none; the API docs load the
     vendored Swagger UI from /static/), no plugins, no framing, forms and fetches to this origin only. Styles
     may be inline: every page inlines the stylesheet and the SVG charts carry style attributes (styles cannot
-    run code). Videos also play from the S3 endpoint, where presigned playback URLs point."""
+    run code). Videos also play from the S3 endpoint, where presigned playback URLs point (and their poster
+    frames load from there)."""
     media = ["'self'"]
     if settings.S3_ENDPOINT_URL:
         endpoint = urlsplit(settings.S3_ENDPOINT_URL)
@@ -55,7 +56,7 @@ def content_security_policy() -> str:
         "default-src": ["'self'"],
         "script-src": ["'self'"],
         "style-src": ["'self'", "'unsafe-inline'"],
-        "img-src": ["'self'", "data:"],
+        "img-src": ["'self'", "data:", *media[1:]],  # poster frames come from the S3 endpoint too
         "media-src": media,
         "connect-src": ["'self'"],
         "object-src": ["'none'"],

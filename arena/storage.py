@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -43,6 +44,8 @@ CHUNK_BYTES = 1024 * 1024
 # The content types videos may have, with the extension their keys end with. Local storage has no metadata, so
 # it reads an object's type from its key's extension (the upload view refuses any other type).
 EXTENSIONS = {"video/mp4": ".mp4", "video/webm": ".webm"}
+POSTER_TYPE, POSTER_EXTENSION = "image/jpeg", ".jpg"
+"""Poster frames the server makes of verified videos (never uploaded by labs)."""
 UPLOAD_SALT = "arena.storage.upload"
 DOWNLOAD_SALT = "arena.storage.download"
 
@@ -104,6 +107,10 @@ class VideoStorage(ABC):
     @abstractmethod
     def open(self, *, key: str) -> Iterable[bytes]:
         """The object's bytes in chunks. Raises StorageError when there is no object."""
+
+    @abstractmethod
+    def put(self, *, key: str, data: bytes, content_type: str) -> None:
+        """Store ``data`` (small: the server's own poster frames) at ``key``."""
 
     @abstractmethod
     def promote(self, *, source: str, destination: str) -> None:
@@ -202,6 +209,12 @@ class S3Storage(VideoStorage):
             raise StorageError(f"cannot read {key}: {exc}") from exc
         finally:
             body.close()
+
+    def put(self, *, key: str, data: bytes, content_type: str) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot write {key}: {exc}") from exc
 
     def promote(self, *, source: str, destination: str) -> None:
         try:
@@ -312,6 +325,11 @@ class LocalStorage(VideoStorage):
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
+    def put(self, *, key: str, data: bytes, content_type: str) -> None:
+        if _type_of(key) != content_type:
+            raise StorageError(f"local keys of type {content_type} need the matching extension: {key!r}")
+        self.write(key=key, stream=io.BytesIO(data), length=len(data))
+
     def promote(self, *, source: str, destination: str) -> None:
         src, dst = self.path(source), self.path(destination)
         if not src.is_file():
@@ -342,6 +360,8 @@ class LocalStorage(VideoStorage):
 
 
 def _type_of(key: str) -> str:
+    if key.endswith(POSTER_EXTENSION):
+        return POSTER_TYPE
     return next((t for t, ext in EXTENSIONS.items() if key.endswith(ext)), "")
 
 

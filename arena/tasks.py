@@ -180,6 +180,15 @@ def session_expire_overdue_task() -> int:
     return session_expire_overdue()
 
 
+@shared_task(name="arena.tasks.video_poster_make")
+def video_poster_make_task(video_id: str) -> bool:
+    """Make a verified video's poster frame; returns whether it has one."""
+    from arena.services.videos import video_poster_make
+
+    video = video_poster_make(video_id=video_id)
+    return bool(video and video.poster_key)
+
+
 @shared_task(name="arena.tasks.video_retention_sweep")
 def video_retention_sweep() -> dict:
     """Delete old videos of sessions without a verdict and report bucket/database mismatches."""

@@ -51,13 +51,18 @@ class RankingSnapshot(models.Model):
         default=dict,
         help_text="Exactly the rows the fit used (columns, rows), as downloaded; data_hash is the CSV's sha256.",
     )
+    slices = models.JSONField(
+        default=dict,
+        help_text="Leaderboards refitted on slices of the comparisons (robot type, real/replica, task category), "
+        "and the real-vs-replica agreement.",
+    )
 
     class Meta:
         ordering = ["-version"]
 
 
 class ComparisonTally(models.Model):
-    """Running counts of valid preferences per (policy A, policy B, choice, lab, task category).
+    """Running counts of valid preferences per (policy A, policy B, choice, lab, task category, robot platform).
 
     Updated in the same transaction as each preference (an upsert), so the ranking job reads at most a few
     hundred thousand tally rows instead of scanning every stored comparison. ``manage.py rebuild_tallies``
@@ -69,6 +74,7 @@ class ComparisonTally(models.Model):
     choice = models.CharField(max_length=3)
     lab = models.ForeignKey(Lab, on_delete=models.CASCADE, related_name="+")
     task_category = models.SlugField(max_length=60, blank=True)
+    platform = models.CharField(max_length=80, blank=True, help_text="The session robot's platform.")
     n = models.PositiveIntegerField()
     progress_a_sum = models.PositiveBigIntegerField()
     progress_b_sum = models.PositiveBigIntegerField()
@@ -77,6 +83,7 @@ class ComparisonTally(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["policy_a", "policy_b", "choice", "lab", "task_category"], name="one_tally_per_cell"
+                fields=["policy_a", "policy_b", "choice", "lab", "task_category", "platform"],
+                name="one_tally_per_cell_and_platform",
             )
         ]

@@ -128,6 +128,9 @@ class Video(models.Model):
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     created_at = models.DateTimeField(default=timezone.now)
     verified_at = models.DateTimeField(null=True, blank=True)
+    poster_key = models.CharField(
+        max_length=320, blank=True, help_text="The first frame as a JPEG, made at verification; empty: none."
+    )
 
     class Meta:
         constraints = [

@@ -14,8 +14,11 @@ from arena.errors import NotFound
 from arena.models import RankingSnapshot
 
 
-def snapshot_latest() -> RankingSnapshot | None:
-    return RankingSnapshot.objects.order_by("-version").first()
+def snapshot_latest(*, fitted_rows: bool = True) -> RankingSnapshot | None:
+    """The newest snapshot; ``fitted_rows=False`` leaves its fitted rows (the largest field, only the
+    download needs it) unread."""
+    snapshots = RankingSnapshot.objects.order_by("-version")
+    return (snapshots if fitted_rows else snapshots.defer("fitted_rows")).first()
 
 
 def snapshot_get(*, version: int) -> RankingSnapshot:

@@ -24,6 +24,7 @@ import ranking
 from arena import metrics
 from arena.models import Lab, Policy, Preference, RankingSnapshot
 from arena.selectors.leaderboard import FITTED_COLUMNS, fitted_rows_csv, fitted_rows_hash
+from arena.services.slices import leaderboard_slices
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ SCALE_ANCHOR = 0
 class Comparisons:
     """Aggregated comparison rows: one per (policy A, policy B, outcome, lab, task category), with the row's
     count, the summed progress scores of both slots, its newest preference id and the lab's organization.
-    Indices point into ``policy_ids``, ``lab_ids`` and ``categories``; ``org`` holds organization ids."""
+    Indices point into ``policy_ids``, ``lab_ids`` and ``categories``; ``org`` holds organization ids;
+    ``platform`` (robot platform per row) points into ``platforms``."""
 
     a: np.ndarray
     b: np.ndarray
@@ -56,6 +58,8 @@ class Comparisons:
     policy_ids: list[int]
     lab_ids: list[int]
     categories: list[str]
+    platform: np.ndarray | None = None
+    platforms: tuple[str, ...] = ()
 
     @property
     def total(self) -> int:
@@ -65,7 +69,7 @@ class Comparisons:
 COUNTED = """
     SELECT t.policy_a_id AS a, t.policy_b_id AS b, CASE t.choice WHEN 'A' THEN 2 WHEN 'B' THEN 0 ELSE 1 END AS y,
            t.lab_id AS lab, t.task_category AS cat, t.n AS n, t.progress_a_sum AS pa, t.progress_b_sum AS pb,
-           t.last_preference_id AS last, l.organization_id AS org
+           t.last_preference_id AS last, l.organization_id AS org, {platform_hex} AS plat
     FROM arena_comparisontally t JOIN arena_lab l ON l.id = t.lab_id
     WHERE NOT l.votes_excluded
 """
@@ -79,11 +83,15 @@ def comparisons_aggregate() -> Comparisons:
     The tally rows (up to ~10^5 at 10^6 comparisons) come back as one row of comma-joined columns that numpy
     parses at C speed: building 10^5 Python row tuples would cost ten times the query.
     """
-    concat = "string_agg" if connection.vendor == "postgresql" else "group_concat"
+    postgres = connection.vendor == "postgresql"
+    concat = "string_agg" if postgres else "group_concat"
+    # Platforms are free text (commas included): they travel hex-encoded.
+    platform_hex = "encode(convert_to(t.platform, 'UTF8'), 'hex')" if postgres else "hex(t.platform)"
     columns = ", ".join(f"{concat}(CAST(g.{c} AS TEXT), ',')" for c in COLUMNS)
+    counted = COUNTED.format(platform_hex=platform_hex)
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {columns}, {concat}(g.cat, ',') FROM ({COUNTED}) g")
-        *numeric, cats = cursor.fetchone()
+        cursor.execute(f"SELECT {columns}, {concat}(g.cat, ','), {concat}(g.plat, ',') FROM ({counted}) g")
+        *numeric, cats, plats = cursor.fetchone()
     if numeric[0] is None:
         empty_i, empty_f = np.zeros(0, dtype=np.int64), np.zeros(0)
         return Comparisons(
@@ -100,11 +108,13 @@ def comparisons_aggregate() -> Comparisons:
             policy_ids=[],
             lab_ids=[],
             categories=[],
+            platform=empty_i,
         )
     a, b, y, lab, n, pa, pb, last, org = (np.array(col.split(","), dtype=np.int64) for col in numeric)
     policy_ids, ab = np.unique(np.concatenate([a, b]), return_inverse=True)
     lab_ids, lab_index = np.unique(lab, return_inverse=True)
     categories, cat_index = np.unique(np.array(cats.split(","), dtype=object), return_inverse=True)
+    platforms_hex, platform_index = np.unique(np.array(plats.split(","), dtype=object), return_inverse=True)
     return Comparisons(
         a=ab[: a.size],
         b=ab[a.size :],
@@ -119,6 +129,8 @@ def comparisons_aggregate() -> Comparisons:
         policy_ids=policy_ids.tolist(),
         lab_ids=lab_ids.tolist(),
         categories=[str(c) for c in categories],
+        platform=platform_index,
+        platforms=tuple(bytes.fromhex(str(h)).decode() for h in platforms_hex),
     )
 
 
@@ -132,6 +144,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
     integrity: dict[str, Any] = {}
     breakdowns: dict[str, Any] = {}
     model: dict[str, Any] = {}
+    slices: dict[str, Any] = {}
     fitted_rows: dict[str, Any] = {"columns": list(FITTED_COLUMNS), "rows": []}
     if data.total:
         defence = ranking.lab_defence(
@@ -166,6 +179,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
         matrices = {"slugs": slugs, "wins": wins.tolist(), "counts": (wins + wins.T).tolist()}
         integrity = _integrity(data, defence, slugs)
         breakdowns = _breakdowns(data, defence, caps, dict(zip(data.policy_ids, slugs, strict=True)))
+        slices = leaderboard_slices(data, policies, defence, caps)
     fit_seconds = time.perf_counter() - started
     clash: IntegrityError | None = None
     for _ in range(5):
@@ -191,6 +205,7 @@ def ranking_snapshot_create() -> RankingSnapshot:
                     integrity=integrity,
                     model=model,
                     fitted_rows=fitted_rows,
+                    slices=slices,
                 )
                 _flag_labs(integrity)
             metrics.REFIT_SECONDS.observe(time.perf_counter() - started)

@@ -203,7 +203,7 @@ def preference_submit(
             progress_a=progress["A"],
             progress_b=progress["B"],
         )
-        tally_add(preference=preference)
+        tally_add(preference=preference, platform=session.robot.platform)
         session.state = State.SUBMITTED
         session.ended_at = now
         session.save(update_fields=["state", "ended_at"])

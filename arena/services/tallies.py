@@ -1,4 +1,5 @@
-"""Running comparison counts (``ComparisonTally``) kept in step with the preferences.
+"""Running comparison counts (``ComparisonTally``) kept in step with the preferences, one per pair, verdict,
+lab, task category and robot platform (the session robot's, so the ranking can refit per robot type).
 
 ``tally_add`` runs inside the transaction that stores a valid preference; ``tallies_rebuild`` recomputes every
 tally from the preferences with one GROUP BY (after a restore, or if an operator edited preferences by hand).
@@ -14,10 +15,10 @@ _GREATEST = {"postgresql": "GREATEST", "sqlite": "MAX"}
 
 UPSERT = """
     INSERT INTO arena_comparisontally
-        (policy_a_id, policy_b_id, choice, lab_id, task_category, n, progress_a_sum, progress_b_sum,
+        (policy_a_id, policy_b_id, choice, lab_id, task_category, platform, n, progress_a_sum, progress_b_sum,
          last_preference_id)
-    VALUES (%s, %s, %s, %s, %s, 1, %s, %s, %s)
-    ON CONFLICT (policy_a_id, policy_b_id, choice, lab_id, task_category) DO UPDATE SET
+    VALUES (%s, %s, %s, %s, %s, %s, 1, %s, %s, %s)
+    ON CONFLICT (policy_a_id, policy_b_id, choice, lab_id, task_category, platform) DO UPDATE SET
         n = arena_comparisontally.n + 1,
         progress_a_sum = arena_comparisontally.progress_a_sum + EXCLUDED.progress_a_sum,
         progress_b_sum = arena_comparisontally.progress_b_sum + EXCLUDED.progress_b_sum,
@@ -26,17 +27,21 @@ UPSERT = """
 
 REBUILD = """
     INSERT INTO arena_comparisontally
-        (policy_a_id, policy_b_id, choice, lab_id, task_category, n, progress_a_sum, progress_b_sum,
+        (policy_a_id, policy_b_id, choice, lab_id, task_category, platform, n, progress_a_sum, progress_b_sum,
          last_preference_id)
-    SELECT policy_a_id, policy_b_id, choice, lab_id, task_category, COUNT(*), SUM(progress_a), SUM(progress_b),
-           MAX(id)
-    FROM arena_preference WHERE valid
-    GROUP BY policy_a_id, policy_b_id, choice, lab_id, task_category
+    SELECT p.policy_a_id, p.policy_b_id, p.choice, p.lab_id, p.task_category, r.platform, COUNT(*),
+           SUM(p.progress_a), SUM(p.progress_b), MAX(p.id)
+    FROM arena_preference p
+    JOIN arena_evaluationsession s ON s.id = p.session_id
+    JOIN arena_robot r ON r.id = s.robot_id
+    WHERE p.valid
+    GROUP BY p.policy_a_id, p.policy_b_id, p.choice, p.lab_id, p.task_category, r.platform
 """
 
 
-def tally_add(*, preference: Preference) -> None:
-    """Count one stored preference (call inside its transaction; invalid preferences are not counted)."""
+def tally_add(*, preference: Preference, platform: str) -> None:
+    """Count one stored preference made on a robot of ``platform`` (call inside its transaction; invalid
+    preferences are not counted)."""
     if not preference.valid:
         return
     sql = UPSERT.format(greatest=_GREATEST[connection.vendor])
@@ -49,6 +54,7 @@ def tally_add(*, preference: Preference) -> None:
                 preference.choice,
                 preference.lab_id,
                 preference.task_category,
+                platform,
                 preference.progress_a,
                 preference.progress_b,
                 preference.pk,

@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import tempfile
 import uuid
 from datetime import datetime, timedelta
+from fractions import Fraction
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +28,8 @@ from arena.models import SLOTS, EvaluationSession, Lab, Video
 from arena.services.sessions import _expire, session_for_lab_update, session_renew_lease
 from arena.storage import (
     EXTENSIONS,
+    POSTER_EXTENSION,
+    POSTER_TYPE,
     ObjectTooLarge,
     StorageError,
     UploadTarget,
@@ -41,6 +46,9 @@ CAMERA_RE = re.compile(r"(?!.*--)[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?")
 MAX_REPORTED = 100
 FINISH_LOCK = "arena:video:finish"
 FINISH_LOCK_SECONDS = 600
+POSTER_MAX_WIDTH = 640
+POSTER_MAX_PIXELS = 8192 * 8192
+"""Frames larger than this are not decoded into a poster (a hostile header could claim any size)."""
 
 
 def object_key(*, session_id: uuid.UUID | str, slot: str, camera: str, content_type: str) -> str:
@@ -226,10 +234,96 @@ def _verify(storage: VideoStorage, video: Video) -> Video:
             video.state = Video.State.VERIFIED
             video.verified_at = timezone.now()
             video.save(update_fields=["state", "verified_at"])
+            transaction.on_commit(partial(_enqueue_poster, str(video.pk)))
             session = video.session
             if session.is_open and session.lease_expires_at > timezone.now():
                 session_renew_lease(session=session)
         return video
+
+
+def _enqueue_poster(video_id: str) -> None:
+    from arena.tasks import video_poster_make_task
+
+    try:
+        video_poster_make_task.delay(video_id)
+    except Exception:  # the broker is down: the video is verified; the page shows it without a poster
+        log.exception("could not enqueue the poster of video %s", video_id)
+
+
+def poster_key(object_key: str) -> str:
+    """Where a video's poster frame is stored: its key with the poster extension instead of the video's."""
+    stem = object_key.rsplit(".", 1)[0] if "." in object_key.rsplit("/", 1)[-1] else object_key
+    return stem + POSTER_EXTENSION
+
+
+def first_frame_jpeg(path: str, *, max_width: int = POSTER_MAX_WIDTH) -> bytes | None:
+    """The first video frame of the file at ``path`` as JPEG bytes, at most ``max_width`` pixels wide; None
+    when PyAV is not installed or the file has no decodable video frame."""
+    try:
+        import av
+    except ImportError:
+        log.info("PyAV is not installed: videos get no poster frame")
+        return None
+    try:
+        with av.open(path, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.video:
+                return None
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                if frame.width * frame.height > POSTER_MAX_PIXELS or frame.width < 2 or frame.height < 2:
+                    return None
+                width = min(max_width, frame.width) // 2 * 2
+                height = max(2, round(frame.height * width / frame.width) // 2 * 2)
+                scaled = frame.reformat(width=width, height=height, format="yuvj420p")
+                encoder = av.CodecContext.create("mjpeg", "w")
+                encoder.width, encoder.height, encoder.pix_fmt = width, height, "yuvj420p"
+                encoder.time_base = Fraction(1, 25)
+                packets = encoder.encode(scaled) + encoder.encode(None)
+                return b"".join(bytes(p) for p in packets) or None
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        log.info("no poster frame: %s", exc)
+    return None
+
+
+def video_poster_make(*, video_id: uuid.UUID | str) -> Video | None:
+    """Store the first frame of a verified video as its JPEG poster (``Video.poster_key``).
+
+    The video is copied to a temporary file (at most its verified size) and decoded there; a video PyAV
+    cannot decode, or a server without PyAV, leaves the video without a poster. Returns the video, or None
+    when it is not (or no longer) verified.
+    """
+    video = Video.objects.filter(pk=video_id, state=Video.State.VERIFIED).first()
+    if video is None:
+        return None
+    if video.poster_key:
+        return video
+    storage = get_storage()
+    with tempfile.NamedTemporaryFile(suffix=EXTENSIONS.get(video.content_type, "")) as copy:
+        written = 0
+        try:
+            for chunk in storage.open(key=video.object_key):
+                written += len(chunk)
+                if written > video.size:
+                    return video
+                copy.write(chunk)
+        except StorageError as exc:
+            log.warning("video %s: no poster, cannot read the video: %s", video.pk, exc)
+            return video
+        copy.flush()
+        jpeg = first_frame_jpeg(copy.name)
+    if jpeg is None:
+        return video
+    key = poster_key(video.object_key)
+    try:
+        storage.put(key=key, data=jpeg, content_type=POSTER_TYPE)
+    except StorageError as exc:
+        log.warning("video %s: poster not stored: %s", video.pk, exc)
+        return video
+    updated = Video.objects.filter(pk=video.pk, state=Video.State.VERIFIED).update(poster_key=key)
+    if not updated:  # deleted meanwhile
+        storage.delete(key=key)
+    video.poster_key = key if updated else ""
+    return video
 
 
 def _mismatch(video: Video, *, size: int, content_type: str) -> str:
@@ -270,6 +364,8 @@ def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
     for video in stale.iterator():
         storage.delete(key=incoming_key(video.object_key))
         storage.delete(key=video.object_key)
+        if video.poster_key:
+            storage.delete(key=video.poster_key)
         deleted += (
             Video.objects.filter(pk=video.pk)
             .exclude(state=Video.State.DELETED)
@@ -282,7 +378,11 @@ def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
     missing: list[str] = []
     replays: list[str] = []
     rows = Video.objects.filter(state__in=[Video.State.PENDING, Video.State.VERIFIED, Video.State.REJECTED])
-    for video_id, key, state, verified_at in rows.values_list("id", "object_key", "state", "verified_at"):
+    for video_id, key, state, verified_at, poster in rows.values_list(
+        "id", "object_key", "state", "verified_at", "poster_key"
+    ):
+        if poster:
+            expected.add(poster)
         if state == Video.State.REJECTED:
             if incoming_key(key) in keys:
                 replays.append(incoming_key(key))

@@ -34,6 +34,16 @@ class Interval:
     href: str | None = None
 
 
+@dataclass(frozen=True)
+class Pair:
+    """One item's value on two scales (x, y), e.g. its real-robot and replica scores."""
+
+    label: str
+    x: float
+    y: float
+    href: str | None = None
+
+
 class ScorePoint(Protocol):
     """A policy's score in one ranking snapshot (e.g. ``arena.selectors.pages.HistoryPoint``)."""
 
@@ -133,11 +143,11 @@ def ci_bar(
 def ci_plot(intervals: Sequence[Interval], *, ident: str, title: str) -> SafeString:
     """Point and whisker per estimate, highest score first: one ``circle.ci-point`` per interval."""
     items = sorted(intervals, key=lambda i: -i.score)
-    plot_width = 330
+    plot_width = 560
     # Room for the longest name at ~6.5 px per character of the 11 px label font.
     label_width = max(LABEL_WIDTH, 16 + round(6.5 * max((len(i.label) for i in items), default=0)))
     width = label_width + plot_width + 20
-    top, bottom = 10, 34
+    top, bottom = 34, 34
     height = top + bottom + 8 + ROW_HEIGHT * max(len(items), 1)
     values = [v for i in items for v in (i.score, i.low, i.high) if _finite(v)]
     lo, hi = (min(values), max(values)) if values else (900.0, 1100.0)
@@ -147,7 +157,7 @@ def ci_plot(intervals: Sequence[Interval], *, ident: str, title: str) -> SafeStr
     def x(v: float) -> float:
         return label_width + plot_width * (v - lo) / (hi - lo)
 
-    body = []
+    body = [_text(width / 2, 14, title, anchor="middle", css="chart-title")]
     axis_y = top + ROW_HEIGHT * len(items) + 6
     for tick in nice_ticks(lo, hi):
         body.append(
@@ -227,13 +237,17 @@ def heatmap(
     value is None. ``kind``: "fraction" (values in [0, 1], diverging colours) or "count" (sequential
     colours)."""
     n = len(labels)
-    cell = 30
-    top = LABEL_WIDTH
+    cell = 38
+    top = LABEL_WIDTH + 24
     width = LABEL_WIDTH + cell * n + 70  # room for the last column's slanted label
-    height = top + cell * n + 10
+    height = top + cell * n + 30
     finite = [v for row in values for v in row if v is not None]
     vmax = max(finite) if finite else 0.0
-    body = []
+    body = [
+        _text(width / 2, 14, title, anchor="middle", css="chart-title"),
+        _text(LABEL_WIDTH + cell * n / 2, top + cell * n + 18, "column policy", anchor="middle", css="tick"),
+        _text(8, top - 10, "row policy", css="tick"),
+    ]
     for j, label in enumerate(labels):
         cx = LABEL_WIDTH + cell * j + cell / 2
         body.append(
@@ -280,6 +294,74 @@ def heatmap(
         desc=desc,
         body=body,
         css_class=f"chart heatmap heatmap-{kind}",
+        min_width=0.8 * width,
+    )
+
+
+def agreement_plot(
+    pairs: Sequence[Pair], *, ident: str, title: str, x_label: str, y_label: str
+) -> SafeString:
+    """A scatter plot, one ``circle.agreement-point`` per pair, with both axes ticked and labelled."""
+    plot, left, top, bottom = 360, 64, 30, 48
+    width, height = left + plot + 24, top + plot + bottom
+    xs = [p.x for p in pairs if _finite(p.x)] or [900.0, 1100.0]
+    ys = [p.y for p in pairs if _finite(p.y)] or [900.0, 1100.0]
+
+    def scale(values: list[float]) -> tuple[float, float]:
+        lo, hi = min(values), max(values)
+        pad = (hi - lo) * 0.08 or 10.0
+        return lo - pad, hi + pad
+
+    (x0, x1), (y0, y1) = scale(xs), scale(ys)
+
+    def px(v: float) -> float:
+        return left + plot * (v - x0) / (x1 - x0)
+
+    def py(v: float) -> float:
+        return top + plot * (y1 - v) / (y1 - y0)
+
+    body = [_text(width / 2, 14, title, anchor="middle", css="chart-title")]
+    body.append(f'<rect x="{left}" y="{top}" width="{plot}" height="{plot}" fill="none" stroke="#ccd"/>')
+    for tick in nice_ticks(x0, x1, count=4):
+        body.append(
+            f'<line x1="{_num(px(tick))}" y1="{top}" x2="{_num(px(tick))}" y2="{top + plot}" stroke="#eee"/>'
+        )
+        body.append(_text(px(tick), top + plot + 12, f"{tick:.0f}", anchor="middle", css="tick"))
+    for tick in nice_ticks(y0, y1, count=4):
+        body.append(
+            f'<line x1="{left}" y1="{_num(py(tick))}" x2="{left + plot}" y2="{_num(py(tick))}" stroke="#eee"/>'
+        )
+        body.append(_text(left - 6, py(tick), f"{tick:.0f}", anchor="end", css="tick"))
+    body.append(_text(left + plot / 2, top + plot + 34, x_label, anchor="middle"))
+    body.append(
+        f'<text x="14" y="{_num(top + plot / 2)}" transform="rotate(-90 14 {_num(top + plot / 2)})" '
+        f'text-anchor="middle" dominant-baseline="middle">{escape(y_label)}</text>'
+    )
+    for p in pairs:
+        if not (_finite(p.x) and _finite(p.y)):
+            continue
+        dot = (
+            f'<circle class="agreement-point" cx="{_num(px(p.x))}" cy="{_num(py(p.y))}" r="5" fill="#1f3b63">'
+            f"<title>{escape(f'{p.label}: {x_label} {p.x:.0f}, {y_label} {p.y:.0f}')}</title></circle>"
+        )
+        near_right = px(p.x) > left + plot - 90
+        name = _text(
+            px(p.x) + (-8 if near_right else 8),
+            py(p.y) - 8,
+            p.label,
+            anchor="end" if near_right else "start",
+            size=11,
+        )
+        body.append(f'<a href="{escape(p.href)}">{dot}{name}</a>' if p.href else dot + name)
+    desc = "; ".join(f"{p.label}: {p.x:.0f} and {p.y:.0f}" for p in pairs) or "No policies."
+    return _svg(
+        ident=ident,
+        width=width,
+        height=height,
+        title=title,
+        desc=desc,
+        body=body,
+        css_class="chart agreement-plot",
         min_width=0.8 * width,
     )
 

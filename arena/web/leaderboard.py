@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -27,6 +29,7 @@ from arena.selectors.leaderboard import (
 )
 from arena.selectors.pages import COMPARISON_LOG_HEADER, comparison_log
 from arena.services.ranking import MIN_CATEGORY_COMPARISONS
+from arena.services.slices import MIN_AGREEMENT_POLICIES, MIN_SLICE_COMPARISONS
 from arena.web import charts
 from arena.web.render import render_page
 
@@ -157,24 +160,214 @@ def home(request: HttpRequest) -> HttpResponse:
     return redirect("web-leaderboard")
 
 
+SORT_KEYS: dict[str, Any] = {
+    "rank": lambda r: (r.get("rank_low", r["rank"]), -r["score"]),
+    "name": lambda r: r["name"].lower(),
+    "organization": lambda r: r["organization"].lower(),
+    "score": lambda r: r["score"],
+    "n_comparisons": lambda r: r["n_comparisons"],
+    "n_labs": lambda r: r["n_labs"],
+    "win_rate": lambda r: -1.0 if r["win_rate"] is None else r["win_rate"],
+    "mean_progress": lambda r: -1.0 if r["mean_progress"] is None else r["mean_progress"],
+    "license": lambda r: (r["license"] or "").lower(),
+    "last_evaluated": lambda r: r.get("last_evaluated") or "",
+}
+COLUMNS = (  # (sort key or "", header, numeric, tooltip)
+    ("rank", "Rank", False, "95% rank band: every rank the data allow, family-wise over the board"),
+    ("name", "Policy", False, ""),
+    ("organization", "Organization", False, ""),
+    ("score", "Score", True, ""),
+    ("", "95% CI", True, "95% interval of the score, as +above/-below"),
+    ("", "Interval", False, ""),
+    ("n_comparisons", "Comparisons", True, "Counted comparisons (valid, from labs whose votes count)"),
+    ("n_labs", "Labs", True, ""),
+    ("win_rate", "Win rate", True, ""),
+    ("mean_progress", "Progress", True, "Mean task progress (0-100) the evaluators reported"),
+    ("license", "License", False, ""),
+    ("last_evaluated", "Last evaluated", False, ""),
+)
+DESCENDING_FIRST = {"score", "n_comparisons", "n_labs", "win_rate", "mean_progress", "last_evaluated"}
+
+
+@dataclass(frozen=True)
+class BoardQuery:
+    """What the visitor asked of the table (query parameters, so every view has a URL and works without
+    scripts): ``view`` a slice key ("all" or one of the snapshot's slices), ``q`` a search in policy names,
+    slugs and organizations, ``open`` open-weights policies only, ``sort``/``dir`` the order."""
+
+    view: str = "all"
+    q: str = ""
+    open_only: bool = False
+    sort: str = "rank"
+    descending: bool = False
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> BoardQuery:
+        get = request.GET
+        sort = get.get("sort", "rank")
+        sort = sort if sort in SORT_KEYS else "rank"
+        default_dir = "desc" if sort in DESCENDING_FIRST else "asc"
+        return cls(
+            view=get.get("view", "all")[:120] or "all",
+            q=get.get("q", "").strip()[:100],
+            open_only=get.get("open") == "1",
+            sort=sort,
+            descending=get.get("dir", default_dir) == "desc",
+        )
+
+    def url(self, **changes: Any) -> str:
+        q = replace(self, **changes)
+        params = {"view": q.view if q.view != "all" else None, "q": q.q or None}
+        params["open"] = "1" if q.open_only else None
+        if q.sort != "rank" or q.descending:
+            params["sort"], params["dir"] = q.sort, "desc" if q.descending else "asc"
+        query = urlencode({k: v for k, v in params.items() if v})
+        return reverse("web-leaderboard") + (f"?{query}" if query else "")
+
+    def keep(self, row: dict[str, Any]) -> bool:
+        if self.open_only and not row.get("open_weights"):
+            return False
+        needle = self.q.lower()
+        return not needle or any(
+            needle in (row.get(k) or "").lower() for k in ("name", "slug", "organization")
+        )
+
+    def arrange(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kept = [r for r in rows if self.keep(r)]
+        return sorted(kept, key=SORT_KEYS[self.sort], reverse=self.descending)
+
+
+def _header(query: BoardQuery) -> list[dict[str, Any]]:
+    out = []
+    for key, label, numeric, tooltip in COLUMNS:
+        entry = {"key": key, "label": label, "num": numeric, "title": tooltip, "href": "", "aria_sort": ""}
+        if key:
+            active = query.sort == key
+            descending = (not query.descending) if active else key in DESCENDING_FIRST
+            entry["href"] = query.url(sort=key, descending=descending)
+            entry["aria_sort"] = ("descending" if query.descending else "ascending") if active else "none"
+        out.append(entry)
+    return out
+
+
+def _tabs(snapshot: RankingSnapshot, query: BoardQuery) -> list[dict[str, Any]]:
+    """The tab rows (scope, robot type, task category), each tab a link with its slice's own counts."""
+    slices = snapshot.slices or {}
+    boards = slices.get("boards", {})
+    tabs = slices.get("tabs", {})
+    overall = {"key": "all", "label": "All", "n_comparisons": snapshot.n_comparisons, "fitted": True}
+    rows = [
+        ("scope", "Robots", [overall] + [boards[k] for k in tabs.get("scope", []) if k in boards]),
+        ("robot", "Robot type", [boards[k] for k in tabs.get("robot", []) if k in boards]),
+        ("category", "Task category", [boards[k] for k in tabs.get("category", []) if k in boards]),
+    ]
+    return [
+        {
+            "name": name,
+            "label": label,
+            "tabs": [
+                {
+                    "key": b["key"],
+                    "label": {"real": "Real robots", "replica": "Replica"}.get(b["key"], b["label"]),
+                    "n": b["n_comparisons"],
+                    "fitted": b.get("fitted", True),
+                    "current": b["key"] == query.view,
+                    "href": query.url(view=b["key"]),
+                }
+                for b in boards_
+            ],
+        }
+        for name, label, boards_ in rows
+        if boards_ and not (name != "scope" and len(boards_) < 2 and boards_[0]["key"] != query.view)
+    ]
+
+
+def _board_for(snapshot: RankingSnapshot, query: BoardQuery) -> dict[str, Any] | None:
+    """The selected slice's board (``"all"``: the snapshot's own), or None for an unknown view."""
+    if query.view == "all":
+        return {
+            "key": "all",
+            "label": "All comparisons",
+            "n_comparisons": snapshot.n_comparisons,
+            "n_policies": snapshot.n_policies,
+            "n_labs": len(snapshot.integrity),
+            "fitted": True,
+            "rows": snapshot.ratings,
+            "model": snapshot.model,
+        }
+    return (snapshot.slices or {}).get("boards", {}).get(query.view)
+
+
+def agreement_context(snapshot: RankingSnapshot | None) -> dict[str, Any] | None:
+    """The real-vs-replica agreement of the snapshot for the pages: statistics, rows and a scatter plot."""
+    stats = (snapshot.slices or {}).get("agreement") if snapshot else None
+    if not stats:
+        return None
+    rows = [
+        {
+            **r,
+            "real_band": _band(r["real"]["rank_low"], r["real"]["rank_high"]),
+            "replica_band": _band(r["replica"]["rank_low"], r["replica"]["rank_high"]),
+        }
+        for r in stats["policies"]
+    ]
+    return {
+        **stats,
+        "rows": rows,
+        "chart": charts.agreement_plot(
+            [
+                charts.Pair(
+                    label=r["slug"],
+                    x=r["real"]["score"],
+                    y=r["replica"]["score"],
+                    href=reverse("web-policy", args=[r["slug"]]),
+                )
+                for r in rows
+            ],
+            ident="agreement-plot",
+            title="Real-robot score against replica score",
+            x_label="score on real robots",
+            y_label="score in the replica",
+        ),
+    }
+
+
+def _band(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}\u2013{high}"
+
+
 @require_GET
 def leaderboard_page(request: HttpRequest) -> HttpResponse:
-    snapshot = snapshot_latest()
+    snapshot = snapshot_latest(fitted_rows=False)
     board = leaderboard(snapshot)
-    context: dict[str, Any] = {"snapshot": snapshot, "board": board}
+    query = BoardQuery.from_request(request)
+    context: dict[str, Any] = {"snapshot": snapshot, "board": board, "query": query}
     if snapshot is not None:
-        ratings = snapshot.ratings
-        main, *separate = comparison_groups(board["rows"]) or [[]]
+        view = _board_for(snapshot, query)
+        if view is None:
+            query = replace(query, view="all")
+            view = _board_for(snapshot, query)
+        assert view is not None
+        ranked_all = [r for r in view["rows"] if not r["provisional"]]
+        main, *separate = comparison_groups(ranked_all) or [[]]
+        rated = view["rows"]
         context.update(
-            rows=_display_rows(main),
+            query=query,
+            view=view,
+            tab_rows=_tabs(snapshot, query),
+            header=_header(query),
+            rows=_display_rows(query.arrange(main)),
+            n_main=len(main),
             separate_groups=[
-                {"number": k, "table_id": f"group-{k}", "rows": _display_rows(rows)}
+                {"number": k, "table_id": f"group-{k}", "rows": _display_rows(query.arrange(rows))}
                 for k, rows in enumerate(separate, start=1)
             ],
-            order_effect=_order_effect(snapshot.model),
-            provisional=_display_rows(board["provisional"]),
+            order_effect=_order_effect(view["model"]),
+            provisional=_display_rows(query.arrange([r for r in rated if r["provisional"]])),
             n_labs=len(snapshot.integrity),
             min_comparisons=settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
+            min_slice_comparisons=MIN_SLICE_COMPARISONS,
+            agreement=agreement_context(snapshot),
             ci_plot=charts.ci_plot(
                 [
                     charts.Interval(
@@ -184,19 +377,23 @@ def leaderboard_page(request: HttpRequest) -> HttpResponse:
                         high=r["ci_high"],
                         href=reverse("web-policy", args=[r["slug"]]),
                     )
-                    for r in ratings
+                    for r in rated
                 ],
                 ident="ci-plot",
-                title="Scores with 95% confidence intervals",
-            ),
-            heatmaps=_heatmaps(snapshot, [r["slug"] for r in ratings]) if ratings else None,
+                title=f"Scores with 95% confidence intervals: {view['label']}",
+            )
+            if rated
+            else None,
+            heatmaps=_heatmaps(snapshot, [r["slug"] for r in snapshot.ratings])
+            if snapshot.ratings and query.view == "all"
+            else None,
         )
     return render_page(request, "arena/leaderboard.html", context)
 
 
 @require_GET
 def methodology_page(request: HttpRequest) -> HttpResponse:
-    snapshot = snapshot_latest()
+    snapshot = snapshot_latest(fitted_rows=False)
     return render_page(
         request,
         "arena/methodology.html",
@@ -213,6 +410,9 @@ def methodology_page(request: HttpRequest) -> HttpResponse:
             "trust_ramp": f"{settings.ARENA_LAB_TRUST_RAMP:g}",
             "min_comparisons": settings.ARENA_PROVISIONAL_MIN_COMPARISONS,
             "min_category_comparisons": MIN_CATEGORY_COMPARISONS,
+            "min_slice_comparisons": MIN_SLICE_COMPARISONS,
+            "min_agreement_policies": MIN_AGREEMENT_POLICIES,
+            "agreement": agreement_context(snapshot),
         },
     )
 

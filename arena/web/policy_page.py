@@ -21,6 +21,7 @@ from arena.selectors.pages import (
     policy_sessions_with_videos,
 )
 from arena.selectors.policies import policy_get, policy_versions
+from arena.storage import get_storage
 from arena.web import charts
 from arena.web.access import principals_of, video_for_visitor
 from arena.web.render import render_page
@@ -29,26 +30,42 @@ OUTCOME_FOR = {("A", "A"): "won", ("A", "B"): "lost", ("B", "B"): "won", ("B", "
 
 
 def _session_entry(session: EvaluationSession, policy: Policy, principals) -> dict[str, Any] | None:
-    """What the page shows of one finished session: opponent, outcome and the videos the visitor may play."""
+    """What the page shows of one finished session: opponent, outcome, and the videos the visitor may play
+    in two columns, slot A (ran first) and slot B, each with its policy and a poster frame when there is one."""
     slot = "A" if session.policy_a_id == policy.pk else "B"
     opponent = session.policy_b if slot == "A" else session.policy_a
-    videos = []
+    by_slot: dict[str, list[dict[str, Any]]] = {"A": [], "B": []}
+    storage = None
     for video in session.videos.all():
         if video.state != Video.State.VERIFIED:
             continue
         view = video_for_visitor(principals=principals, video=video)
-        if view is not None:
-            whose = policy.slug if video.slot == slot else opponent.slug
-            videos.append({**view, "policy": whose, "content_type": video.content_type})
-    if not videos:
+        if view is None:
+            continue
+        poster = None
+        if video.poster_key:
+            storage = storage or get_storage()
+            poster = storage.download_url(key=video.poster_key)[0]
+        by_slot[video.slot].append({**view, "content_type": video.content_type, "poster": poster})
+    if not any(by_slot.values()):
         return None
     choice = session.preference.choice
     return {
+        "id": session.pk,
         "ended_at": session.ended_at,
         "opponent": opponent,
         "task_category": session.task_category,
         "outcome": "tie" if choice == "tie" else OUTCOME_FOR[(slot, choice)],
-        "videos": sorted(videos, key=lambda v: (v["policy"] != policy.slug, v["camera"])),
+        "slots": [
+            {
+                "slot": s,
+                "policy": session.policy_in(s).slug,
+                "is_this": s == slot,
+                "preferred": choice == s,
+                "videos": sorted(by_slot[s], key=lambda v: v["camera"]),
+            }
+            for s in ("A", "B")
+        ],
     }
 
 
@@ -58,7 +75,7 @@ def policy_page(request: HttpRequest, slug: str) -> HttpResponse:
         policy = policy_get(slug=slug)
     except NotFound as exc:
         raise Http404(exc.message) from exc
-    snapshot = snapshot_latest()
+    snapshot = snapshot_latest(fitted_rows=False)
     row = next((r for r in snapshot.ratings if r["slug"] == slug), None) if snapshot else None
     # A pending registration has no public page; a ranked policy sent back to pending (new endpoint) keeps it.
     if policy.status == Policy.Status.PENDING and row is None:

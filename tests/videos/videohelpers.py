@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from urllib.parse import urlparse
 
+import numpy as np
+import pytest
 import requests
 from django.test import Client
 
@@ -77,3 +80,21 @@ def submit_preference(lab: Actor, session_id: str) -> None:
         f"/api/v1/sessions/{session_id}/preference/", {"choice": "A", "reason": "A grasped it"}
     )
     assert response.status_code == 201, response.json()
+
+
+def mp4(frames: int = 6, width: int = 96, height: int = 64) -> bytes:
+    """A small real H.264 (or MPEG-4) video whose first frame is dark with a red band."""
+    av = pytest.importorskip("av")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        stream = container.add_stream(codec, rate=10)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for k in range(frames):
+            image = np.zeros((height, width, 3), dtype=np.uint8)
+            image[:, : (k + 1) * 8] = (200, 30, 30)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
