@@ -90,15 +90,16 @@ def all_shown_scores(tab) -> dict[str, int]:
 
 def direct_fit(keep) -> tuple[dict[str, float], int]:
     """Fit, straight from the stored preferences, the comparisons whose session ``keep(session)`` selects:
-    the arena's pipeline (lab share cap, then ``ranking.fit`` anchored at the longest-registered policy)
-    without its tallies, snapshots or slices. Returns ({slug: score}, number of comparisons)."""
-    prefs = [
-        p
-        for p in Preference.objects.filter(valid=True).select_related(
-            "session__robot", "policy_a", "policy_b"
-        )
-        if keep(p.session)
-    ]
+    the arena's pipeline (the board's lab defence over all comparisons, its caps again within the slice, then
+    ``ranking.fit`` anchored at the slice's longest-registered policy) without its tallies, snapshots or
+    slices. Returns ({slug: score}, number of comparisons)."""
+    from django.conf import settings
+
+    prefs = list(
+        Preference.objects.filter(valid=True)
+        .select_related("session__robot", "policy_a", "policy_b", "lab")
+        .order_by("pk")
+    )
     ids = sorted({p.policy_a_id for p in prefs} | {p.policy_b_id for p in prefs})
     index = {pid: k for k, pid in enumerate(ids)}
     labs = sorted({p.lab_id for p in prefs})
@@ -106,12 +107,22 @@ def direct_fit(keep) -> tuple[dict[str, float], int]:
     b = np.array([index[p.policy_b_id] for p in prefs])
     y = np.array([OUTCOME[p.choice] for p in prefs])
     lab = np.array([labs.index(p.lab_id) for p in prefs])
-    from django.conf import settings
-
-    w = ranking.cap_influence(a, b, lab, weights=np.ones(a.size), max_share=settings.ARENA_LAB_MAX_SHARE)
-    fit = ranking.fit(a, b, y, len(ids), weights=w, anchor=0)
+    org = np.array([p.lab.organization_id for p in prefs])
+    caps = {
+        "max_share": settings.ARENA_LAB_MAX_SHARE,
+        "max_org_share": settings.ARENA_ORG_MAX_SHARE,
+        "max_board_share": settings.ARENA_BOARD_MAX_SHARE,
+    }
+    defence = ranking.lab_defence(
+        a, b, y, len(ids), lab, org=org, trust_ramp=settings.ARENA_LAB_TRUST_RAMP, **caps
+    )
+    kept = np.array([keep(p.session) for p in prefs], dtype=bool)
+    slice_ids, ab = np.unique(np.concatenate([a[kept], b[kept]]), return_inverse=True)
+    sa, sb = ab[: kept.sum()], ab[kept.sum() :]
+    w = ranking.cap_influence(sa, sb, lab[kept], weights=defence.uncapped[kept], org=org[kept], **caps)
+    fit = ranking.fit(sa, sb, y[kept], slice_ids.size, weights=w, anchor=0)
     slugs = dict(Policy.objects.filter(pk__in=ids).values_list("pk", "slug"))
-    return {slugs[pid]: float(fit.scores[index[pid]]) for pid in ids}, len(prefs)
+    return {slugs[ids[k]]: float(fit.scores[j]) for j, k in enumerate(slice_ids.tolist())}, int(kept.sum())
 
 
 def is_replica(session: EvaluationSession) -> bool:
