@@ -40,9 +40,11 @@ from django.utils import timezone
 S3_REQUIRED = ("S3_ENDPOINT_URL", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
 INCOMING_PREFIX = "incoming/"
 CHUNK_BYTES = 1024 * 1024
-# The content types videos may have, with the extension their keys end with. Local storage has no metadata, so
-# it reads an object's type from its key's extension (the upload view refuses any other type).
-EXTENSIONS = {"video/mp4": ".mp4", "video/webm": ".webm"}
+# The content types stored objects may have, with the extension their keys end with. Local storage has no
+# metadata, so it reads an object's type from its key's extension (the upload view refuses any other type).
+VIDEO_EXTENSIONS = {"video/mp4": ".mp4", "video/webm": ".webm"}
+TRAJECTORY_TYPE = "application/vnd.apache.parquet"
+EXTENSIONS = {**VIDEO_EXTENSIONS, TRAJECTORY_TYPE: ".parquet"}
 UPLOAD_SALT = "arena.storage.upload"
 DOWNLOAD_SALT = "arena.storage.download"
 

@@ -34,7 +34,9 @@ from evaluator_client.episode import (
 from evaluator_client.judge import Judge
 from evaluator_client.robot import Robot
 from evaluator_client.spool import Spool, new_key
+from evaluator_client.trajectory import TrajectoryRecorder
 from evaluator_client.video import VideoRecorder
+from policy_server.check import ACTION_DIMS
 from policy_server.client import PolicyClient, PolicyClientError
 
 SLOTS = ("A", "B")
@@ -106,6 +108,7 @@ def run_session(
                 api, spool, entry, "the operator could not restore the start scene", "operator", log
             )
         recorder = VideoRecorder(workdir, f"{slot}", robot.cameras, source_hz=robot.control_hz)
+        trajectory = TrajectoryRecorder(action_dim=ACTION_DIMS[robot.action_space])
         bar = tqdm(
             total=options.max_steps,
             desc=f"slot {slot}",
@@ -129,6 +132,7 @@ def run_session(
                     replan_steps=options.replan_steps,
                     stop=judge.should_stop,
                     recorder=recorder,
+                    trajectory=trajectory,
                     on_step=lambda step, _p, bar=bar: bar.update(1),
                     realtime=options.realtime,
                     stop_on_success_steps=options.stop_on_success_steps,
@@ -164,6 +168,20 @@ def run_session(
                 size=video.size_bytes,
                 sha256=video.sha256,
                 content_type=video.content_type,
+            )
+        if len(trajectory):
+            written = trajectory.write(
+                workdir / f"{slot}_trajectory.parquet",
+                metadata={
+                    "session_id": sid,
+                    "slot": slot,
+                    "action_space": robot.action_space,
+                    "control_hz": robot.control_hz,
+                    "scene": {"seed": seed, **_plain(robot.scene_notes())},
+                },
+            )
+            spool.add_trajectory(
+                entry, slot=slot, path=written.path, size=written.size_bytes, sha256=written.sha256
             )
         spool.push_episodes(api, entry)
         log(

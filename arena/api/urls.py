@@ -1,6 +1,6 @@
 from django.urls import path
 
-from arena.api import accounts, leaderboard, policies, relay, sessions, videos
+from arena.api import accounts, leaderboard, policies, relay, sessions, trajectories, videos
 
 urlpatterns = [
     path("me/", accounts.MeView.as_view(), name="api-me"),
@@ -28,6 +28,21 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/videos/", videos.VideoStartView.as_view(), name="api-videos"),
     path("videos/<uuid:video_id>/", videos.VideoDetailView.as_view(), name="api-video"),
     path("videos/<uuid:video_id>/finish/", videos.VideoFinishView.as_view(), name="api-video-finish"),
+    path(
+        "sessions/<uuid:session_id>/trajectories/",
+        trajectories.TrajectoryStartView.as_view(),
+        name="api-trajectories",
+    ),
+    path(
+        "trajectories/<uuid:trajectory_id>/",
+        trajectories.TrajectoryDetailView.as_view(),
+        name="api-trajectory",
+    ),
+    path(
+        "trajectories/<uuid:trajectory_id>/finish/",
+        trajectories.TrajectoryFinishView.as_view(),
+        name="api-trajectory-finish",
+    ),
     path("leaderboard/", leaderboard.LeaderboardView.as_view(), name="api-leaderboard"),
     path("relay/admit/", relay.RelayAdmitView.as_view(), name="api-relay-admit"),
     path("relay/status/", relay.RelayStatusView.as_view(), name="api-relay-status"),
