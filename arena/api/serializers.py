@@ -241,6 +241,17 @@ class MeOut(serializers.Serializer):
     key_prefix = serializers.CharField()
 
 
+class LabPublicationIn(InputSerializer):
+    publish_reasons = serializers.BooleanField(required=False)
+    publish_name = serializers.BooleanField(required=False)
+
+
+class LabPublicationOut(serializers.Serializer):
+    publish_reasons = serializers.BooleanField(help_text="Default for sessions that do not say.")
+    publish_name = serializers.BooleanField(help_text="Public pages and releases show your lab's name.")
+    pseudonym = serializers.CharField(help_text="How public pages and releases name your lab otherwise.")
+
+
 # --- Sessions ---------------------------------------------------------------------------------------------
 
 
@@ -270,6 +281,13 @@ class PreferenceIn(InputSerializer):
     choice = serializers.ChoiceField(choices=Preference.Choice.values)
     reason = serializers.CharField(max_length=5000)
     valid = serializers.BooleanField(required=False, default=True)
+    reason_public = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Whether the reason may be published once the session is revealed; omitted or null: your "
+        "lab's default (GET /api/v1/lab/).",
+    )
 
 
 class AbortIn(InputSerializer):
@@ -308,6 +326,7 @@ class SlotsOut(serializers.Serializer):
 class PreferenceOut(serializers.Serializer):
     choice = serializers.CharField()
     reason = serializers.CharField()
+    reason_public = serializers.BooleanField()
     valid = serializers.BooleanField()
 
 

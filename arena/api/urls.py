@@ -7,6 +7,7 @@ urlpatterns = [
     path("keys/", accounts.KeyListView.as_view(), name="api-keys"),
     path("keys/<str:prefix>/revoke/", accounts.KeyRevokeView.as_view(), name="api-key-revoke"),
     path("robots/", accounts.RobotListView.as_view(), name="api-robots"),
+    path("lab/", accounts.LabPublicationView.as_view(), name="api-lab"),
     path("policies/", policies.PolicyListView.as_view(), name="api-policies"),
     path("policies/<slug:slug>/", policies.PolicyDetailView.as_view(), name="api-policy"),
     path("policies/<slug:slug>/retire/", policies.PolicyRetireView.as_view(), name="api-policy-retire"),

@@ -88,7 +88,12 @@ def session_for_evaluator(session: EvaluationSession, *, minted_for: ApiKey | No
         "slots": slots,
         "preference": None
         if preference is None
-        else {"choice": preference.choice, "reason": preference.reason, "valid": preference.valid},
+        else {
+            "choice": preference.choice,
+            "reason": preference.reason,
+            "reason_public": preference.reason_public,
+            "valid": preference.valid,
+        },
         "abort": {"reason": session.abort_reason, "fault": session.abort_fault}
         if session.state == EvaluationSession.State.ABORTED
         else None,

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from arena.web import dashboard, leaderboard, policy_page
+from arena.web import dashboard, leaderboard, policy_page, sessions
 
 urlpatterns = [
     path("", leaderboard.home, name="web-home"),
@@ -17,6 +17,8 @@ urlpatterns = [
     path("leaderboard/<int:version>/fitted.csv", leaderboard.fitted_csv, name="web-fitted-csv"),
     path("methodology/", leaderboard.methodology_page, name="web-methodology"),
     path("policies/<slug:slug>/", policy_page.policy_page, name="web-policy"),
+    path("sessions/", sessions.session_list, name="web-sessions"),
+    path("sessions/<uuid:session_id>/", sessions.session_page, name="web-session"),
     path("me/", dashboard.dashboard, name="web-me"),
     path("me/policies/", dashboard.policy_register_submit, name="web-policy-register"),
     path("me/policies/<slug:slug>/retire/", dashboard.policy_retire_submit, name="web-policy-retire"),
