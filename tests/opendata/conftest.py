@@ -12,14 +12,18 @@ from tests.videos.test_trajectories import parquet_bytes
 from tests.videos.videohelpers import BODY, declare, upload
 
 
-def recorded_session(lab, *, reason: str = "A grasped the marker; B missed it", **preference) -> str:
-    """A session of ``lab`` with one wrist video and one trajectory per slot, both episodes, and the preference
-    (``preference``: extra fields such as ``reason_public``). Returns the session id."""
+def recorded_session(
+    lab, *, reason: str = "A grasped the marker; B missed it", videos: dict | None = None, **preference
+) -> str:
+    """A session of ``lab`` with one wrist video (``videos[slot]``: its MP4 bytes; default 10 KiB standing in
+    for one) and one trajectory per slot, both episodes, and the preference (``preference``: extra fields such
+    as ``reason_public``). Returns the session id."""
     session = open_session(lab)
     sid = session["id"]
     for slot in "AB":
-        started = declare(lab, sid, BODY, slot=slot).json()
-        upload(started["upload"], BODY)
+        video = (videos or {}).get(slot, BODY)
+        started = declare(lab, sid, video, slot=slot).json()
+        upload(started["upload"], video)
         assert lab.post(f"/api/v1/videos/{started['id']}/finish/").status_code == 200
         body = parquet_bytes(steps=30 if slot == "A" else 20)
         started = lab.post(
