@@ -82,7 +82,9 @@ def video_download(request: HttpRequest, token: str) -> HttpResponse:
         return json_error("not_found", "The video is no longer stored.", 404)
     wanted = _byte_range(request.META.get("HTTP_RANGE", ""), info.size)
     if wanted is None:
-        response = FileResponse(storage.path(grant["k"]).open("rb"), content_type=info.content_type)
+        response = FileResponse(
+            storage.path(grant["k"]).open("rb"), content_type=info.content_type or "application/octet-stream"
+        )
         response["Accept-Ranges"] = "bytes"
         return response
     start, end = wanted
@@ -94,7 +96,9 @@ def video_download(request: HttpRequest, token: str) -> HttpResponse:
     handle = storage.path(grant["k"]).open("rb")
     handle.seek(start)
     response = StreamingHttpResponse(
-        _read(handle, end - start + 1), status=206, content_type=info.content_type
+        _read(handle, end - start + 1),
+        status=206,
+        content_type=info.content_type or "application/octet-stream",
     )
     response["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     response["Content-Length"] = str(end - start + 1)

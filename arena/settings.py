@@ -146,6 +146,7 @@ CELERY_BEAT_SCHEDULE = {
     "ranking-refit": {"task": "arena.tasks.ranking_refit", "schedule": timedelta(minutes=10)},
     "session-expiry": {"task": "arena.tasks.session_expire_overdue", "schedule": timedelta(minutes=1)},
     "video-retention": {"task": "arena.tasks.video_retention_sweep", "schedule": crontab(minute=17)},
+    "release-build": {"task": "arena.tasks.release_build_due", "schedule": crontab(minute=41)},
 }
 
 # --- Video storage ------------------------------------------------------------------------------------------

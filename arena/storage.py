@@ -112,6 +112,10 @@ class VideoStorage(ABC):
         """A short-lived GET URL for the object and when it expires."""
 
     @abstractmethod
+    def put_file(self, *, key: str, path: Path, content_type: str) -> None:
+        """Store the local file ``path`` at ``key`` (server-made objects such as releases), streamed."""
+
+    @abstractmethod
     def delete(self, *, key: str) -> None:
         """Delete the object; deleting a missing object is not an error."""
 
@@ -211,6 +215,12 @@ class S3Storage(VideoStorage):
         )
         return url, expires_at
 
+    def put_file(self, *, key: str, path: Path, content_type: str) -> None:
+        try:
+            self.client.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot store {key}: {exc}") from exc
+
     def delete(self, *, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
@@ -295,6 +305,10 @@ class LocalStorage(VideoStorage):
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
+
+    def put_file(self, *, key: str, path: Path, content_type: str) -> None:
+        with open(path, "rb") as handle:
+            self.write(key=key, stream=handle, length=Path(path).stat().st_size)
 
     def promote(self, *, source: str, destination: str) -> None:
         src, dst = self.path(source), self.path(destination)

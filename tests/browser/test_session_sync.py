@@ -3,13 +3,10 @@ same position; play starts both and pause stops both. Every wait is on a page co
 
 from __future__ import annotations
 
-import numpy as np
-
 from arena.models import Policy
-from evaluator_client.video import VideoRecorder
 from tests.api.actors import activate, make_actor, register_policy, register_robot
 from tests.browser.conftest import screenshot
-from tests.opendata.conftest import recorded_session
+from tests.opendata.conftest import mp4, recorded_session
 
 BOTH = "Array.from(document.querySelectorAll('.sync-group video'))"
 
@@ -22,16 +19,6 @@ def wait_until(page, condition: str, *, polls: int = 600) -> None:
             return
         page.wait_for_timeout(100)
     raise AssertionError(f"never true: {condition}")
-
-
-def mp4(directory, stem: str, frames: int) -> bytes:
-    recorder = VideoRecorder(directory, stem, ["wrist"], source_hz=10, fps=10)
-    for k in range(frames):
-        image = np.zeros((96, 128, 3), dtype=np.uint8)
-        image[:, : 4 + k % 120] = (200, 80 + k, 40)
-        recorder.add({"wrist": image})
-    (video,) = recorder.close()
-    return video.path.read_bytes()
 
 
 def test_one_control_drives_both_videos(live_server, transactional_db, settings, tmp_path, page):
