@@ -42,6 +42,7 @@ bench: install
 	$(PY) -m benchmarks.ranking_speed --quick
 	$(PY) -m benchmarks.protocol --quick
 	$(PY) -m benchmarks.replica --quick
+	$(PY) -m benchmarks.release_build --quick
 
 clean:
 	rm -rf $(VENV) var

@@ -127,7 +127,7 @@ def _copy_object(storage, key: str, path: Path, limit: int) -> bool:
 
 
 def _video_seconds(path: Path) -> float:
-    import av
+    import av  # PyAV: needed by the release job only (probing the videos it copies)
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
@@ -254,12 +254,20 @@ class _Builder:
             if not _copy_object(self.storage, video.object_key, target, settings.VIDEO_MAX_BYTES):
                 target.unlink(missing_ok=True)
                 continue
+            import av
+
+            try:  # a lab's file matched its checksum, not necessarily the MP4 format: probe it
+                info, seconds = _video_info(target), _video_seconds(target)
+            except (av.error.FFmpegError, IndexError, ValueError) as exc:
+                log.warning("release: video %s is not a readable MP4 (%s), left out", video.pk, exc)
+                target.unlink(missing_ok=True)
+                continue
             self.video_files[key] = file_index + 1
-            self.cameras.setdefault(key, _video_info(target))
+            self.cameras.setdefault(key, info)
             row[f"videos/{key}/chunk_index"] = file_index // CHUNKS_SIZE
             row[f"videos/{key}/file_index"] = file_index % CHUNKS_SIZE
             row[f"videos/{key}/from_timestamp"] = 0.0
-            row[f"videos/{key}/to_timestamp"] = _video_seconds(target)
+            row[f"videos/{key}/to_timestamp"] = seconds
         self.episode_rows.append(row)
         self.total_frames += table.num_rows
         self.episode += 1

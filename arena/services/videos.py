@@ -250,19 +250,23 @@ def _reject(video: Video, problem: str) -> Video:
         return video
 
 
+def _unpublished(objects, *, now: datetime):
+    """Those of ``objects`` (videos or trajectories) whose submitted session ended more than
+    ARENA_UNPUBLISHED_RETENTION_DAYS ago and may not be published (a policy's owner did not opt in)."""
+    return objects.filter(
+        session__state=EvaluationSession.State.SUBMITTED,
+        session__ended_at__lt=now - timedelta(days=settings.ARENA_UNPUBLISHED_RETENTION_DAYS),
+    ).exclude(session__policy_a__videos_public=True, session__policy_b__videos_public=True)
+
+
 def _delete_stale_trajectories(storage: VideoStorage, *, cutoff: datetime, now: datetime) -> int:
     """Delete the trajectories of aborted or expired sessions that ended before ``cutoff`` and, when
     ARENA_UNPUBLISHED_RETENTION_DAYS is set, those of submitted sessions whose episodes may not be published
     (a policy did not opt in) that ended that long ago. Returns how many."""
     closed = [EvaluationSession.State.ABORTED, EvaluationSession.State.EXPIRED]
     stale = Trajectory.objects.filter(session__state__in=closed, session__ended_at__lt=cutoff)
-    days = settings.ARENA_UNPUBLISHED_RETENTION_DAYS
-    if days > 0:
-        unpublished = Trajectory.objects.filter(
-            session__state=EvaluationSession.State.SUBMITTED,
-            session__ended_at__lt=now - timedelta(days=days),
-        ).exclude(session__policy_a__videos_public=True, session__policy_b__videos_public=True)
-        stale = stale | unpublished
+    if settings.ARENA_UNPUBLISHED_RETENTION_DAYS > 0:
+        stale = stale | _unpublished(Trajectory.objects.all(), now=now)
     deleted = 0
     for trajectory in stale.exclude(state=Trajectory.State.DELETED).iterator():
         storage.delete(key=incoming_key(trajectory.object_key))
@@ -276,8 +280,10 @@ def _delete_stale_trajectories(storage: VideoStorage, *, cutoff: datetime, now: 
 
 
 def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
-    """Delete the objects of aborted or expired sessions that ended more than VIDEO_RETENTION_DAYS ago (their
-    Video rows become ``deleted``), then compare the bucket with the database.
+    """Delete the objects of aborted or expired sessions that ended more than VIDEO_RETENTION_DAYS ago, and
+    (when ARENA_UNPUBLISHED_RETENTION_DAYS is set) those of submitted sessions that may not be published and ended
+    that long ago (their Video and Trajectory rows become ``deleted``), then compare the bucket with the
+    database (release files are not compared).
 
     Uploads replayed after their video was finished (an incoming object of a verified or rejected video) are
     deleted too. Returns ``{"deleted", "replays_deleted", "orphan_count", "orphans", "missing_count",
@@ -290,7 +296,10 @@ def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
     stale = Video.objects.filter(
         session__state__in=[EvaluationSession.State.ABORTED, EvaluationSession.State.EXPIRED],
         session__ended_at__lt=cutoff,
-    ).exclude(state=Video.State.DELETED)
+    )
+    if settings.ARENA_UNPUBLISHED_RETENTION_DAYS > 0:
+        stale = stale | _unpublished(Video.objects.all(), now=now)
+    stale = stale.exclude(state=Video.State.DELETED)
     deleted = 0
     for video in stale.iterator():
         storage.delete(key=incoming_key(video.object_key))
