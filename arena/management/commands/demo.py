@@ -108,7 +108,6 @@ class Command(BaseCommand):
                         "description": BASELINES[name],
                         "license": "Apache-2.0",
                         "open_weights": True,
-                        "videos_public": True,
                     },
                     headers={"Authorization": f"Api-Key {owner_key.plaintext}"},
                     timeout=60,
@@ -116,6 +115,15 @@ class Command(BaseCommand):
                 body = response.json()
                 if response.status_code != 201 or body["status"] != "active":
                     raise CommandError(f"baseline {name} did not register: {body}")
+                # The baselines publish their episodes (videos and trajectories): the browser and the release.
+                published = requests.patch(
+                    f"{url}/api/v1/policies/baseline-{name}/",
+                    json={"videos_public": True},
+                    headers={"Authorization": f"Api-Key {owner_key.plaintext}"},
+                    timeout=60,
+                )
+                if published.status_code != 200:
+                    raise CommandError(f"baseline {name} could not publish its episodes: {published.json()}")
             self._say(f"3/5 registered {len(TRUE_ORDER)} baselines; all passed their health check")
 
             homes = self._labs(url)
