@@ -4,8 +4,9 @@ Fills a fresh SQLite arena (under a temporary ``ARENA_VAR_DIR``, local-disk stor
 each with two episodes of ``--steps`` control steps (a distinct Parquet trajectory per episode) and two small
 MP4 videos per episode (wrist and exterior, 64 x 48, 2 s), fits a snapshot, then builds the release in a forked
 child process and reports its wall time, the release's size, its archive's size, the child's peak resident set
-(``ru_maxrss``; it includes the parent's pages it inherits) and Arrow's peak allocation. Streaming shows as a
-peak memory that does not grow with N.
+(``ru_maxrss``), how far it rose above the resident set the child started with (the parent's pages it
+inherits, which grow with N from populating the database), and Arrow's peak allocation. Streaming shows as a
+rise that does not grow with N.
 
     python -m benchmarks.release_build [--sizes 100,1000] [--steps 150] [--quick]
 """
@@ -195,6 +196,14 @@ def _session(i: int, world: dict) -> None:
     )
 
 
+def _rss_now() -> int:
+    """This process's resident set now, in bytes (Linux ``/proc/self/status``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _build_in_child() -> dict:
     """Build the release in a forked child; returns its numbers (the child's rusage is read after it exits)."""
     import json
@@ -208,6 +217,7 @@ def _build_in_child() -> dict:
         os.close(read)
         import pyarrow as pa
 
+        start_rss = _rss_now()
         from arena.services.ranking import ranking_snapshot_create
         from arena.services.releases import release_build
 
@@ -222,6 +232,7 @@ def _build_in_child() -> dict:
             "episodes": release.manifest["n_episodes"],
             "sessions": release.n_sessions,
             "arrow_peak": pa.default_memory_pool().max_memory(),
+            "start_rss": start_rss,
         }
         os.write(write, json.dumps(numbers).encode())
         os._exit(0)
@@ -274,14 +285,15 @@ def main() -> int:
     print(f"release build, {args.steps} steps per episode, 2 MP4 videos per episode (64x48, 2 s)")
     header = (
         f"{'sessions':>8} {'episodes':>8} {'release MiB':>11} {'archive MiB':>11} {'build s':>8} "
-        f"{'peak RSS MiB':>12} {'Arrow peak MiB':>14} {'populate s':>10}"
+        f"{'peak RSS MiB':>12} {'build rise MiB':>14} {'Arrow peak MiB':>14} {'populate s':>10}"
     )
     print(header)
     for n in sizes:
         r = run_one(n, args.steps)
         print(
             f"{r['sessions']:>8} {r['episodes']:>8} {r['size'] / mib:>11.1f} {r['archive'] / mib:>11.1f} "
-            f"{r['seconds']:>8.1f} {r['peak_rss'] / mib:>12.0f} {r['arrow_peak'] / mib:>14.1f} "
+            f"{r['seconds']:>8.1f} {r['peak_rss'] / mib:>12.0f} {(r['peak_rss'] - r['start_rss']) / mib:>14.0f} "
+            f"{r['arrow_peak'] / mib:>14.1f} "
             f"{r['populate']:>10.1f}",
             flush=True,
         )
