@@ -61,6 +61,7 @@ class RunOptions:
     connect_timeout: float = 10.0
     request_timeout: float = 30.0
     stop_on_success_steps: int | None = None  # end an episode once success held this long (None: run to max)
+    publish_reason: bool | None = None  # may the reason be published (None: the lab's default on the server)
 
 
 def run_session(
@@ -189,7 +190,9 @@ def run_session(
             f"{'success' if result.success else 'no success'}"
         )
     choice, reason, valid = judge.preference(results["A"], results["B"])
-    spool.set_preference(entry, choice=choice, reason=reason, valid=valid)
+    spool.set_preference(
+        entry, choice=choice, reason=reason, valid=valid, reason_public=options.publish_reason
+    )
     outcome = _send(api, spool, sid, log)
     outcome.choice, outcome.progress = choice, progress
     return outcome

@@ -133,9 +133,15 @@ class Spool:
         )
         self.save(entry)
 
-    def set_preference(self, entry: dict, *, choice: str, reason: str, valid: bool) -> None:
+    def set_preference(
+        self, entry: dict, *, choice: str, reason: str, valid: bool, reason_public: bool | None = None
+    ) -> None:
+        """The verdict; ``reason_public`` None leaves whether the reason may be published to the lab's default."""
+        body: dict = {"choice": choice, "reason": reason, "valid": valid}
+        if reason_public is not None:
+            body["reason_public"] = reason_public
         entry["preference"] = {
-            "body": {"choice": choice, "reason": reason, "valid": valid},
+            "body": body,
             "idem": new_key(),
             "sent": False,
         }

@@ -10,7 +10,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import requests
 
-from arena.models import Episode, EvaluationSession, Trajectory
+from arena.models import Episode, EvaluationSession, Preference, Trajectory
+from evaluator_client.api import ArenaApi
+from evaluator_client.judge import AutoJudge
+from evaluator_client.runner import RunOptions, run_session
+from evaluator_client.spool import Spool
 from evaluator_client.trajectory import FORMAT, read_trajectory
 from tests.client.proxy import FlakyLink
 from tests.client.test_run_sessions import RUN, CutsTheLink
@@ -73,3 +77,29 @@ def test_replica_trajectory_round_trips(network, monkeypatch, tmp_path):
         assert back.equals(table) and back_meta == meta
         assert pq.ParquetFile(path).schema_arrow.equals(table.schema)
         assert not (folder / f"{slot}-trajectory.parquet").exists()  # uploaded, so no longer spooled
+
+
+def test_the_lab_client_chooses_whether_a_reason_is_published(network):
+    from evaluator_client import config as config_mod
+    from evaluator_client.cli import replica_setup
+
+    network.configure()
+    config = config_mod.load(network.home)
+    make_robot, next_task = replica_setup(config, seed=1)
+    task, category = next_task(0)
+    with ArenaApi(network.url, network.lab_key) as api:
+        for choice in (True, None):
+            outcome = run_session(
+                api=api,
+                spool=Spool(network.home),
+                robot_name=config.robot.name,
+                make_robot=make_robot,
+                judge=AutoJudge(margin=10),
+                task=task,
+                task_category=category,
+                seed=5,
+                options=RunOptions(max_steps=30, show_progress=False, publish_reason=choice),
+                log=lambda line: None,
+            )
+            assert outcome.status == "submitted"
+    assert sorted(Preference.objects.values_list("reason_public", flat=True)) == [False, True]
