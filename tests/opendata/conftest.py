@@ -9,7 +9,7 @@ import numpy as np
 
 from tests.api.actors import open_session, report_both
 from tests.api.conftest import anonymous, lab1, lab2, outsider, owner, pool, robot1  # noqa: F401
-from tests.videos.conftest import local_storage  # noqa: F401
+from tests.videos.conftest import local_storage, s3_storage, seaweed  # noqa: F401
 from tests.videos.test_trajectories import parquet_bytes
 from tests.videos.videohelpers import BODY, declare, upload
 

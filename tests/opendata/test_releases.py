@@ -118,3 +118,18 @@ def test_release_reads_back_by_the_spec(local_storage, pool, lab1, robot1, owner
 
     # Immutable: the schedule builds nothing new for a snapshot that has a release.
     assert release_build_due() is None and Release.objects.count() == 1
+
+
+def test_release_on_s3_stores_every_manifest_file(s3_storage, pool, lab1, robot1, owner, tmp_path):
+    """On S3 (a real SeaweedFS server) the release's files are uploaded under its prefix, byte for byte."""
+    publish_all(owner)
+    recorded_session(lab1, videos={"A": mp4(tmp_path, "a", 12), "B": mp4(tmp_path, "b", 12)})
+    release = release_build(snapshot=ranking_snapshot_create())
+    assert release.state == "ready" and release.n_sessions == 1
+    for entry in release.manifest["files"]:
+        key = release.prefix + entry["path"]
+        assert s3_storage.sha256(key=key, limit=entry["size"]) == entry["sha256"]
+    archive = f"releases/v{release.version}.tar"
+    assert s3_storage.sha256(key=archive, limit=10**9) == release.manifest["archive"]["sha256"]
+    url = Client().get(f"/releases/{release.version}/files/meta/info.json")["Location"]
+    assert s3_storage.bucket in url  # a presigned S3 link, not a stream through the web process
