@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 from django.conf import settings
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
@@ -26,6 +27,7 @@ from arena.web.render import render_page
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 20
+TRACE_CACHE_SECONDS = 24 * 3600
 SLUG = re.compile(r"[-a-zA-Z0-9_]{1,80}")
 ROBOT_TYPES = ("real", "replica")
 
@@ -72,10 +74,23 @@ def session_list(request: HttpRequest) -> HttpResponse:
 
 
 def _trace(trajectory: Trajectory | None, label: str) -> charts.TrajectoryTrace | None:
-    """The times, joints and gripper of a verified trajectory, read from storage (at most
-    TRAJECTORY_MAX_BYTES; it was checked on upload); None when it cannot be read."""
+    """The times, joints and gripper of a verified trajectory, thinned to the plot's resolution and cached (a
+    verified trajectory never changes), so a page view reads storage at most once per trajectory and day."""
     if trajectory is None:
         return None
+    key = f"arena:trace:{trajectory.pk}"
+    columns = cache.get(key)
+    if columns is None:
+        columns = _read_trace(trajectory)
+        if columns is None:
+            return None
+        cache.set(key, columns, timeout=TRACE_CACHE_SECONDS)
+    return charts.TrajectoryTrace(label=label, **columns)
+
+
+def _read_trace(trajectory: Trajectory) -> dict[str, list] | None:
+    """``{"t", "joints", "gripper"}`` of a trajectory read from storage (at most TRAJECTORY_MAX_BYTES; it was
+    checked on upload), every k-th row so that at most MAX_TRACE_POINTS remain; None when it cannot be read."""
     buffer = io.BytesIO()
     try:
         for chunk in get_storage().open(key=trajectory.object_key):
@@ -87,12 +102,13 @@ def _trace(trajectory: Trajectory | None, label: str) -> charts.TrajectoryTrace 
     except (StorageError, OSError, ValueError) as exc:
         log.warning("trajectory %s not plotted: %s", trajectory.pk, exc)
         return None
-    return charts.TrajectoryTrace(
-        label=label,
-        t=table.column("timestamp").to_pylist(),
-        joints=table.column("observation.joint_position").to_pylist(),
-        gripper=table.column("observation.gripper_position").to_pylist(),
-    )
+    step = max(1, -(-table.num_rows // charts.MAX_TRACE_POINTS))
+    table = table.take(list(range(0, table.num_rows, step)))
+    return {
+        "t": table.column("timestamp").to_pylist(),
+        "joints": table.column("observation.joint_position").to_pylist(),
+        "gripper": table.column("observation.gripper_position").to_pylist(),
+    }
 
 
 @require_GET
