@@ -65,6 +65,8 @@ def test_a_parquet_trajectory_is_verified_and_private_while_blind(
     assert finished.status_code == 200, finished.json()
     assert finished.json()["state"] == "verified" and finished.json()["n_steps"] == 20
     assert finished.json()["url"] is None  # blind: not even the lab gets it back
+    # What the lab is told names no policy: the upload's facts only.
+    assert set(finished.json()) == {"id", "slot", "state", "size", "sha256", "n_steps", "url", "expires_at"}
     for viewer in (lab1, owner, anonymous):
         assert viewer.get(f"/api/v1/trajectories/{trajectory_id}/").status_code == 404
     submit_preference(lab1, session["id"])
