@@ -68,6 +68,7 @@ FRAME_SCHEMA = pa.schema(
         pa.field("policy.chunk_index", pa.int64()),
         pa.field("policy.chunk_start", pa.bool_()),
         pa.field("policy.latency_ms", pa.float32()),
+        pa.field("arena.elapsed_s", pa.float64()),
         pa.field("timestamp", pa.float32()),
         pa.field("frame_index", pa.int64()),
         pa.field("episode_index", pa.int64()),
@@ -90,6 +91,7 @@ FEATURES = {
     "policy.chunk_index": {"dtype": "int64", "shape": [1], "names": None},
     "policy.chunk_start": {"dtype": "bool", "shape": [1], "names": None},
     "policy.latency_ms": {"dtype": "float32", "shape": [1], "names": None},
+    "arena.elapsed_s": {"dtype": "float64", "shape": [1], "names": None},
     "timestamp": {"dtype": "float32", "shape": [1], "names": None},
     "frame_index": {"dtype": "int64", "shape": [1], "names": None},
     "episode_index": {"dtype": "int64", "shape": [1], "names": None},
@@ -162,6 +164,7 @@ def _frames(table: pa.Table, *, episode: int, first_index: int, task_index: int)
             "policy.chunk_index": pa.array(table.column("chunk_index").to_numpy().astype(np.int64)),
             "policy.chunk_start": table.column("chunk_start"),
             "policy.latency_ms": pa.array(np.asarray(latency, dtype=np.float32)),
+            "arena.elapsed_s": table.column("timestamp"),
             "timestamp": pa.array(np.arange(n, dtype=np.float32) / FPS),
             "frame_index": pa.array(np.arange(n, dtype=np.int64)),
             "episode_index": pa.array(np.full(n, episode, dtype=np.int64)),
@@ -435,7 +438,9 @@ pseudonym unless they chose to be named.
 
 `observation.state` = 7 joint positions (rad) + gripper (0 open, 1 closed); `action` holds 8 values, the
 episode's action space in `arena_action_space` (7-value spaces are padded with NaN); `policy.latency_ms` is the
-round trip of the policy call that produced the step's chunk (on its first step, NaN elsewhere).
+round trip of the policy call that produced the step's chunk (on its first step, NaN elsewhere);
+`arena.elapsed_s` is when the lab's client executed the step (s since the episode started), while `timestamp`
+is LeRobot's nominal `frame_index / fps`.
 
 Verify: every file but this one's manifest is listed in `manifest.json` with its size and sha256; the data hash
 is the sha256 of `json.dumps(manifest["files"], sort_keys=True, separators=(",", ":"))`.

@@ -98,6 +98,8 @@ def test_release_reads_back_by_the_spec(local_storage, pool, lab1, robot1, owner
             assert np.allclose(state[:, :7], joints, atol=1e-6)
             assert np.allclose(state[:, 7], original.column("observation.gripper_position").to_numpy())
             assert part.num_rows == original.num_rows
+            elapsed = part.column("arena.elapsed_s").to_pylist()
+            assert elapsed == original.column("timestamp").to_pylist()
             episode = data["episodes"][index]
             assert episode["arena_session_id"] == row["session_id"] and episode["arena_slot"] == slot
     assert data["info"]["total_episodes"] == len(data["episodes"]) == 2 * len(data["sessions"])
