@@ -311,11 +311,19 @@ class SlotVideoOut(serializers.Serializer):
     size = serializers.IntegerField()
 
 
+class SlotTrajectoryOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    state = serializers.CharField()
+    size = serializers.IntegerField()
+    n_steps = serializers.IntegerField(allow_null=True)
+
+
 class SlotOut(serializers.Serializer):
     requirements = RequirementsOut()
     relay_url = serializers.CharField(allow_null=True, help_text="Websocket address of the blind relay.")
     episode = EpisodeOut(allow_null=True)
     videos = SlotVideoOut(many=True)
+    trajectory = SlotTrajectoryOut(allow_null=True, help_text="The slot's declared trajectory, if any.")
 
 
 class SlotsOut(serializers.Serializer):

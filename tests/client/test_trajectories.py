@@ -65,6 +65,13 @@ def test_replica_trajectory_round_trips(network, monkeypatch, tmp_path):
 
         stored = Trajectory.objects.get(session=session, slot=slot)
         assert stored.state == "verified" and stored.n_steps == episode.steps
+        listed = network.lab_get(f"/sessions/{session.id}/")["slots"][slot]["trajectory"]
+        assert listed == {
+            "id": str(stored.id),
+            "state": "verified",
+            "size": stored.size,
+            "n_steps": stored.n_steps,
+        }
         body = network.lab_get(f"/trajectories/{stored.id}/")
         assert body["sha256"] == stored.sha256 and body["url"]
         # The URL names the link the lab used (now closed); the same file straight from the server:
