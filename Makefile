@@ -45,6 +45,7 @@ bench: install
 	$(PY) -m benchmarks.ranking_speed --quick
 	$(PY) -m benchmarks.protocol --quick
 	$(PY) -m benchmarks.replica --quick
+	$(PY) -m benchmarks.release_build --quick
 
 # The sdist and the wheel (dist/robot_policy_arena-<version>-py3-none-any.whl) that a lab or a policy owner installs.
 wheel: install

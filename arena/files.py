@@ -7,11 +7,14 @@ these views answer 404: uploads and downloads go to S3 directly.
 
 from __future__ import annotations
 
-from django.http import FileResponse, HttpRequest, HttpResponse
+import re
+
+from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from arena.api.errors import json_error
 from arena.storage import (
+    CHUNK_BYTES,
     DOWNLOAD_SALT,
     UPLOAD_SALT,
     LocalStorage,
@@ -20,6 +23,8 @@ from arena.storage import (
     get_storage,
     read_token,
 )
+
+RANGE_RE = re.compile(r"bytes=(?P<first>\d{0,15})-(?P<last>\d{0,15})")
 
 
 def _local_storage() -> LocalStorage | None:
@@ -75,4 +80,51 @@ def video_download(request: HttpRequest, token: str) -> HttpResponse:
     info = storage.head(key=grant["k"])
     if info is None:
         return json_error("not_found", "The video is no longer stored.", 404)
-    return FileResponse(storage.path(grant["k"]).open("rb"), content_type=info.content_type)
+    wanted = _byte_range(request.META.get("HTTP_RANGE", ""), info.size)
+    if wanted is None:
+        response = FileResponse(
+            storage.path(grant["k"]).open("rb"), content_type=info.content_type or "application/octet-stream"
+        )
+        response["Accept-Ranges"] = "bytes"
+        return response
+    start, end = wanted
+    if start >= info.size:
+        response = json_error("range_not_satisfiable", "The range starts past the end of the file.", 416)
+        response["Content-Range"] = f"bytes */{info.size}"
+        return response
+    # Browsers seek in a video with range requests (S3 answers them too); one range, read in bounded chunks.
+    handle = storage.path(grant["k"]).open("rb")
+    handle.seek(start)
+    response = StreamingHttpResponse(
+        _read(handle, end - start + 1),
+        status=206,
+        content_type=info.content_type or "application/octet-stream",
+    )
+    response["Content-Range"] = f"bytes {start}-{end}/{info.size}"
+    response["Content-Length"] = str(end - start + 1)
+    response["Accept-Ranges"] = "bytes"
+    return response
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """``(first, last)`` byte of a single ``Range: bytes=a-b`` / ``a-`` / ``-n`` header (last clipped to the
+    file); None for no header or any other form (answered with the whole file, as HTTP allows)."""
+    match = RANGE_RE.fullmatch(header.strip())
+    if not match or (not match["first"] and not match["last"]):
+        return None
+    if not match["first"]:
+        suffix = int(match["last"])
+        return (max(size - suffix, 0), size - 1) if suffix else None
+    first = int(match["first"])
+    last = min(int(match["last"]), size - 1) if match["last"] else size - 1
+    return (first, last) if last >= first or first >= size else None
+
+
+def _read(handle, length: int):
+    with handle:
+        while length > 0:
+            chunk = handle.read(min(CHUNK_BYTES, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk

@@ -162,6 +162,7 @@ CELERY_BEAT_SCHEDULE = {
     "ranking-refit": {"task": "arena.tasks.ranking_refit", "schedule": timedelta(minutes=10)},
     "session-expiry": {"task": "arena.tasks.session_expire_overdue", "schedule": timedelta(minutes=1)},
     "video-retention": {"task": "arena.tasks.video_retention_sweep", "schedule": crontab(minute=17)},
+    "release-build": {"task": "arena.tasks.release_build_due", "schedule": crontab(minute=41)},
 }
 
 # --- Video storage ------------------------------------------------------------------------------------------
@@ -174,6 +175,17 @@ VIDEO_DIR = Path(env_str("ARENA_VIDEO_DIR") or VAR_DIR / "videos")
 VIDEO_MAX_BYTES = env_int("ARENA_VIDEO_MAX_BYTES", 200 * 1024 * 1024)
 VIDEO_URL_TTL_SECONDS = env_int("ARENA_VIDEO_URL_TTL_SECONDS", 900)
 VIDEO_RETENTION_DAYS = env_int("ARENA_VIDEO_RETENTION_DAYS", 7)
+# Episode trajectories (Parquet): the largest file, the largest Parquet footer (schema and row-group metadata)
+# the server parses, and the most rows (control steps) one episode may have.
+TRAJECTORY_MAX_BYTES = env_int("ARENA_TRAJECTORY_MAX_BYTES", 32 * 1024 * 1024)
+TRAJECTORY_FOOTER_MAX_BYTES = env_int("ARENA_TRAJECTORY_FOOTER_MAX_BYTES", 256 * 1024)
+TRAJECTORY_MAX_STEPS = env_int("ARENA_TRAJECTORY_MAX_STEPS", 100_000)
+# Unpublished episode data (videos and trajectories of submitted sessions that may not be published) is deleted
+# this many days after the session ended (0: kept). Aborted and expired sessions use VIDEO_RETENTION_DAYS.
+ARENA_UNPUBLISHED_RETENTION_DAYS = env_int("ARENA_UNPUBLISHED_RETENTION_DAYS", 0)
+# Releases: storage prefix of their files; built on a schedule (hours between builds; 0: on demand only).
+ARENA_RELEASE_PREFIX = env_str("ARENA_RELEASE_PREFIX", "releases/")
+ARENA_RELEASE_EVERY_HOURS = env_int("ARENA_RELEASE_EVERY_HOURS", 24)
 
 # --- The arena ----------------------------------------------------------------------------------------------
 ARENA_PUBLIC_URL = env_str("ARENA_PUBLIC_URL", "http://127.0.0.1:8000")
@@ -262,7 +274,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {"UploadStateEnum": ["pending", "verified", "rejected", "deleted"]},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "arena.api.schema.document_refused_characters",
@@ -300,6 +312,11 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 ARENA_ASSIGNMENT_SECRET = (
     env_str("ARENA_ASSIGNMENT_SECRET")
     or hmac.new(SECRET_KEY.encode(), b"arena.pairing.assignment", hashlib.sha256).hexdigest()
+)
+# Public pages and releases name a lab by HMAC(lab id) with this secret unless the lab opts in to its name.
+ARENA_PSEUDONYM_SECRET = (
+    env_str("ARENA_PSEUDONYM_SECRET")
+    or hmac.new(SECRET_KEY.encode(), b"arena.lab.pseudonym", hashlib.sha256).hexdigest()
 )
 ARENA_PAIR_MAX_RATIO = float(env_str("ARENA_PAIR_MAX_RATIO", "3"))
 ARENA_PAIR_EXPLORATION = float(env_str("ARENA_PAIR_EXPLORATION", "0.1"))

@@ -41,9 +41,11 @@ from django.utils import timezone
 S3_REQUIRED = ("S3_ENDPOINT_URL", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY")
 INCOMING_PREFIX = "incoming/"
 CHUNK_BYTES = 1024 * 1024
-# The content types videos may have, with the extension their keys end with. Local storage has no metadata, so
-# it reads an object's type from its key's extension (the upload view refuses any other type).
-EXTENSIONS = {"video/mp4": ".mp4", "video/webm": ".webm"}
+# The content types stored objects may have, with the extension their keys end with. Local storage has no
+# metadata, so it reads an object's type from its key's extension (the upload view refuses any other type).
+VIDEO_EXTENSIONS = {"video/mp4": ".mp4", "video/webm": ".webm"}
+TRAJECTORY_TYPE = "application/vnd.apache.parquet"
+EXTENSIONS = {**VIDEO_EXTENSIONS, TRAJECTORY_TYPE: ".parquet"}
 POSTER_TYPE, POSTER_EXTENSION = "image/jpeg", ".jpg"
 """Poster frames the server makes of verified videos (never uploaded by labs)."""
 UPLOAD_SALT = "arena.storage.upload"
@@ -119,6 +121,10 @@ class VideoStorage(ABC):
     @abstractmethod
     def download_url(self, *, key: str) -> tuple[str, datetime]:
         """A short-lived GET URL for the object and when it expires."""
+
+    @abstractmethod
+    def put_file(self, *, key: str, path: Path, content_type: str) -> None:
+        """Store the local file ``path`` at ``key`` (server-made objects such as releases), streamed."""
 
     @abstractmethod
     def delete(self, *, key: str) -> None:
@@ -232,6 +238,12 @@ class S3Storage(VideoStorage):
         )
         return url, expires_at
 
+    def put_file(self, *, key: str, path: Path, content_type: str) -> None:
+        try:
+            self.client.upload_file(str(path), self.bucket, key, ExtraArgs={"ContentType": content_type})
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"cannot store {key}: {exc}") from exc
+
     def delete(self, *, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
@@ -329,6 +341,10 @@ class LocalStorage(VideoStorage):
         if _type_of(key) != content_type:
             raise StorageError(f"local keys of type {content_type} need the matching extension: {key!r}")
         self.write(key=key, stream=io.BytesIO(data), length=len(data))
+
+    def put_file(self, *, key: str, path: Path, content_type: str) -> None:
+        with open(path, "rb") as handle:
+            self.write(key=key, stream=handle, length=Path(path).stat().st_size)
 
     def promote(self, *, source: str, destination: str) -> None:
         src, dst = self.path(source), self.path(destination)

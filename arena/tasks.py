@@ -223,3 +223,22 @@ def notification_resend_stalled_task() -> int:
     from arena.services.notifications import notification_resend_stalled
 
     return notification_resend_stalled()
+
+
+@shared_task(name="arena.tasks.release_build")
+def release_build(snapshot_version: int | None = None) -> int:
+    """Build a release of snapshot ``snapshot_version`` (default: the newest) on demand; returns its version."""
+    from arena.models import RankingSnapshot
+    from arena.services.releases import release_build as build
+
+    snapshot = RankingSnapshot.objects.get(version=snapshot_version) if snapshot_version else None
+    return build(snapshot=snapshot).version
+
+
+@shared_task(name="arena.tasks.release_build_due")
+def release_build_due() -> int | None:
+    """The schedule's build (see ``arena.services.releases.release_build_due``); the version built or None."""
+    from arena.services.releases import release_build_due as build_due
+
+    release = build_due()
+    return release.version if release else None

@@ -103,6 +103,12 @@ class ArenaApi:
     def finish_video(self, video_id: str, *, idem: str) -> dict:
         return self._call("POST", f"/videos/{video_id}/finish/", {}, idem=idem)
 
+    def start_trajectory(self, session_id: str, trajectory: dict, *, idem: str) -> dict:
+        return self._call("POST", f"/sessions/{session_id}/trajectories/", trajectory, idem=idem)
+
+    def finish_trajectory(self, trajectory_id: str, *, idem: str) -> dict:
+        return self._call("POST", f"/trajectories/{trajectory_id}/finish/", {}, idem=idem)
+
     def upload(self, target: dict, path: Path, content_type: str) -> None:
         """Send a file to a presigned target (PUT or POST form) straight to storage."""
         try:

@@ -49,6 +49,20 @@ class Recorder(Protocol):
     def add(self, frames: Mapping[str, np.ndarray]) -> None: ...
 
 
+class TrajectorySink(Protocol):
+    def add_step(
+        self,
+        *,
+        step: int,
+        time_s: float,
+        proprio: Mapping[str, Any],
+        action: np.ndarray,
+        chunk_index: int,
+        chunk_start: bool,
+        latency_s: float | None,
+    ) -> None: ...
+
+
 class RequirementsError(ValueError):
     """The policy asks for inputs this robot cannot provide (e.g. two exterior cameras on a one-camera rig)."""
 
@@ -202,6 +216,14 @@ def _frames_from_obs(robot: Robot, obs: Mapping[str, Any]) -> dict[str, np.ndarr
     return frames
 
 
+def _proprioception(robot: Robot) -> Mapping[str, Any]:
+    """The robot's proprioception now: its ``proprioception()`` when it has one (cheap: no images), else the
+    proprioception keys of a full observation."""
+    read = getattr(robot, "proprioception", None)
+    obs = read() if callable(read) else robot.observe()
+    return {key: obs[key] for key in PROPRIO_KEYS}
+
+
 def _validated_chunk(answer: Any, action_dim: int) -> np.ndarray:
     if not isinstance(answer, Mapping) or "actions" not in answer:
         raise ValueError("the policy's answer has no 'actions'")
@@ -226,6 +248,7 @@ def run_episode(
     stop: Callable[[], bool] | None = None,
     on_step: Callable[[int, float | None], None] | None = None,
     recorder: Recorder | None = None,
+    trajectory: TrajectorySink | None = None,
     realtime: bool = False,
     stop_on_success_steps: int | None = None,
 ) -> EpisodeResult:
@@ -235,7 +258,8 @@ def run_episode(
     native resolution, :data:`DEFAULT_ACTION_SPACE`. The robot must be set up for them
     (:func:`configure_robot`). ``stop``: polled before every step, True ends the episode (operator stop).
     ``on_step(step, progress)``: called after every executed step. ``recorder``: receives camera frames for
-    the steps it wants. ``realtime``: sleep so steps run at ``robot.control_hz`` (real robots); the replica
+    the steps it wants. ``trajectory``: receives every executed step (proprioception before the action, the
+    action, its time since the start, its chunk and the chunk's round-trip latency). ``realtime``: sleep so steps run at ``robot.control_hz`` (real robots); the replica
     runs as fast as it can. ``stop_on_success_steps``: end early once success has held this many steps.
     Raises :class:`RequirementsError` before the first step, :class:`PolicyFailure` / :class:`RobotFailure`
     during it.
@@ -272,6 +296,7 @@ def run_episode(
 
     chunk: np.ndarray | None = None
     used = 0
+    chunk_index = -1
     success_streak = 0
     peak: float | None = None
     for step in range(max_steps):
@@ -281,6 +306,7 @@ def run_episode(
         tick = time.perf_counter()
         want_frame = recorder is not None and recorder.wants_frame(step)
         frames: dict[str, np.ndarray] | None = None
+        proprio: Mapping[str, Any] | None = None
         if chunk is None or used >= min(replan_steps, len(chunk)):
             try:
                 t0 = time.perf_counter()
@@ -299,6 +325,8 @@ def run_episode(
             timings["policy"] += elapsed
             latencies.append(elapsed)
             used = 0
+            chunk_index += 1
+            proprio = obs
             if want_frame:
                 frames = _frames_from_obs(robot, obs)
         try:
@@ -310,9 +338,23 @@ def run_episode(
                 t0 = time.perf_counter()
                 recorder.add(frames)
                 timings["record"] += time.perf_counter() - t0
+            if trajectory is not None:
+                t0 = time.perf_counter()
+                proprio = proprio if proprio is not None else _proprioception(robot)
+                timings["observe"] += time.perf_counter() - t0
             t0 = time.perf_counter()
             robot.apply(chunk[used])
             timings["apply"] += time.perf_counter() - t0
+            if trajectory is not None and proprio is not None:
+                trajectory.add_step(
+                    step=step,
+                    time_s=t0 - started,
+                    proprio=proprio,
+                    action=chunk[used],
+                    chunk_index=chunk_index,
+                    chunk_start=used == 0,
+                    latency_s=latencies[-1] if used == 0 else None,
+                )
             progress = robot.progress()
             success = robot.success()
         except Exception as exc:

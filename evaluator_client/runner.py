@@ -37,7 +37,9 @@ from evaluator_client.judge import Judge
 from evaluator_client.link import RelayLink
 from evaluator_client.robot import Robot
 from evaluator_client.spool import Spool, new_key
+from evaluator_client.trajectory import TrajectoryRecorder
 from evaluator_client.video import VideoRecorder, png_bytes
+from policy_server.check import ACTION_DIMS
 from policy_server.client import PolicyClientError
 
 SLOTS = ("A", "B")
@@ -63,6 +65,7 @@ class RunOptions:
     request_timeout: float = 30.0
     stop_on_success_steps: int | None = None  # end an episode once success held this long (None: run to max)
     keep_files: bool = False  # keep the session's folder (videos, start image) after it was sent
+    publish_reason: bool | None = None  # may the reason be published (None: the lab's default on the server)
 
 
 def run_session(
@@ -119,6 +122,7 @@ def run_session(
             return _finish(judge, _abort(api, spool, entry, reason, fault, log, options))
         judge.episode_started(slot, options.max_steps, list(robot.cameras))
         recorder = VideoRecorder(workdir, f"{slot}", robot.cameras, source_hz=robot.control_hz)
+        trajectory = TrajectoryRecorder(action_dim=ACTION_DIMS[robot.action_space])
         bar = tqdm(
             total=options.max_steps,
             desc=f"slot {slot}",
@@ -142,6 +146,7 @@ def run_session(
                     replan_steps=options.replan_steps,
                     stop=judge.should_stop,
                     recorder=_Watched(recorder, judge),
+                    trajectory=trajectory,
                     on_step=lambda step, _p, bar=bar: (bar.update(1), judge.show_step(step)),
                     realtime=options.realtime,
                     stop_on_success_steps=options.stop_on_success_steps,
@@ -171,6 +176,20 @@ def run_session(
                 sha256=video.sha256,
                 content_type=video.content_type,
             )
+        if len(trajectory):
+            written = trajectory.write(
+                workdir / f"{slot}_trajectory.parquet",
+                metadata={
+                    "session_id": sid,
+                    "slot": slot,
+                    "action_space": robot.action_space,
+                    "control_hz": robot.control_hz,
+                    "scene": {"seed": seed, **_plain(robot.scene_notes())},
+                },
+            )
+            spool.add_trajectory(
+                entry, slot=slot, path=written.path, size=written.size_bytes, sha256=written.sha256
+            )
         relinked = f", reconnected to the relay {reconnects}x" if reconnects else ""
         log(f"  slot {slot}: {result.steps} steps, {'success' if result.success else 'no success'}{relinked}")
     for slot in SLOTS:
@@ -191,7 +210,9 @@ def run_session(
     spool.push_episodes(api, entry)
     log(f"  progress: A {progress['A']}, B {progress['B']}")
     choice, reason, valid = judge.preference(results["A"], results["B"])
-    spool.set_preference(entry, choice=choice, reason=reason, valid=valid)
+    spool.set_preference(
+        entry, choice=choice, reason=reason, valid=valid, reason_public=options.publish_reason
+    )
     outcome = _send(api, spool, sid, log, options)
     outcome.choice, outcome.progress = choice, progress
     return _finish(judge, outcome)

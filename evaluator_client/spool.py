@@ -20,6 +20,7 @@ from typing import Any
 
 from evaluator_client.api import ApiError, ArenaApi, ServerUnreachable
 
+TRAJECTORY_TYPE = "application/vnd.apache.parquet"
 # Server answers meaning the step's effect is already there (sent before, reply lost).
 ALREADY_DONE = {"episode_exists"}
 # Server answers meaning the session can no longer be completed; the entry is kept, marked failed.
@@ -70,6 +71,7 @@ class Spool:
             "scene": scene or {},
             "episodes": {},
             "videos": [],
+            "trajectories": [],
             "preference": None,
             "abort": None,
             "status": "running",
@@ -121,9 +123,34 @@ class Spool:
         )
         self.save(entry)
 
-    def set_preference(self, entry: dict, *, choice: str, reason: str, valid: bool) -> None:
+    def add_trajectory(self, entry: dict, *, slot: str, path: Path, size: int, sha256: str) -> None:
+        """Keep one slot's trajectory file (Parquet) in the spool, to upload with the session's videos."""
+        kept = self.folder(entry["session_id"]) / f"{slot}-trajectory.parquet"
+        if path.resolve() != kept.resolve():
+            shutil.move(str(path), kept)
+        entry.setdefault("trajectories", []).append(
+            {
+                "slot": slot,
+                "file": kept.name,
+                "size": size,
+                "sha256": sha256,
+                "trajectory_id": None,
+                "uploaded": False,
+                "finished": False,
+                "idem_finish": new_key(),
+            }
+        )
+        self.save(entry)
+
+    def set_preference(
+        self, entry: dict, *, choice: str, reason: str, valid: bool, reason_public: bool | None = None
+    ) -> None:
+        """The verdict; ``reason_public`` None leaves whether the reason may be published to the lab's default."""
+        body: dict = {"choice": choice, "reason": reason, "valid": valid}
+        if reason_public is not None:
+            body["reason_public"] = reason_public
         entry["preference"] = {
-            "body": {"choice": choice, "reason": reason, "valid": valid},
+            "body": body,
             "idem": new_key(),
             "sent": False,
         }
@@ -220,6 +247,8 @@ class Spool:
             )
         for video in entry["videos"]:
             self._video(api, entry, video, on_upload)
+        for trajectory in entry.get("trajectories", []):
+            self._trajectory(api, entry, trajectory)
         reply = self._step(
             entry, entry["preference"], lambda s: api.submit_preference(sid, s["body"], idem=s["idem"])
         )
@@ -258,6 +287,25 @@ class Spool:
                 on_upload(video)
         api.finish_video(video["video_id"], idem=video["idem_finish"])
         video["finished"] = True
+        self.save(entry)
+        if not self.keep_files:
+            path.unlink(missing_ok=True)
+
+    def _trajectory(self, api: ArenaApi, entry: dict, trajectory: dict) -> None:
+        """Upload and verify one trajectory; each step is recorded, so a later flush resumes where it stopped."""
+        if trajectory["finished"]:
+            return
+        path = self.folder(entry["session_id"]) / trajectory["file"]
+        if not trajectory["uploaded"]:
+            declared = {k: trajectory[k] for k in ("slot", "size", "sha256")}
+            started = api.start_trajectory(entry["session_id"], declared, idem=new_key())
+            trajectory["trajectory_id"] = started["id"]
+            self.save(entry)
+            api.upload(started["upload"], path, TRAJECTORY_TYPE)
+            trajectory["uploaded"] = True
+            self.save(entry)
+        api.finish_trajectory(trajectory["trajectory_id"], idem=trajectory["idem_finish"])
+        trajectory["finished"] = True
         self.save(entry)
         if not self.keep_files:
             path.unlink(missing_ok=True)

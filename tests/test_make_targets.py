@@ -43,6 +43,7 @@ def test_short_demo_prints_the_leaderboard(tmp_path):
     assert "sessions: {'submitted': 4" in out
     assert "Leaderboard (snapshot" in out and "True order: expert > noisy > slow > confused > random" in out
     assert "/leaderboard/" in out
+    assert "Release v1 of snapshot" in out and ": 4 sessions" in out and "/sessions/" in out
 
 
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])

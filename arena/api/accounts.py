@@ -7,9 +7,20 @@ from rest_framework import status
 from rest_framework.response import Response
 
 from arena.api.base import ApiView
-from arena.api.serializers import ErrorSerializer, KeyIn, KeyOut, MeOut, NewKeyOut, RobotIn, RobotOut
+from arena.api.serializers import (
+    ErrorSerializer,
+    KeyIn,
+    KeyOut,
+    LabPublicationIn,
+    LabPublicationOut,
+    MeOut,
+    NewKeyOut,
+    RobotIn,
+    RobotOut,
+)
 from arena.auth import IsAuthenticated, IsLab
 from arena.models import ApiKey
+from arena.selectors.public import lab_pseudonym
 from arena.services import accounts as account_services
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404, 409, 422, 429)}
@@ -106,3 +117,37 @@ class RobotListView(ApiView):
         data.is_valid(raise_exception=True)
         robot = account_services.robot_register(lab=request.user.lab, **data.validated_data)
         return Response(RobotOut(robot).data, status=status.HTTP_201_CREATED)
+
+
+def _publication(lab) -> dict:
+    return {
+        "publish_reasons": lab.publish_reasons,
+        "publish_name": lab.publish_name,
+        "pseudonym": lab_pseudonym(lab.pk),
+    }
+
+
+class LabPublicationView(ApiView):
+    permission_classes = [IsLab]
+
+    @extend_schema(
+        operation_id="lab_publication",
+        summary="What your lab lets the arena publish, and the pseudonym it is published under",
+        responses={200: LabPublicationOut, **ERRORS},
+    )
+    def get(self, request):
+        return Response(LabPublicationOut(_publication(request.user.lab)).data)
+
+    @extend_schema(
+        operation_id="lab_publication_update",
+        summary="Change your lab's defaults: publish reason texts, publish the lab's name",
+        description="`publish_reasons` is the default for sessions whose preference does not say "
+        "(`reason_public`); it applies to preferences submitted from now on.",
+        request=LabPublicationIn,
+        responses={200: LabPublicationOut, **ERRORS},
+    )
+    def patch(self, request):
+        data = LabPublicationIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        lab = account_services.lab_publication_update(lab=request.user.lab, **data.validated_data)
+        return Response(LabPublicationOut(_publication(lab)).data)

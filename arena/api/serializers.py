@@ -354,6 +354,17 @@ class NotificationDeliveryOut(serializers.Serializer):
     delivered_at = serializers.DateTimeField(allow_null=True)
 
 
+class LabPublicationIn(InputSerializer):
+    publish_reasons = serializers.BooleanField(required=False)
+    publish_name = serializers.BooleanField(required=False)
+
+
+class LabPublicationOut(serializers.Serializer):
+    publish_reasons = serializers.BooleanField(help_text="Default for sessions that do not say.")
+    publish_name = serializers.BooleanField(help_text="Public pages and releases show your lab's name.")
+    pseudonym = serializers.CharField(help_text="How public pages and releases name your lab otherwise.")
+
+
 # --- Sessions ---------------------------------------------------------------------------------------------
 
 
@@ -383,6 +394,13 @@ class PreferenceIn(InputSerializer):
     choice = serializers.ChoiceField(choices=Preference.Choice.values)
     reason = serializers.CharField(max_length=5000)
     valid = serializers.BooleanField(required=False, default=True)
+    reason_public = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Whether the reason may be published once the session is revealed; omitted or null: your "
+        "lab's default (GET /api/v1/lab/).",
+    )
 
 
 class AbortIn(InputSerializer):
@@ -406,11 +424,19 @@ class SlotVideoOut(serializers.Serializer):
     size = serializers.IntegerField()
 
 
+class SlotTrajectoryOut(serializers.Serializer):
+    id = serializers.UUIDField()
+    state = serializers.CharField()
+    size = serializers.IntegerField()
+    n_steps = serializers.IntegerField(allow_null=True)
+
+
 class SlotOut(serializers.Serializer):
     requirements = RequirementsOut()
     relay_url = serializers.CharField(allow_null=True, help_text="Websocket address of the blind relay.")
     episode = EpisodeOut(allow_null=True)
     videos = SlotVideoOut(many=True)
+    trajectory = SlotTrajectoryOut(allow_null=True, help_text="The slot's declared trajectory, if any.")
 
 
 class SlotsOut(serializers.Serializer):
@@ -421,6 +447,7 @@ class SlotsOut(serializers.Serializer):
 class PreferenceOut(serializers.Serializer):
     choice = serializers.CharField()
     reason = serializers.CharField()
+    reason_public = serializers.BooleanField()
     valid = serializers.BooleanField()
 
 

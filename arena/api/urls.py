@@ -1,6 +1,6 @@
 from django.urls import path
 
-from arena.api import accounts, leaderboard, notifications, policies, relay, sessions, videos
+from arena.api import accounts, leaderboard, notifications, policies, relay, sessions, trajectories, videos
 
 urlpatterns = [
     path("me/", accounts.MeView.as_view(), name="api-me"),
@@ -13,6 +13,7 @@ urlpatterns = [
     path("keys/", accounts.KeyListView.as_view(), name="api-keys"),
     path("keys/<str:prefix>/revoke/", accounts.KeyRevokeView.as_view(), name="api-key-revoke"),
     path("robots/", accounts.RobotListView.as_view(), name="api-robots"),
+    path("lab/", accounts.LabPublicationView.as_view(), name="api-lab"),
     path("policies/", policies.PolicyListView.as_view(), name="api-policies"),
     path("policies/<slug:slug>/", policies.PolicyDetailView.as_view(), name="api-policy"),
     path("policies/<slug:slug>/retire/", policies.PolicyRetireView.as_view(), name="api-policy-retire"),
@@ -34,6 +35,21 @@ urlpatterns = [
     path("sessions/<uuid:session_id>/videos/", videos.VideoStartView.as_view(), name="api-videos"),
     path("videos/<uuid:video_id>/", videos.VideoDetailView.as_view(), name="api-video"),
     path("videos/<uuid:video_id>/finish/", videos.VideoFinishView.as_view(), name="api-video-finish"),
+    path(
+        "sessions/<uuid:session_id>/trajectories/",
+        trajectories.TrajectoryStartView.as_view(),
+        name="api-trajectories",
+    ),
+    path(
+        "trajectories/<uuid:trajectory_id>/",
+        trajectories.TrajectoryDetailView.as_view(),
+        name="api-trajectory",
+    ),
+    path(
+        "trajectories/<uuid:trajectory_id>/finish/",
+        trajectories.TrajectoryFinishView.as_view(),
+        name="api-trajectory-finish",
+    ),
     path("leaderboard/", leaderboard.LeaderboardView.as_view(), name="api-leaderboard"),
     path("relay/admit/", relay.RelayAdmitView.as_view(), name="api-relay-admit"),
     path("relay/status/", relay.RelayStatusView.as_view(), name="api-relay-status"),

@@ -19,7 +19,7 @@ from arena.models import SLOTS, Video
 from arena.selectors.videos import video_playback_url, video_view
 from arena.services import videos as video_services
 from arena.services.videos import CAMERA_RE
-from arena.storage import EXTENSIONS
+from arena.storage import VIDEO_EXTENSIONS
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404, 409, 422, 429)}
 
@@ -38,7 +38,7 @@ class VideoSizeField(serializers.IntegerField):
 class VideoStartIn(InputSerializer):
     slot = serializers.ChoiceField(choices=list(SLOTS))
     camera = CameraField(max_length=40, help_text="e.g. wrist, external-1")
-    content_type = serializers.ChoiceField(choices=list(EXTENSIONS))
+    content_type = serializers.ChoiceField(choices=list(VIDEO_EXTENSIONS))
     size = VideoSizeField(min_value=1, help_text="Bytes; at most the server's VIDEO_MAX_BYTES.")
     sha256 = serializers.RegexField(r"^[0-9a-fA-F]{64}$", help_text="Hex SHA-256 of the file.")
 

@@ -36,6 +36,13 @@ class Lab(models.Model):
         help_text="Set by the ranking job when the lab disagrees with the consensus unusually often.",
     )
     integrity_note = models.CharField(max_length=300, blank=True)
+    publish_reasons = models.BooleanField(
+        default=False,
+        help_text="Default for sessions that do not say: the evaluator's reason text may be published.",
+    )
+    publish_name = models.BooleanField(
+        default=False, help_text="Public pages and releases name the lab; otherwise only its pseudonym."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:

@@ -29,7 +29,10 @@ class Policy(models.Model):
         blank=True,
         help_text="Sent by the relay to the policy server; never shown to evaluators.",
     )
-    videos_public = models.BooleanField(default=False, help_text="Owner opts in to public session videos.")
+    videos_public = models.BooleanField(
+        default=False,
+        help_text="Owner opts in to publishing its episodes: session videos and trajectories.",
+    )
 
     # Requirements, read from the policy's metadata at check time.
     req_platform = models.CharField(max_length=80, blank=True, help_text="Empty: any platform.")

@@ -87,3 +87,31 @@ class ComparisonTally(models.Model):
                 name="one_tally_per_cell_and_platform",
             )
         ]
+
+
+class Release(models.Model):
+    """A published, immutable dataset built from one ranking snapshot (LeRobot dataset v3 layout).
+
+    ``manifest``: ``{"files": [{"path", "size", "sha256"}...], ...}``; ``data_hash``: SHA-256 of the manifest's
+    file list, so two releases with equal data have equal hashes. Files live under ``prefix`` in storage.
+    """
+
+    class State(models.TextChoices):
+        BUILDING = "building"
+        READY = "ready"
+        FAILED = "failed"
+
+    version = models.PositiveIntegerField(unique=True)
+    snapshot = models.ForeignKey(RankingSnapshot, on_delete=models.PROTECT, related_name="releases")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.BUILDING)
+    prefix = models.CharField(max_length=200)
+    manifest = models.JSONField(default=dict)
+    data_hash = models.CharField(max_length=64, blank=True)
+    n_sessions = models.PositiveIntegerField(default=0)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    build_seconds = models.FloatField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-version"]

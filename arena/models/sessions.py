@@ -96,6 +96,9 @@ class Preference(models.Model):
     session = models.OneToOneField(EvaluationSession, on_delete=models.CASCADE, related_name="preference")
     choice = models.CharField(max_length=3, choices=Choice.choices)
     reason = models.TextField()
+    reason_public = models.BooleanField(
+        default=False, help_text="The lab lets the reason be published (per session, or its lab's default)."
+    )
     valid = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # Copied from the session and its episodes when the preference is stored (all immutable from then on), so
@@ -138,3 +141,33 @@ class Video(models.Model):
                 fields=["session", "slot", "camera"], name="one_video_per_camera_and_slot"
             )
         ]
+
+
+class Trajectory(models.Model):
+    """One episode's recorded proprioception and actions: a Parquet file uploaded like a video.
+
+    Declared, uploaded to a presigned URL, then verified (size, SHA-256, Parquet magic bytes and schema) before
+    it counts; visible by the same rule as the session's videos (``arena.selectors.videos``).
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        VERIFIED = "verified"
+        REJECTED = "rejected"
+        DELETED = "deleted"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    session = models.ForeignKey(EvaluationSession, on_delete=models.CASCADE, related_name="trajectories")
+    slot = models.CharField(max_length=1, choices=[(s, s) for s in SLOTS])
+    object_key = models.CharField(max_length=300, unique=True)
+    size = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    n_steps = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Rows, read from the verified file."
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["session", "slot"], name="one_trajectory_per_slot")]

@@ -26,7 +26,7 @@ def sessions_for_lab(*, lab: Lab, state: str | None = None) -> QuerySet[Evaluati
     qs = (
         EvaluationSession.objects.filter(lab=lab)
         .select_related("robot", "policy_a", "policy_b", "preference")
-        .prefetch_related("episodes", "videos")
+        .prefetch_related("episodes", "videos", "trajectories")
         .order_by("-created_at")
     )
     return qs.filter(state=state) if state else qs
@@ -50,6 +50,7 @@ def session_for_evaluator(session: EvaluationSession, *, minted_for: ApiKey | No
     )
     episodes = {e.slot: e for e in session.episodes.all()}
     videos = list(session.videos.all())
+    trajectories = {t.slot: t for t in session.trajectories.all()}
     slots = {}
     for slot in SLOTS:
         policy = session.policy_in(slot)
@@ -74,6 +75,14 @@ def session_for_evaluator(session: EvaluationSession, *, minted_for: ApiKey | No
                 for v in videos
                 if v.slot == slot
             ],
+            "trajectory": None
+            if slot not in trajectories
+            else {
+                "id": str(trajectories[slot].id),
+                "state": trajectories[slot].state,
+                "size": trajectories[slot].size,
+                "n_steps": trajectories[slot].n_steps,
+            },
         }
     return {
         "id": str(session.id),
@@ -88,7 +97,12 @@ def session_for_evaluator(session: EvaluationSession, *, minted_for: ApiKey | No
         "slots": slots,
         "preference": None
         if preference is None
-        else {"choice": preference.choice, "reason": preference.reason, "valid": preference.valid},
+        else {
+            "choice": preference.choice,
+            "reason": preference.reason,
+            "reason_public": preference.reason_public,
+            "valid": preference.valid,
+        },
         "abort": {"reason": session.abort_reason, "fault": session.abort_fault}
         if session.state == EvaluationSession.State.ABORTED
         else None,

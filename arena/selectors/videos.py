@@ -1,5 +1,8 @@
 """Reads of session videos. ``video_visible_to`` is the one rule deciding who may see a video.
 
+The same rule covers trajectories (``episode_data_visible_to``); ``videos_public`` is the owner's consent to
+publishing its episodes, videos and trajectories alike.
+
 Videos stay private while a session is blind: until its preference is stored nobody, not even the lab that
 recorded them, gets a video or a playback URL through the API (the lab has its own recordings; serving them
 back adds nothing and would be one more place where blinding could leak). Sessions that end without a
@@ -26,7 +29,12 @@ def _owns(user, policy: Policy) -> bool:
 
 def video_visible_to(*, principal: Principal | None, video: Video) -> bool:
     """Whether ``principal`` (None: anonymous) may see ``video``. See the module docstring for the rule."""
-    session = video.session
+    return episode_data_visible_to(principal=principal, session=video.session)
+
+
+def episode_data_visible_to(*, principal: Principal | None, session: EvaluationSession) -> bool:
+    """Whether ``principal`` may see the session's recorded episodes (videos and trajectories): the rule of the
+    module docstring."""
     if session.state != EvaluationSession.State.SUBMITTED or not hasattr(session, "preference"):
         return False
     policies = (session.policy_a, session.policy_b)

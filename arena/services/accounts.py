@@ -161,3 +161,18 @@ def _unique_slug(model, name: str) -> str:
         n += 1
         slug = f"{base}-{n}"
     return slug
+
+
+def lab_publication_update(
+    *, lab: Lab, publish_reasons: bool | None = None, publish_name: bool | None = None
+) -> Lab:
+    """Change what ``lab`` lets the arena publish; None leaves a setting as it is."""
+    fields = {"publish_reasons": publish_reasons, "publish_name": publish_name}
+    changed = [name for name, value in fields.items() if value is not None]
+    with transaction.atomic():
+        lab = Lab.objects.select_for_update().get(pk=lab.pk)
+        for name in changed:
+            setattr(lab, name, fields[name])
+        if changed:
+            lab.save(update_fields=changed)
+    return lab

@@ -173,9 +173,18 @@ def episode_report(
 
 
 def preference_submit(
-    *, lab: Lab, session_id: uuid.UUID | str, choice: str, reason: str, valid: bool = True
+    *,
+    lab: Lab,
+    session_id: uuid.UUID | str,
+    choice: str,
+    reason: str,
+    valid: bool = True,
+    reason_public: bool | None = None,
 ) -> Preference:
-    """Store the verdict (once), close the session and schedule a ranking refit after commit."""
+    """Store the verdict (once), close the session and schedule a ranking refit after commit.
+
+    ``reason_public``: whether the lab lets the reason text be published; None takes the lab's default
+    (``Lab.publish_reasons``, itself False unless the lab opted in)."""
     if not reason.strip():
         raise InvalidInput("required", "Say why: the reason is required.", field="reason")
     _expire(EvaluationSession.objects.filter(pk=session_id, lab=lab), timezone.now())
@@ -194,6 +203,7 @@ def preference_submit(
             session=session,
             choice=choice,
             reason=reason.strip(),
+            reason_public=lab.publish_reasons if reason_public is None else reason_public,
             valid=valid,
             created_at=now,
             policy_a=session.policy_a,

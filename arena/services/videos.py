@@ -24,12 +24,13 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from arena.errors import Conflict, InvalidInput, NotFound, StorageUnavailable
-from arena.models import SLOTS, EvaluationSession, Lab, Video
+from arena.models import SLOTS, EvaluationSession, Lab, Trajectory, Video
 from arena.services.sessions import _expire, session_for_lab_update, session_renew_lease
 from arena.storage import (
     EXTENSIONS,
     POSTER_EXTENSION,
     POSTER_TYPE,
+    VIDEO_EXTENSIONS,
     ObjectTooLarge,
     StorageError,
     UploadTarget,
@@ -53,7 +54,7 @@ POSTER_MAX_PIXELS = 8192 * 8192
 
 def object_key(*, session_id: uuid.UUID | str, slot: str, camera: str, content_type: str) -> str:
     """``sessions/<session id>/<slot>/<camera>-<128 random bits>.<ext>``: unguessable, names no policy."""
-    return f"sessions/{session_id}/{slot}/{camera}-{secrets.token_hex(16)}{EXTENSIONS[content_type]}"
+    return f"sessions/{session_id}/{slot}/{camera}-{secrets.token_hex(16)}{VIDEO_EXTENSIONS[content_type]}"
 
 
 def _check_declaration(*, slot: str, camera: str, content_type: str, size: int, sha256: str) -> str:
@@ -64,10 +65,10 @@ def _check_declaration(*, slot: str, camera: str, content_type: str, size: int, 
         raise InvalidInput(
             "invalid_camera", "camera must be 1-40 lower-case letters, digits, '-' or '_'.", field="camera"
         )
-    if content_type not in EXTENSIONS:
+    if content_type not in VIDEO_EXTENSIONS:
         raise InvalidInput(
             "unsupported_content_type",
-            f"content_type must be one of {', '.join(EXTENSIONS)}.",
+            f"content_type must be one of {', '.join(VIDEO_EXTENSIONS)}.",
             field="content_type",
         )
     if not 1 <= size <= settings.VIDEO_MAX_BYTES:
@@ -344,9 +345,40 @@ def _reject(video: Video, problem: str) -> Video:
         return video
 
 
+def _unpublished(objects, *, now: datetime):
+    """Those of ``objects`` (videos or trajectories) whose submitted session ended more than
+    ARENA_UNPUBLISHED_RETENTION_DAYS ago and may not be published (a policy's owner did not opt in)."""
+    return objects.filter(
+        session__state=EvaluationSession.State.SUBMITTED,
+        session__ended_at__lt=now - timedelta(days=settings.ARENA_UNPUBLISHED_RETENTION_DAYS),
+    ).exclude(session__policy_a__videos_public=True, session__policy_b__videos_public=True)
+
+
+def _delete_stale_trajectories(storage: VideoStorage, *, cutoff: datetime, now: datetime) -> int:
+    """Delete the trajectories of aborted or expired sessions that ended before ``cutoff`` and, when
+    ARENA_UNPUBLISHED_RETENTION_DAYS is set, those of submitted sessions whose episodes may not be published
+    (a policy did not opt in) that ended that long ago. Returns how many."""
+    closed = [EvaluationSession.State.ABORTED, EvaluationSession.State.EXPIRED]
+    stale = Trajectory.objects.filter(session__state__in=closed, session__ended_at__lt=cutoff)
+    if settings.ARENA_UNPUBLISHED_RETENTION_DAYS > 0:
+        stale = stale | _unpublished(Trajectory.objects.all(), now=now)
+    deleted = 0
+    for trajectory in stale.exclude(state=Trajectory.State.DELETED).iterator():
+        storage.delete(key=incoming_key(trajectory.object_key))
+        storage.delete(key=trajectory.object_key)
+        deleted += (
+            Trajectory.objects.filter(pk=trajectory.pk)
+            .exclude(state=Trajectory.State.DELETED)
+            .update(state=Trajectory.State.DELETED)
+        )
+    return deleted
+
+
 def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
-    """Delete the objects of aborted or expired sessions that ended more than VIDEO_RETENTION_DAYS ago (their
-    Video rows become ``deleted``), then compare the bucket with the database.
+    """Delete the objects of aborted or expired sessions that ended more than VIDEO_RETENTION_DAYS ago, and
+    (when ARENA_UNPUBLISHED_RETENTION_DAYS is set) those of submitted sessions that may not be published and ended
+    that long ago (their Video and Trajectory rows become ``deleted``), then compare the bucket with the
+    database (release files are not compared).
 
     Uploads replayed after their video was finished (an incoming object of a verified or rejected video) are
     deleted too. Returns ``{"deleted", "replays_deleted", "orphan_count", "orphans", "missing_count",
@@ -359,7 +391,10 @@ def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
     stale = Video.objects.filter(
         session__state__in=[EvaluationSession.State.ABORTED, EvaluationSession.State.EXPIRED],
         session__ended_at__lt=cutoff,
-    ).exclude(state=Video.State.DELETED)
+    )
+    if settings.ARENA_UNPUBLISHED_RETENTION_DAYS > 0:
+        stale = stale | _unpublished(Video.objects.all(), now=now)
+    stale = stale.exclude(state=Video.State.DELETED)
     deleted = 0
     for video in stale.iterator():
         storage.delete(key=incoming_key(video.object_key))
@@ -371,6 +406,7 @@ def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
             .exclude(state=Video.State.DELETED)
             .update(state=Video.State.DELETED)
         )
+    deleted += _delete_stale_trajectories(storage, cutoff=cutoff, now=now)
     # Keys first, rows second: a row always exists before its object, so a fresh upload is never an orphan.
     listed_at = timezone.now()
     keys = set(storage.list_keys())
@@ -395,9 +431,17 @@ def video_retention_sweep(*, now: datetime | None = None) -> dict[str, Any]:
                 replays.append(incoming_key(key))
             if key not in keys and verified_at is not None and verified_at < listed_at:
                 missing.append(str(video_id))
+    trajectories = Trajectory.objects.filter(
+        state__in=[Trajectory.State.PENDING, Trajectory.State.VERIFIED]
+    ).values_list("object_key", "state")
+    for key, state in trajectories:
+        expected.add(key)
+        if state == Trajectory.State.PENDING:
+            expected.add(incoming_key(key))
     for key in replays:
         storage.delete(key=key)
-    orphans = sorted(keys - expected - set(replays))
+    releases = settings.ARENA_RELEASE_PREFIX
+    orphans = sorted(k for k in keys - expected - set(replays) if not (releases and k.startswith(releases)))
     report = {
         "deleted": deleted,
         "replays_deleted": len(replays),

@@ -437,3 +437,101 @@ def score_history(points: Sequence[ScorePoint], *, ident: str, title: str) -> Sa
         css_class="chart score-history",
         min_width=0.85 * width,
     )
+
+
+@dataclass(frozen=True)
+class TrajectoryTrace:
+    """One episode's traces for :func:`trajectory_plot`: ``t`` (n,) s, ``joints`` (n, 7) rad, ``gripper``
+    (n,) in [0, 1] (0 open), ``label`` e.g. ``"A: acme-pi0"``."""
+
+    label: str
+    t: Sequence[float]
+    joints: Sequence[Sequence[float]]
+    gripper: Sequence[float]
+
+
+TRACE_COLOURS = ("#1f3b63", "#c0612b")
+MAX_TRACE_POINTS = 300
+
+
+def _thin(n: int) -> range:
+    return range(0, n, max(1, math.ceil(n / MAX_TRACE_POINTS)))
+
+
+def trajectory_plot(traces: Sequence[TrajectoryTrace], *, ident: str, title: str) -> SafeString:
+    """Joint positions (top) and gripper (bottom) of each episode over time, one colour per episode; at most
+    300 points per line. One ``polyline.joint-trace`` per joint and episode, one ``polyline.gripper-trace`` per
+    episode."""
+    plot_width, joint_height, gripper_height, gap = 460, 150, 70, 34
+    left, top, bottom = 50, 26, 40
+    width = left + plot_width + 16
+    height = top + joint_height + gap + gripper_height + bottom
+    t_max = max((max(tr.t) for tr in traces if len(tr.t)), default=1.0) or 1.0
+    joint_values = [v for tr in traces for row in tr.joints for v in row if math.isfinite(v)]
+    j_lo, j_hi = (min(joint_values), max(joint_values)) if joint_values else (-1.0, 1.0)
+    if j_hi - j_lo < 1e-6:
+        j_lo, j_hi = j_lo - 0.5, j_hi + 0.5
+    g_top = top + joint_height + gap
+
+    def x(t: float) -> float:
+        return left + plot_width * t / t_max
+
+    def yj(v: float) -> float:
+        return top + joint_height * (j_hi - v) / (j_hi - j_lo)
+
+    def yg(v: float) -> float:
+        return g_top + gripper_height * (1.0 - min(max(v, 0.0), 1.0))
+
+    body = []
+    for tick in nice_ticks(j_lo, j_hi, count=4):
+        if j_lo <= tick <= j_hi:
+            body.append(
+                f'<line x1="{left}" y1="{_num(yj(tick))}" x2="{left + plot_width}" y2="{_num(yj(tick))}" '
+                f'stroke="#eee"/>'
+            )
+            body.append(_text(left - 6, yj(tick), f"{tick:g}", anchor="end", css="tick"))
+    for v in (0.0, 1.0):
+        body.append(
+            f'<line x1="{left}" y1="{_num(yg(v))}" x2="{left + plot_width}" y2="{_num(yg(v))}" stroke="#eee"/>'
+        )
+        body.append(_text(left - 6, yg(v), f"{v:g}", anchor="end", css="tick"))
+    body.append(_text(left, top - 10, "joint positions (rad)"))
+    body.append(_text(left, g_top - 10, "gripper (0 open, 1 closed)"))
+    for k, tr in enumerate(traces):
+        colour = TRACE_COLOURS[k % len(TRACE_COLOURS)]
+        keep = _thin(len(tr.t))
+        for j in range(len(tr.joints[0]) if len(tr.joints) else 0):
+            points = " ".join(f"{_num(x(tr.t[i]))},{_num(yj(tr.joints[i][j]))}" for i in keep)
+            body.append(
+                f'<polyline class="joint-trace" points="{points}" fill="none" stroke="{colour}" '
+                f'stroke-width="1.2" opacity="0.75"><title>{escape(tr.label)}, joint {j + 1}</title></polyline>'
+            )
+        points = " ".join(f"{_num(x(tr.t[i]))},{_num(yg(tr.gripper[i]))}" for i in keep)
+        body.append(
+            f'<polyline class="gripper-trace" points="{points}" fill="none" stroke="{colour}" '
+            f'stroke-width="2"><title>{escape(tr.label)}, gripper</title></polyline>'
+        )
+        legend_x = left + plot_width - 150 * (len(traces) - k)
+        body.append(
+            f'<line x1="{legend_x}" y1="{top - 10}" x2="{legend_x + 18}" y2="{top - 10}" stroke="{colour}" '
+            f'stroke-width="3"/>'
+        )
+        body.append(_text(legend_x + 22, top - 10, tr.label[:22]))
+    axis_y = g_top + gripper_height + 14
+    for tick in nice_ticks(0.0, t_max, count=5):
+        body.append(_text(x(tick), axis_y, f"{tick:g}", anchor="middle", css="tick"))
+    body.append(
+        _text(left + plot_width / 2, axis_y + 18, "time since the episode started (s)", anchor="middle")
+    )
+    steps = ", ".join(f"{tr.label}: {len(tr.t)} steps" for tr in traces)
+    desc = f"Joint and gripper traces over time. {steps}." if traces else "No trajectory was recorded."
+    return _svg(
+        ident=ident,
+        width=width,
+        height=height,
+        title=title,
+        desc=desc,
+        body=body,
+        css_class="chart trajectory-plot",
+        min_width=0.85 * width,
+    )

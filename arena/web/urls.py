@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
-from arena.web import accounts, dashboard, leaderboard, policy_page
+from arena.web import accounts, dashboard, leaderboard, policy_page, releases, sessions
 
 urlpatterns = [
     path("", leaderboard.home, name="web-home"),
@@ -17,6 +17,12 @@ urlpatterns = [
     path("leaderboard/<int:version>/fitted.csv", leaderboard.fitted_csv, name="web-fitted-csv"),
     path("methodology/", leaderboard.methodology_page, name="web-methodology"),
     path("policies/<slug:slug>/", policy_page.policy_page, name="web-policy"),
+    path("sessions/", sessions.session_list, name="web-sessions"),
+    path("releases/", releases.release_list, name="web-releases"),
+    path("releases/<int:version>/", releases.release_page, name="web-release"),
+    path("releases/<int:version>.tar", releases.release_archive, name="web-release-archive"),
+    path("releases/<int:version>/files/<path:path>", releases.release_file, name="web-release-file"),
+    path("sessions/<uuid:session_id>/", sessions.session_page, name="web-session"),
     path("me/", dashboard.dashboard, name="web-me"),
     path("me/policies/", dashboard.policy_register_submit, name="web-policy-register"),
     path("me/notifications/", dashboard.notification_settings_submit, name="web-notifications"),

@@ -97,5 +97,5 @@ def test_session_view_has_only_the_documented_keys(lab1, robot1, pool):
         "abort",
         "reveal",
     }
-    assert set(body["slots"]["A"]) == {"requirements", "relay_url", "episode", "videos"}
+    assert set(body["slots"]["A"]) == {"requirements", "relay_url", "episode", "videos", "trajectory"}
     assert json.dumps(body["slots"]["A"]["requirements"]).count("acme") == 0

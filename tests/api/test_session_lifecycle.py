@@ -25,7 +25,12 @@ def test_full_session_reveals_policies_only_after_preference(lab1, robot1, pool)
     assert done.status_code == 201
     body = done.json()
     assert body["state"] == "submitted"
-    assert body["preference"] == {"choice": "A", "reason": "A grasped the marker", "valid": True}
+    assert body["preference"] == {
+        "choice": "A",
+        "reason": "A grasped the marker",
+        "reason_public": False,  # the lab's default
+        "valid": True,
+    }
     stored = EvaluationSession.objects.get(pk=session["id"])
     assert body["reveal"]["A"]["slug"] == stored.policy_a.slug
     assert body["reveal"]["B"]["slug"] == stored.policy_b.slug

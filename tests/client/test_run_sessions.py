@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arena.models import Episode, EvaluationSession, Preference, Video
+from arena.models import Episode, EvaluationSession, Preference, Trajectory, Video
 from evaluator_client.judge import AutoJudge
 from policy_server.base import BasePolicy
 from policy_server.baselines import make_baseline
@@ -19,6 +19,7 @@ def test_sessions_complete_end_to_end(network):
     assert [s.state for s in sessions] == ["submitted", "submitted"]
     assert Preference.objects.count() == 2 and Episode.objects.count() == 4
     assert Video.objects.filter(state="verified").count() == 8  # 2 sessions x 2 slots x (exterior, wrist)
+    assert Trajectory.objects.filter(state="verified").count() == 4  # 2 sessions x 2 slots
     for s in sessions:
         assert '"seed": ' in s.scene_notes
     assert network.eval("status") == 0

@@ -2,8 +2,10 @@
 
 Serves the graded replica baselines on loopback, starts the blind relay and the web server, registers the
 baselines as an owner would, lets three evaluator labs run sessions in the MuJoCo replica with the automatic
-judge (the real ``arena-eval`` code path: relay, episodes, video uploads, preferences), refits the ranking after
-each preference and prints the leaderboard beside the baselines' true order.
+judge (the real ``arena-eval`` code path: relay, episodes, video and trajectory uploads, preferences), refits the
+ranking after each preference, prints the leaderboard beside the baselines' true order, and ends with a data
+release of the published sessions (the baselines publish their episodes; one lab publishes its reasons, one its
+name).
 """
 
 from __future__ import annotations
@@ -26,7 +28,12 @@ from scipy.stats import kendalltau
 
 from arena.models import Policy
 from arena.ports import port_in_use
-from arena.services.accounts import api_key_issue, lab_get_or_create, owner_get_or_create
+from arena.services.accounts import (
+    api_key_issue,
+    lab_get_or_create,
+    lab_publication_update,
+    owner_get_or_create,
+)
 
 LABS = ("Berkeley Robot Lab", "Stanford Manipulation", "Tokyo Embodied AI")
 
@@ -117,6 +124,15 @@ class Command(BaseCommand):
                 body = response.json()
                 if response.status_code != 201 or body["status"] != "active":
                     raise CommandError(f"baseline {name} did not register: {body}")
+                # The baselines publish their episodes (videos and trajectories): the browser and the release.
+                published = requests.patch(
+                    f"{url}/api/v1/policies/baseline-{name}/",
+                    json={"videos_public": True},
+                    headers={"Authorization": f"Api-Key {owner_key.plaintext}"},
+                    timeout=60,
+                )
+                if published.status_code != 200:
+                    raise CommandError(f"baseline {name} could not publish its episodes: {published.json()}")
             self._say(f"3/5 registered {len(TRUE_ORDER)} baselines; all passed their health check")
 
             homes = self._labs(url)
@@ -124,6 +140,7 @@ class Command(BaseCommand):
 
             board = requests.get(f"{url}/api/v1/leaderboard/", timeout=30).json()
             self._print_board(board, TRUE_ORDER)
+            self._release(url)
             self._say(
                 f"done in {time.perf_counter() - started:.0f} s. Open {url}/leaderboard/ "
                 f"(API: {url}/api/v1/leaderboard/, docs: {url}/api/docs/)"
@@ -134,12 +151,26 @@ class Command(BaseCommand):
                     while True:
                         time.sleep(3600)
 
+    def _release(self, url: str) -> None:
+        from arena.models import Release
+        from arena.tasks import release_build
+
+        release = Release.objects.get(version=release_build.delay().get())
+        self._say(
+            f"\nRelease v{release.version} of snapshot {release.snapshot.version}: {release.n_sessions} sessions, "
+            f"{release.size_bytes / 1e6:.1f} MB, built in {release.build_seconds:.1f} s, data hash "
+            f"{release.data_hash[:16]}... Browse {url}/sessions/, download {url}/releases/{release.version}/"
+        )
+
     def _labs(self, url: str) -> list[Path]:
         from evaluator_client.cli import main as arena_eval
 
         homes = []
-        for name in LABS:
-            key = api_key_issue(lab=lab_get_or_create(name=name)).plaintext
+        for k, name in enumerate(LABS):
+            lab = lab_get_or_create(name=name)
+            # Consent varies between labs, as it will: the first publishes its reasons, the second its name.
+            lab_publication_update(lab=lab, publish_reasons=k == 0, publish_name=k == 1)
+            key = api_key_issue(lab=lab).plaintext
             home = Path(settings.VAR_DIR) / "labs" / name.lower().replace(" ", "-")
             with contextlib.redirect_stdout(io.StringIO()):
                 code = arena_eval(
