@@ -196,15 +196,17 @@ def test_a_lab_runs_sessions_in_its_own_station_scene(network):
     assert session.state == "submitted" and "workbench-v1" in session.scene_notes
 
 
-def test_keep_files_keeps_the_session_folder_with_its_videos(network):
+def test_keep_files_keeps_the_session_folder_with_its_videos_and_trajectories(network):
     network.configure()
     assert network.eval(*RUN, "--keep-files") == 0
     session = EvaluationSession.objects.get()
     folder = network.home / "spool" / str(session.pk)
     assert sorted(p.name for p in folder.iterdir()) == [
         "A-exterior_1.mp4",
+        "A-trajectory.parquet",
         "A-wrist.mp4",
         "B-exterior_1.mp4",
+        "B-trajectory.parquet",
         "B-wrist.mp4",
         "entry.json",
         "start.png",
