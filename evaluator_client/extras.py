@@ -1,5 +1,5 @@
 """The client's optional parts and the extra that installs each: the base install runs ``configure``,
-``status`` and ``flush``; running sessions records videos (``lab``: PyAV); the replica needs MuJoCo (``sim``)."""
+``status`` and ``flush``; running sessions records videos and trajectories (``lab``: PyAV, pyarrow); the replica needs MuJoCo (``sim``)."""
 
 from __future__ import annotations
 

@@ -33,8 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+
+from evaluator_client.extras import missing_extra
+
+try:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+except ModuleNotFoundError as exc:
+    raise missing_extra(exc, extra="lab", needed_for="recording the episodes' trajectories") from exc
 
 FORMAT = "arena-trajectory/1"
 CONTENT_TYPE = "application/vnd.apache.parquet"

@@ -32,7 +32,7 @@ class RankingSnapshot(models.Model):
 
     version = models.PositiveIntegerField(unique=True)
     created_at = models.DateTimeField(default=timezone.now)
-    method = models.CharField(max_length=120)
+    method = models.CharField(max_length=300)
     data_hash = models.CharField(max_length=64)
     n_comparisons = models.PositiveIntegerField()
     n_policies = models.PositiveIntegerField()
