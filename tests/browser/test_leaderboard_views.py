@@ -30,7 +30,10 @@ OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
 @pytest.fixture
-def slice_league(live_server, transactional_db, settings, tmp_path) -> SliceLeague:
+def slice_league(live_server, transactional_db, settings, tmp_path, monkeypatch) -> SliceLeague:
+    # The league's verdicts are refitted once, at the end (ranking_refit below): the refit each stored verdict
+    # asks for would build one snapshot per verdict, minutes of refits for boards no test reads.
+    monkeypatch.setattr("arena.tasks.ranking_refit_soon", lambda: None)
     settings.ARENA_CHECK_ON_REGISTER = False
     settings.ARENA_PROVISIONAL_MIN_COMPARISONS = 5
     for name in ("S3_ENDPOINT_URL", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):

@@ -69,7 +69,7 @@ def test_downloads_return_the_table_and_the_comparison_log(live_league, page):
     assert latest.ok and latest.url.endswith(f"/leaderboard/{board['snapshot']}.json")
     log = page.request.get(page.get_attribute("#download-comparisons", "href"))
     lines = list(csv.reader(io.StringIO(log.text())))
-    assert lines[0] == ["policy_a", "policy_b", "outcome", "task_category", "date", "lab"]
+    assert lines[0] == ["policy_a", "policy_b", "outcome", "task_category", "date", "lab", "weight"]
     assert len(lines) - 1 == board["n_comparisons"]
 
 

@@ -17,14 +17,29 @@ import pytest
 from arena.ports import free_port
 from tests.packaging.wheel import DISTRIBUTION, build_wheel, fresh_venv, ok, run
 
-NOT_IN_BASE = ("django", "celery", "psycopg", "gunicorn", "seaweedfs", "scipy", "boto3", "cryptography", "pyarrow")
+NOT_IN_BASE = (
+    "django",
+    "celery",
+    "psycopg",
+    "gunicorn",
+    "seaweedfs",
+    "scipy",
+    "boto3",
+    "cryptography",
+    "pyarrow",
+)
 NEEDS_AN_EXTRA = {  # module: the extra its error message must name
     "evaluator_client.video": "lab",
     "evaluator_client.trajectory": "lab",
     "evaluator_client.runner": "lab",
     "evaluator_client.replica": "sim",
 }
-SERVER_MODULES = ("policy_server.relay", "policy_server.relay_admission", "policy_server.relay_token")
+SERVER_MODULES = (
+    "policy_server.relay",
+    "policy_server.relay_admission",
+    "policy_server.relay_dialout",
+    "policy_server.relay_token",
+)
 # The newest releases a Python 3.8 laptop gets (numpy 1.24, websockets 13: 14 dropped 3.8); tested on 3.11.
 PYTHON38_RELEASES = ("numpy==1.24.4", "websockets==13.1")
 
