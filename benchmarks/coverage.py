@@ -37,9 +37,9 @@ boards; exact 0.950), and the benchmark's own seed with ``--boards 400`` (its fi
 0.006 (pairs 0.945). Pooled over these 800 independent boards the fit covers 0.946 (+/- about 0.004), the
 exact posterior 0.944 over the 550 where it was run: inside 0.95 +/- 0.02. Since the fit tracks the exact
 posterior to 0.002 on every set of 150-250 boards, no change of approximation, prior scale or design correction
-is warranted by these runs; what was tried: the robust sandwich (``ci="sandwich"``) 0.908 +/- 0.013 (worse: the variance of
-its z-scores is 1.36); the true prior scale instead of the estimated one 0.945 against 0.944 (no gain: the
-scale is not underestimated); inverse-propensity weights were measured worse by the audit (0.35).
+is warranted by these runs. What was tried: the robust sandwich (``ci="sandwich"``) 0.908 +/- 0.013 (worse:
+the variance of its z-scores is 1.36); the true prior scale instead of the estimated one 0.945 against 0.944
+(no gain: the scale is not underestimated); inverse-propensity weights were measured worse by the audit (0.35).
 
 Run: ``python -m benchmarks.coverage [--quick] [--boards N]``.
 """
