@@ -42,7 +42,7 @@ def test_bootstrap_coverage() -> None:
 
 
 def _board_coverage(
-    n: int, spread: float, m: int, boards: int, *, adaptive: bool, seed: int
+    n: int, spread: float, m: int, boards: int, *, adaptive: bool, seed: int, **fit_kwargs: object
 ) -> tuple[float, float]:
     """Item and pair coverage of the public default fit over ``boards`` simulated boards."""
     rng = np.random.default_rng(seed)
@@ -52,7 +52,7 @@ def _board_coverage(
         theta -= theta.mean()
         draw = simulate_adaptive if adaptive else simulate_comparisons
         a, b, y = draw(theta, m, rng, nu=NU)
-        r = ranking.fit(a, b, y, n)
+        r = ranking.fit(a, b, y, n, **fit_kwargs)
         assert np.all(r.n_comparisons > 0)
         est = (r.scores - 1000.0) / ranking.ELO_SCALE
         low, high = (r.ci_low - 1000.0) / ranking.ELO_SCALE, (r.ci_high - 1000.0) / ranking.ELO_SCALE
@@ -75,3 +75,48 @@ def test_coverage_with_few_comparisons_per_policy(spread: float, per_policy: int
     # the audit measured 0.67-0.82 at 10 comparisons per policy
     items, pairs = _board_coverage(30, spread, 15 * per_policy, 20, adaptive=False, seed=32)
     assert 0.90 <= items <= 0.99 and 0.90 <= pairs <= 0.99
+
+
+def test_coverage_under_the_adaptive_sampler_at_30_policies() -> None:
+    # issue 14 item 1 at n = 30, m = 3000, spread 1 nat (benchmarks.coverage: 0.932 +/- 0.011 over 150 boards,
+    # where the exact posterior under the true prior, by importance sampling, also gave 0.932). 30 boards:
+    # 1.96 standard errors of the item coverage are about 0.03, so this catches gross failures (ties as half
+    # wins: 0.63 here) but not a shortfall of 0.02 (the robust sandwich: 0.94 here, 0.91 over 150 boards)
+    items, pairs = _board_coverage(30, 1.0, 3000, 30, adaptive=True, seed=33)
+    assert 0.90 <= items <= 0.99 and 0.90 <= pairs <= 0.99
+
+
+def test_adaptive_posterior_matches_the_exact_posterior() -> None:
+    # The sharp check at n = 30 under the adaptive sampler: an exact posterior under the true prior covers 95%
+    # on average whatever the (outcome-dependent) design, so the public fit should reproduce it. On 6 seeded
+    # boards the fit's interval widths are 1.04x the exact posterior's on average (min 0.96; it estimates the
+    # prior scale, nu and the order effect instead of knowing them) and its centres are 0.14 posterior sd away
+    # on average; the robust sandwich gives widths of 0.92x (min 0.65), which fails here
+    from benchmarks.exact_posterior import laplace_mode, log_posterior
+
+    rng = np.random.default_rng(34)
+    draws = np.random.default_rng(5)
+    n, df = 30, 8
+    ratios, shifts = [], []
+    for _ in range(6):
+        theta = rng.normal(0.0, 1.0, n)
+        theta -= theta.mean()
+        a, b, y = simulate_adaptive(theta, 3000, rng, nu=NU)
+        r = ranking.fit(a, b, y, n)
+        sd_fit = (r.ci_high - r.ci_low) / (2 * 1.959963984540054 * ranking.ELO_SCALE)
+        cells, mode, cov = laplace_mode(n, a, b, y, 1.0)
+        z = draws.standard_normal((4000, n))
+        chi = draws.chisquare(df, 4000) / df
+        x = mode + (z @ np.linalg.cholesky(cov).T) / np.sqrt(chi)[:, None]
+        log_w = log_posterior(x, cells, 1.0) + 0.5 * (df + n) * np.log1p(np.sum(z**2, axis=1) / chi / df)
+        w = np.exp(log_w - log_w.max())
+        w /= w.sum()
+        assert 1.0 / np.sum(w**2) > 1000  # the importance sample is informative
+        centred = x - x.mean(axis=1, keepdims=True)
+        mean = w @ centred
+        sd = np.sqrt(w @ (centred - mean) ** 2)
+        ratios.append(sd_fit / sd)
+        shifts.append(((r.scores - 1000.0) / ranking.ELO_SCALE - mean) / sd)
+    ratio, shift = np.concatenate(ratios), np.abs(np.concatenate(shifts))
+    assert 0.97 <= ratio.mean() <= 1.10 and ratio.min() >= 0.90
+    assert shift.mean() <= 0.25
