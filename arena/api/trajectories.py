@@ -15,7 +15,7 @@ from arena.api.base import ApiView
 from arena.api.errors import error_body
 from arena.api.serializers import ErrorSerializer, InputSerializer
 from arena.api.sessions import IDEMPOTENCY
-from arena.api.videos import UploadOut, _principal
+from arena.api.videos import UploadOut, _principal, upload_started
 from arena.auth import IsLab
 from arena.models import SLOTS, Trajectory
 from arena.selectors.trajectories import trajectory_download, trajectory_view
@@ -72,16 +72,7 @@ class TrajectoryStartView(ApiView):
         trajectory, target = trajectory_services.trajectory_upload_start(
             lab=request.user.lab, session_id=session_id, **data.validated_data
         )
-        body = {
-            "id": str(trajectory.id),
-            "upload": {
-                "method": target.method,
-                "url": target.url,
-                "headers": target.headers,
-                "fields": target.fields,
-            },
-            "expires_at": target.expires_at,
-        }
+        body = upload_started(trajectory.id, target)
         return Response(TrajectoryStartOut(body).data, status=status.HTTP_201_CREATED)
 
 

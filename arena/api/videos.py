@@ -69,6 +69,12 @@ class VideoOut(serializers.Serializer):
     expires_at = serializers.DateTimeField(allow_null=True)
 
 
+def upload_started(object_id: uuid.UUID, target) -> dict:
+    """The body of a started upload (videos, trajectories): the object's id and where to send its bytes."""
+    upload = {"method": target.method, "url": target.url, "headers": target.headers, "fields": target.fields}
+    return {"id": str(object_id), "upload": upload, "expires_at": target.expires_at}
+
+
 def _principal(request) -> Principal | None:
     return request.user if isinstance(request.user, Principal) else None
 
@@ -91,17 +97,7 @@ class VideoStartView(ApiView):
         video, target = video_services.video_upload_start(
             lab=request.user.lab, session_id=session_id, **data.validated_data
         )
-        body = {
-            "id": str(video.id),
-            "upload": {
-                "method": target.method,
-                "url": target.url,
-                "headers": target.headers,
-                "fields": target.fields,
-            },
-            "expires_at": target.expires_at,
-        }
-        return Response(VideoStartOut(body).data, status=status.HTTP_201_CREATED)
+        return Response(VideoStartOut(upload_started(video.id, target)).data, status=status.HTTP_201_CREATED)
 
 
 class VideoFinishView(ApiView):
