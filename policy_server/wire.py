@@ -85,6 +85,7 @@ _SCALAR_STRING_DTYPE = re.compile(r"(\|S|[<>]U)[0-9]{0,10}")
 _MAX_DTYPE_CHARS = 16
 _ARRAY_TAG = b"__ndarray__"
 _SCALAR_TAG = b"__npgeneric__"
+_ARRAY_TEXT_TAG, _SCALAR_TEXT_TAG = _ARRAY_TAG.decode(), _SCALAR_TAG.decode()
 _DATA, _DTYPE, _SHAPE = b"data", b"dtype", b"shape"
 
 
@@ -155,40 +156,48 @@ class _Decoder:
     """The msgpack hooks of one :func:`unpackb` call: counts entries, tracks depth, decodes tagged maps.
 
     msgpack calls a hook when a container is complete, children first; so a container's depth is one more
-    than its deepest child container's, and both budgets are checked while decoding, not after.
+    than its deepest child container's, and both budgets are checked while decoding, not after. The hooks run
+    once per container of a hostile frame (up to ``max_items`` times before it is refused), so an empty
+    container takes a short path.
     """
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.items = 0
+        self._max_items = limits.max_items
         self._depths: dict[int, int] = {}
 
     def _count(self, container: dict[Any, Any] | list[Any]) -> None:
         self.items += 1 + len(container)  # an empty container costs memory too
-        if self.items > self.limits.max_items:
+        if self.items > self._max_items:
             raise WireError(
                 f"frame holds more than {self.limits.max_items} maps, lists and entries",
                 code="too_many_items",
             )
 
     def _record_depth(self, container: dict[Any, Any] | list[Any], children: Any) -> None:
-        depth = 1 + max(
-            (self._depths[id(child)] for child in children if type(child) in (dict, list)), default=0
-        )
+        depths = self._depths
+        depth = 1 + max((depths[id(child)] for child in children if type(child) in (dict, list)), default=0)
         if depth > self.limits.max_depth:
             raise WireError(f"frame nests deeper than {self.limits.max_depth} levels", code="too_deep")
-        self._depths[id(container)] = depth
+        depths[id(container)] = depth
 
     def list_hook(self, items: list[Any]) -> list[Any]:
         self._count(items)
-        self._record_depth(items, items)
+        if items:
+            self._record_depth(items, items)
+        else:
+            self._depths[id(items)] = 1
         return items
 
     def object_hook(self, obj: dict[Any, Any]) -> Any:
         self._count(obj)
-        if _ARRAY_TAG in obj or _ARRAY_TAG.decode() in obj:
+        if not obj:
+            self._depths[id(obj)] = 1
+            return obj
+        if _ARRAY_TAG in obj or _ARRAY_TEXT_TAG in obj:
             return self._array(obj)  # an array is a leaf, whatever the depth of its shape list
-        if _SCALAR_TAG in obj or _SCALAR_TAG.decode() in obj:
+        if _SCALAR_TAG in obj or _SCALAR_TEXT_TAG in obj:
             return _scalar(obj)
         self._record_depth(obj, obj.values())
         return obj

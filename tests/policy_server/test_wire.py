@@ -229,6 +229,20 @@ def test_limits_bound_depth_items_and_dims() -> None:
         Limits(max_depth=0)
 
 
+@pytest.mark.parametrize("empty", [{}, []], ids=["map", "list"])
+def test_empty_containers_count_towards_depth_and_items(empty) -> None:
+    # Empty containers take the decoder's short path; they still nest and still cost an item each.
+    nested = {"a": [{"b": empty}]}
+    assert unpackb(packb(nested), limits=Limits(max_depth=4)) == nested
+    with pytest.raises(WireError, match="deeper than 3") as deep:
+        unpackb(packb(nested), limits=Limits(max_depth=3))
+    assert deep.value.code == "too_deep"
+    with pytest.raises(WireError) as flood:
+        unpackb(packb([empty] * 10), limits=Limits(max_items=20))  # 1 + 10 + 10
+    assert flood.value.code == "too_many_items"
+    assert unpackb(packb([empty] * 9), limits=Limits(max_items=20)) == [empty] * 9  # 19
+
+
 def test_default_limits_fit_three_4k_cameras() -> None:
     image = np.zeros((4096, 4096, 3), np.uint8)
     frame = packb({f"observation/camera_{i}": image for i in range(3)} | {"prompt": "pick the cup"})
