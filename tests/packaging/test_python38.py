@@ -42,6 +42,8 @@ FORBIDDEN_IMPORTS = {
 }
 # Subscripting these at run time needs Python 3.9 (PEP 585); typing's List, Dict, ... work on 3.8.
 PEP585_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "type"}
+STR_METHODS_39 = {"removeprefix", "removesuffix"}
+"""str (and bytes) methods new in Python 3.9."""
 BUILTIN_TYPES = PEP585_BUILTINS | {
     "int",
     "float",
@@ -115,6 +117,9 @@ def runtime_violations(path: Path) -> list[str]:
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
             if _type_like(node.left, abc_names) or _type_like(node.right, abc_names):
                 found.append(f"{where}:{node.lineno}: `X | Y` type union at run time (3.10+)")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in STR_METHODS_39:  # vermin cannot tell a str receiver; no other type has them
+                found.append(f"{where}:{node.lineno}: `.{node.func.attr}()` (3.9+)")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in ("isinstance", "issubclass") and len(node.args) == 2:
                 if isinstance(node.args[1], ast.BinOp):
@@ -172,10 +177,11 @@ def test_the_runtime_check_sees_what_it_looks_for(tmp_path):
         "Hook = Callable[[int], None]\n"
         "ok = isinstance(3, int | float)\n"
         "flags = 1 | 2\n"
+        "stem = 'wrist_left'.removesuffix('_left')\n"
     )
     found = runtime_violations(sample)
     lines = sorted(int(entry.split(":")[1]) for entry in found)
-    assert lines == [5, 6, 6, 7, 8], found  # line 6 twice: list[...] and the tuple[...] inside it
+    assert lines == [5, 6, 6, 7, 8, 10], found  # line 6 twice: list[...] and the tuple[...] inside it
 
 
 def test_client_and_policy_server_import_no_server_code():
