@@ -3,8 +3,9 @@
 Policy to lab (every frame is decoded with the safe decoder and rebuilt; no byte of the policy's is forwarded):
 
 - the metadata frame becomes the run requirements only (:func:`redact_metadata_frame`);
-- an inference reply becomes ``{"actions": (H, D) float64}`` (1 <= H <= :data:`MAX_ACTION_HORIZON`, ``D`` set
-  by the declared action space: 8 for joint spaces, 7 for cartesian ones, every value finite) plus
+- an inference reply becomes ``{"actions": (H, D) float64}`` (1 <= H <= :data:`MAX_ACTION_HORIZON` and H the
+  declared ``action_horizon`` if there is one, ``D`` set by the declared action space: 8 for joint spaces, 7 for
+  cartesian ones, every value finite) plus
   ``server_timing.infer_ms`` rounded to :data:`TIMING_BUCKET_MS` if the policy reported it; every other key is
   dropped (:func:`reply_for_lab`). The rounding keeps what an openpi client logs useful while telling the lab
   nothing its own round-trip clock does not already tell it;
@@ -185,8 +186,8 @@ def redact_metadata_frame(
             f"action_dim {requirements['action_dim']} contradicts action_space {requirements['action_space']!r}",
         )
     if dialect == "arena":
-        version = metadata[PROTOCOL_KEY]
-        kept[PROTOCOL_KEY] = version if _count(version) else PROTOCOL_VERSION
+        # The relay's own version, whatever the policy sent: a number of its choosing could name it.
+        kept[PROTOCOL_KEY] = PROTOCOL_VERSION
     elif dialect == "openpi":
         kept[RELAY_MARKER] = 1
     shape = SessionShape(action_dim, observation_bytes(requirements, limits=limits), requirements)
@@ -244,13 +245,15 @@ def checked_request(
     policy) and forwards only well-formed ones: the declared cameras as uint8 (H, W, 3) at the declared
     resolution (any size up to :data:`~policy_server.check.MAX_IMAGE_SIDE` for native frames), the DROID
     proprioception (:data:`PROPRIO_SHAPES`, finite numbers), ``prompt`` (text up to :data:`MAX_PROMPT_CHARS`),
-    the session alias, and ``replica/*`` values for a policy that asks for the replica's state.
+    the session alias to a policy that declares ``needs_session_id`` (whether or not the lab sent an id), and
+    ``replica/*`` values for a policy that asks for the replica's state.
     """
     endpoint = request.get("endpoint", "infer")
     out: dict[str, Any] = {}
-    if session_alias is not None and "session_id" in request:
-        out["session_id"] = session_alias
     if endpoint == "reset":
+        # RoboArena's evaluator resets with the session id in reset_info: the policy gets the alias instead.
+        if session_alias is not None and "session_id" in request:
+            out["session_id"] = session_alias
         return {**out, "endpoint": "reset"}
     if endpoint != "infer":
         raise LabFault("unknown_endpoint", "a request's endpoint is 'infer' or 'reset'")
@@ -295,7 +298,7 @@ def checked_request(
     return out
 
 
-def _checked_actions(actions: Any, action_dim: int) -> np.ndarray:
+def _checked_actions(actions: Any, action_dim: int, horizon: int | None) -> np.ndarray:
     if isinstance(actions, list):
         try:
             actions = np.asarray(actions, dtype=np.float64)
@@ -307,6 +310,11 @@ def _checked_actions(actions: Any, action_dim: int) -> np.ndarray:
         raise PolicyFault(
             "bad_reply",
             f"'actions' must have shape (H, {action_dim}) with 1 <= H <= {MAX_ACTION_HORIZON}, got {actions.shape}",
+        )
+    if horizon is not None and actions.shape[0] != horizon:
+        # As the health check requires: a chunk length that varies from the declared one could name the policy.
+        raise PolicyFault(
+            "bad_reply", f"'actions' has {actions.shape[0]} rows, the metadata declares {horizon}"
         )
     actions = np.ascontiguousarray(actions, dtype=np.float64)
     if not np.isfinite(actions).all():
@@ -339,7 +347,8 @@ def reply_for_lab(frame: str | bytes, *, shape: SessionShape, reset: bool) -> st
         return wire.packb({"reset": True})
     if "actions" not in reply:
         raise PolicyFault("bad_reply", f"reply has no 'actions' (keys: {sorted(map(str, reply))[:20]})")
-    cut: dict[str, Any] = {"actions": _checked_actions(reply["actions"], shape.action_dim)}
+    horizon = shape.requirements.get("action_horizon")
+    cut: dict[str, Any] = {"actions": _checked_actions(reply["actions"], shape.action_dim, horizon)}
     timing = _coarse_timing(reply.get("server_timing"))
     if timing is not None:
         cut["server_timing"] = timing

@@ -493,3 +493,74 @@ def test_a_redirecting_endpoint_is_not_followed(relay: str, echo_policy: EchoPol
         with pytest.raises(PolicyUnavailable, match="1014"):
             PolicyClient(f"{relay_handle.url}/{token_for(redirecting.url)}", retries=0)
     assert echo_policy.seen_keys == [] and reported == ["unreachable"]
+
+
+def test_a_reply_of_another_horizon_than_declared_is_a_policy_error() -> None:
+    """A policy that declares ``action_horizon`` answers chunks of that length (the health check requires it);
+    one whose chunk length varies could signal who it is, so any other length is a generic error."""
+    reported: list[tuple[str, str]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb({**DROID_METADATA, "action_horizon": 10}))
+        for rows in (10, 11):
+            await ws.recv()
+            await ws.send(packb({"actions": np.zeros((rows, 8))}))
+        await ws.wait_closed()
+
+    with (
+        serve_relay_in_thread(SECRET, on_policy_error=lambda c, k, d: reported.append((k, d))) as relay,
+        scripted_upstream(handler) as upstream,
+    ):
+        with connect(f"{relay.url}/{token_for(upstream.url)}") as ws:
+            assert unpackb(ws.recv(timeout=5))["action_horizon"] == 10
+            ws.send(packb(OBS))
+            assert unpackb(ws.recv(timeout=5))["actions"].shape == (10, 8)
+            ws.send(packb(OBS))
+            assert ws.recv(timeout=5) == "policy error (code bad_reply)"
+        deadline = time.monotonic() + 10
+        while not reported and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert reported == [("bad_reply", "'actions' has 11 rows, the metadata declares 10")]
+
+
+def test_the_protocol_version_the_lab_sees_is_the_relays(relay: str) -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(packb({**DROID_METADATA, "arena_protocol": 91827}))  # a number that could name it
+        await ws.wait_closed()
+
+    with scripted_upstream(handler) as upstream:
+        with connect(f"{relay}/{token_for(upstream.url)}") as ws:
+            raw = ws.recv(timeout=5)
+    assert unpackb(raw) == {**DROID_METADATA, "arena_protocol": 1}
+    assert b"91827" not in raw and (91827).to_bytes(4, "big") not in raw
+
+
+def test_lab_requests_reach_the_policy_cut_to_what_it_declared(relay: str, echo_policy: EchoPolicy) -> None:
+    """The policy sees exactly its declared inputs, re-encoded: a lab's extra keys, its reset_info and its
+    session id never reach it, and a request outside the protocol is answered by the relay itself."""
+    with serve_policy_in_thread(echo_policy) as policy:
+        url = f"{relay}/{token_for(policy.url)}"
+        with connect(url) as ws:
+            ws.recv(timeout=5)
+            extra = {"lab": "Berkeley Lab, rig 7", "session_id": "arena-session-1234", "replica/state": [1]}
+            ws.send(packb({**OBS, **extra, "endpoint": "infer"}))
+            assert set(unpackb(ws.recv(timeout=5))) == {"actions", "server_timing"}
+        for bad, code in (
+            ({**OBS, "endpoint": "whoami"}, "unknown_endpoint"),
+            ({k: v for k, v in OBS.items() if k != "observation/wrist_image_left"}, "bad_observation"),
+            ({**OBS, "observation/joint_position": np.zeros(6)}, "bad_observation"),
+            ({**OBS, "prompt": "p" * 2001}, "bad_observation"),
+            (
+                {**OBS, "observation/exterior_image_1_left": np.zeros((224, 224, 3), np.float32)},
+                "bad_observation",
+            ),
+        ):
+            with connect(f"{relay}/{token_for(policy.url)}") as ws:
+                ws.recv(timeout=5)
+                ws.send(packb(bad))
+                with pytest.raises(ConnectionClosedError) as closed:
+                    ws.recv(timeout=5)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, f"invalid frame ({code})")
+    droid_inputs = sorted(OBS)
+    assert echo_policy.seen_keys == [droid_inputs]  # only the first, well-formed request, and only its inputs
