@@ -14,11 +14,11 @@ policy server cannot be reached, or drops without a closing handshake, the evalu
 1014 (bad gateway).
 
 Limits: an evaluator's frames are bounded by what the policy's metadata declares (its cameras at its image
-resolution, see :func:`policy_server.relay_frames.observation_bytes`) and refused with 1009 above that; a frame
-the decoder refuses closes that connection with 1008; a policy's frames are bounded by
-:data:`policy_server.wire.REPLY_LIMITS`. At most two frames wait per connection, and frames over 64 KiB are
-decoded in a worker thread, so one peer's frame never stalls the other sessions. The relay
-connects only to addresses the endpoint guard allows (:mod:`policy_server.netguard`; ``--endpoint-allow`` or
+resolution, see :func:`policy_server.relay_frames.observation_bytes`; :data:`EARLY_FRAME_BYTES` until the
+metadata has been passed on) and refused with 1009 above that; a frame the decoder refuses closes that
+connection with 1008; a policy's frames are bounded by :data:`policy_server.wire.REPLY_LIMITS`. At most two
+frames wait per connection, one connection serves a token's slot at a time (see below), and frames over 64 KiB
+are decoded in a worker thread, so one peer's frame never stalls the other sessions. The relay connects only to addresses the endpoint guard allows (:mod:`policy_server.netguard`; ``--endpoint-allow`` or
 ``$ARENA_ENDPOINT_ALLOW``, default public addresses only), on a socket connected to the checked address.
 
 Before a handshake succeeds the arena admits it (see :mod:`policy_server.relay_admission`): the session must be
@@ -100,6 +100,9 @@ SECRET_ENV = "ARENA_RELAY_SECRET"
 MAX_QUEUED_FRAMES = 2
 """Frames buffered per connection, either side, before websockets stops reading (lockstep needs one)."""
 MAX_LOGGED_CHARS = 64 * 1024
+EARLY_FRAME_BYTES = 64 * 1024
+"""Largest frame a lab may send before the relay has passed on the policy's metadata (a lab has nothing to send
+then); from the metadata on, the session's own bound applies (:func:`~policy_server.relay_frames.observation_bytes`)."""
 
 PolicyErrorHook = typing.Callable[[TokenClaims, str, str], None]  # typing's: subscripted at run time on 3.8
 """``on_policy_error(claims, kind, detail)``: called (in a worker thread, so it may block) whenever a policy
@@ -237,6 +240,9 @@ class Relay:
             await self._gate.admit(connection, claims)
         except AdmissionRefused as refused:
             return connection.respond(http.HTTPStatus(refused.status), f"{refused.message}\n")
+        # Until the metadata says how large this session's observations are, a lab's frame is small: the
+        # server-wide bound (three 4K cameras) would let each connection queue hundreds of megabytes early.
+        connection.protocol.max_size = EARLY_FRAME_BYTES
         return None
 
     async def _handle_admitted(self, downstream: ServerConnection) -> None:
@@ -320,7 +326,10 @@ class Relay:
             return
         metadata, shape = await _off_loop(redact_metadata_frame, first, limits=self._limits)
         downstream.protocol.max_size = shape.observation_bytes  # websockets reads it for every new frame
-        await downstream.send(metadata)
+        try:
+            await downstream.send(metadata)
+        except ConnectionClosed:
+            return  # the lab left (or sent a frame over EARLY_FRAME_BYTES) while the policy was connecting
         while True:
             try:
                 frame = await downstream.recv()
@@ -348,7 +357,11 @@ class Relay:
                 return
             if answer is None:
                 return
-            await downstream.send(await _off_loop(reply_for_lab, answer, shape=shape, reset=reset))
+            reply = await _off_loop(reply_for_lab, answer, shape=shape, reset=reset)
+            try:
+                await downstream.send(reply)
+            except ConnectionClosed:
+                return
 
     async def _report(self, claims: TokenClaims, kind: str, detail: str) -> None:
         """Tell the hook (the log by default) and, with an arena, the policy's owner (queued, never raises)."""

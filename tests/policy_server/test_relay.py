@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +27,7 @@ from arena.ports import free_port
 from policy_server._serving import serve_in_thread
 from policy_server.check import dummy_observation, requirements_from_metadata
 from policy_server.client import PolicyClient, PolicyError, PolicyUnauthorized, PolicyUnavailable
-from policy_server.relay import serve_relay_in_thread
+from policy_server.relay import EARLY_FRAME_BYTES, serve_relay_in_thread
 from policy_server.relay_token import mint_token
 from policy_server.server import serve_in_thread as serve_policy_in_thread
 from policy_server.wire import packb, unpackb
@@ -564,3 +566,30 @@ def test_lab_requests_reach_the_policy_cut_to_what_it_declared(relay: str, echo_
             assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, f"invalid frame ({code})")
     droid_inputs = sorted(OBS)
     assert echo_policy.seen_keys == [droid_inputs]  # only the first, well-formed request, and only its inputs
+
+
+def test_a_large_frame_before_the_metadata_is_refused_at_once() -> None:
+    """Nothing is due from a lab before the policy's metadata; a frame over the early bound is refused (1009)
+    while the policy is still connecting, instead of waiting in the relay under the server-wide bound."""
+    metadata_due = threading.Event()
+    requests: list[bytes] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        while not metadata_due.is_set():
+            await asyncio.sleep(0.01)
+        await ws.send(packb(DROID_METADATA))
+        async for frame in ws:
+            requests.append(frame)
+
+    with serve_relay_in_thread(SECRET) as relay, scripted_upstream(handler) as upstream:
+        with connect(f"{relay.url}/{token_for(upstream.url)}", max_size=None) as ws:
+            ws.send(bytes(EARLY_FRAME_BYTES + 1))
+            with pytest.raises(ConnectionClosedError) as closed:
+                ws.recv(timeout=10)  # before the policy has sent anything
+        metadata_due.set()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        # An honest session on the same relay is unaffected.
+        with serve_policy_in_thread(EchoPolicy()) as policy:
+            with PolicyClient(f"{relay.url}/{token_for(policy.url)}") as client:
+                assert client.infer(OBS)["actions"].shape == (10, 8)
+    assert requests == []
