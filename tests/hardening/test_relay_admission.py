@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -239,3 +241,29 @@ def test_a_relay_that_loses_the_arena_closes_its_connections(live_pool, live_ser
             assert refused_status(f"{relay.url}/{token}") == 503
     finally:
         link.close()
+
+
+def test_concurrent_handshakes_on_one_token_admit_one(live_pool):
+    """Eight connections racing on one slot's token: the arena's attachment admits exactly one."""
+    lab = live_pool
+    url = open_session(lab)["slots"]["A"]["relay_url"]
+    racers = 8
+    start = threading.Barrier(racers)
+
+    def race(_: int) -> ClientConnection | int:
+        start.wait(WAIT_S)
+        try:
+            return attach(url)
+        except InvalidStatus as refused:
+            return refused.response.status_code
+
+    with ThreadPoolExecutor(racers) as pool:
+        outcomes = list(pool.map(race, range(racers)))
+    admitted = [o for o in outcomes if isinstance(o, ClientConnection)]
+    refused = sorted(o for o in outcomes if isinstance(o, int))
+    try:
+        assert len(admitted) == 1, outcomes
+        assert refused == [409] * (racers - 1), refused
+    finally:
+        for ws in admitted:
+            ws.close()
