@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import tracemalloc
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -249,3 +251,25 @@ def test_default_limits_fit_three_4k_cameras() -> None:
     assert len(unpackb(frame)) == 4
     with pytest.raises(WireError, match="exceeds the limit"):
         unpackb(packb({f"observation/camera_{i}": image for i in range(4)}))
+
+
+def test_every_peer_frame_goes_through_the_one_decoder() -> None:
+    """The policy server, the relay, the client and the health checker (and the arena) decode peers' frames
+    only with :func:`policy_server.wire.unpackb`: no other module imports msgpack, whose unbounded defaults
+    were the bombs' way in."""
+    root = Path(__file__).resolve().parents[2]
+    importers = []
+    for package in ("policy_server", "evaluator_client", "arena"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
+                if any(name.split(".")[0] in ("msgpack", "msgpack_numpy") for name in names):
+                    importers.append(str(path.relative_to(root)))
+    assert importers == ["policy_server/wire.py"]
