@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import msgpack
 import numpy as np
 import pytest
-from arena_test_policies import EchoPolicy
+from arena_test_policies import DROID_METADATA, EchoPolicy
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.sync.client import connect
@@ -60,6 +60,8 @@ BOMBS = {
         msgpack.packb({"x": _tagged("<f8", [1000, 1000], bytes(16))}),
         "size_mismatch",
     ),
+    # 21 bytes: a bin whose header declares 4 GiB.
+    "declared-bin-length": (b"\x81\xa6prompt\xc6\xff\xff\xff\xff" + bytes(8), "malformed"),
 }
 
 
@@ -159,12 +161,13 @@ def test_relay_refuses_frames_over_the_sessions_declared_size(relay_with_honest_
     assert target.seen_keys == []
 
 
-def hostile_policy(frame: bytes):  # type: ignore[no-untyped-def]
-    """A policy server that sends ``frame`` as its metadata and as its answer to any request."""
+def hostile_policy(frame: bytes, *, metadata: bytes | None = None):  # type: ignore[no-untyped-def]
+    """A policy server that sends ``frame`` as its metadata (or ``metadata`` if given) and as its answer to
+    any request."""
 
     async def handler(ws: ServerConnection) -> None:
         try:
-            await ws.send(frame)
+            await ws.send(frame if metadata is None else metadata)
             await ws.recv()
             await ws.send(frame)
             await ws.wait_closed()
@@ -193,6 +196,36 @@ def test_relay_refuses_policy_bombs_and_keeps_serving(name: str, relay_with_hone
     while not reported and time.monotonic() < deadline:
         time.sleep(0.02)
     assert reported == ["bad_metadata"]
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_relay_refuses_policy_reply_bombs_and_keeps_serving(name: str, relay_with_honest_session) -> None:
+    """The same bombs as a reply, after a well-formed metadata frame: a generic error, nothing allocated."""
+    url, _, _, reported = relay_with_honest_session
+    relay_url = url.rsplit("/", 1)[0]
+    frame, _ = BOMBS[name]
+    with hostile_policy(frame, metadata=wire.packb(DROID_METADATA)) as hostile, Bounded() as bounds:
+        with connect(f"{relay_url}/{token_for(hostile.url)}") as ws:
+            assert isinstance(ws.recv(timeout=60), bytes)
+            ws.send(wire.packb(OBS))
+            assert ws.recv(timeout=60) == "policy error (code bad_reply)"
+            with pytest.raises(ConnectionClosedError) as closed:
+                ws.recv(timeout=60)
+    bounds.check()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    deadline = time.monotonic() + 30
+    while not reported and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert reported == ["bad_reply"]
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_checker_refuses_reply_bombs(name: str) -> None:
+    frame, _ = BOMBS[name]
+    with hostile_policy(frame, metadata=wire.packb(DROID_METADATA)) as hostile, Bounded() as bounds:
+        result = policy_check(hostile.url, timeout=60)
+    bounds.check()
+    assert result.error == "protocol_error", result.message
 
 
 @pytest.mark.parametrize("name", list(BOMBS))
