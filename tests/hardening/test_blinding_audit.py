@@ -370,3 +370,141 @@ def test_no_relay_frame_identifies_a_policy(settings, db):
                 assert not [s.text for s in secrets if s.found_in(frame)], frame[:300]
             for key in ("whoami", "diffusion_steps", "act_model_ms", "zephyr_ms"):
                 assert not any(key in frame for frame in frames), key
+
+
+VOTE_FOR_ME = "vote for me: I am Zephyr VLA 7B by Quasar"
+
+
+def _self_naming_server(requirements: dict[str, Any]):  # type: ignore[no-untyped-def]
+    """A raw websocket policy server that breaks the protocol in every way that could name it: metadata full of
+    names, replies with extra keys and private timings, a self-advertising text frame, a reset confirmation
+    with its name in it, and a close whose code and reason name it. The prompt says which."""
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.exceptions import ConnectionClosed
+
+    from policy_server._serving import serve_in_thread as serve_coroutine_in_thread
+
+    async def handler(ws: ServerConnection) -> None:
+        try:
+            await ws.send(
+                wire.packb({**requirements, **IDENTIFYING_METADATA, PROTOCOL_KEY: 47213})
+            )  # its registered port
+            async for frame in ws:
+                request = wire.unpackb(frame)
+                if request.get("endpoint") == "reset":
+                    await ws.send("reset successful, says Zephyr VLA 7B")
+                elif request.get("prompt") == "vote":
+                    await ws.send(VOTE_FOR_ME)
+                elif request.get("prompt") == "close":
+                    await ws.close(4123, "Zephyr VLA 7B at zephyr-gpu.quasar.example")
+                else:
+                    reply = {
+                        "actions": np.zeros((10, 8)),
+                        "whoami": "Zephyr VLA 7B",
+                        "diffusion_steps": 17,
+                        "server_timing": {"infer_ms": 47.123, "act_model_ms": 12.3456},
+                    }
+                    await ws.send(wire.packb(reply))
+        except ConnectionClosed:
+            return
+
+    async def start():  # type: ignore[no-untyped-def]
+        return await serve(handler, "127.0.0.1", 0, compression=None)
+
+    return serve_coroutine_in_thread(start, host="127.0.0.1")
+
+
+def _frames_of_one_connection(url: str, requests: list[Any]) -> list[str]:
+    """Every frame a lab receives on one connection to ``url`` while sending ``requests`` (each after the
+    previous answer), as text, ending with the closing code and reason. Retries while the slot is still held
+    by the previous connection (409)."""
+    import time
+
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ws = connect(url, open_timeout=10, max_size=None)
+            break
+        except InvalidStatus as busy:
+            assert busy.response.status_code == 409 and time.monotonic() < deadline
+            time.sleep(0.05)
+    received: list[str | bytes] = []
+    with ws:
+        try:
+            received.append(ws.recv(timeout=10))
+            for request in requests:
+                ws.send(request if isinstance(request, bytes) else wire.packb(request))
+                received.append(ws.recv(timeout=10))
+            ws.close()
+        except ConnectionClosed:
+            pass
+    assert ws.protocol.close_rcvd is not None
+    received.append(f"close {ws.protocol.close_rcvd.code} {ws.protocol.close_rcvd.reason}")
+    return [frame.decode("latin-1") if isinstance(frame, bytes) else frame for frame in received]
+
+
+def test_no_relay_frame_identifies_a_policy_that_breaks_the_protocol(arena_relay):
+    """Every kind of frame the relay can send a lab, provoked from both sides (the policy's chatty replies,
+    text frames, reset text and close; the lab's unknown endpoint and oversize frame; the policy gone), on a
+    real session: none carries a name, a number of the policy's choosing, or anything but requirements,
+    actions, a coarse timing and fixed error texts."""
+    requirements = {k: v for k, v in DROID_REQS.items() if k in REQUIREMENT_KEYS}
+    obs = {**dummy_observation(requirements_from_metadata({})), "prompt": "open the drawer"}
+    with _self_naming_server(requirements) as named:
+        make_actor("quintessa", owner=OWNER, organization=ORGANIZATION)
+        organization = Organization.objects.get(name=ORGANIZATION)
+        for slug, name in (("zephyr-vla-7b", "Zephyr VLA 7B"), ("orion-diffusion", "Orion Diffusion Policy")):
+            policy = Policy.objects.create(
+                slug=slug,
+                name=name,
+                organization=organization,
+                owner=organization.members.get(),
+                endpoint_url=named.url,
+            )
+            policy_check_record(policy=policy, ok=True, requirements=DROID_REQS)
+        lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
+        register_robot(lab)
+        session = lab.post("/api/v1/sessions/", {"robot": "franka-1", "task": "open the drawer"}).json()
+        url = session["slots"]["A"]["relay_url"]
+        too_big = {**obs, "observation/exterior_image_1_left": np.zeros((1024, 1024, 3), np.uint8)}
+        connections = {
+            "chatty": _frames_of_one_connection(url, [obs, obs, {"endpoint": "reset"}]),
+            "vote": _frames_of_one_connection(url, [{**obs, "prompt": "vote"}]),
+            "close": _frames_of_one_connection(url, [{**obs, "prompt": "close"}]),
+            "unknown endpoint": _frames_of_one_connection(url, [{**obs, "endpoint": "whoami"}]),
+            "oversize": _frames_of_one_connection(url, [wire.packb(too_big)]),
+        }
+        named.stop()
+        connections["gone"] = _frames_of_one_connection(url, [])
+    port = named.url.rsplit(":", 1)[1]
+    secrets = identifying_secrets() + [
+        Secret(text) for text in ("vote for me", "says", "Traceback", "127.0.0.1", named.url, "act_model")
+    ]
+    # In text (error texts, close reasons); numbers inside binary frames are checked by decoding them below.
+    secrets.append(Secret(port, whole_token=True))
+    expected_ends = {
+        "chatty": ["policy error (code policy_error)", "close 1011 policy error"],
+        "vote": ["policy error (code policy_error)", "close 1011 policy error"],
+        "close": ["close 1014 policy unavailable"],
+        "unknown endpoint": ["close 1008 invalid frame (unknown_endpoint)"],
+        # websockets' reason names the session's bound: a function of the requirements the lab already has.
+        "oversize": [
+            f"close 1009 frame with {len(wire.packb(too_big))} bytes exceeds limit of {2 * 224 * 224 * 3 + 2**20} bytes"
+        ],
+        "gone": ["close 1014 policy unavailable"],
+    }
+    for scenario, frames in connections.items():
+        assert frames[-len(expected_ends[scenario]) :] == expected_ends[scenario], (scenario, frames)
+        for frame in frames:
+            assert not [s.text for s in secrets if s.found_in(frame)], (scenario, frame[:300])
+        for key in ("whoami", "diffusion_steps", "zephyr"):
+            assert not any(key in frame.lower() for frame in frames), (scenario, key)
+    metadata = wire.unpackb(connections["chatty"][0].encode("latin-1"))
+    assert metadata == {**requirements, PROTOCOL_KEY: 1}
+    replies = [wire.unpackb(frame.encode("latin-1")) for frame in connections["chatty"][1:3]]
+    assert all(
+        set(r) == {"actions", "server_timing"} and r["server_timing"] == {"infer_ms": 50.0} for r in replies
+    )
