@@ -386,9 +386,8 @@ def _self_naming_server(requirements: dict[str, Any]):  # type: ignore[no-untype
 
     async def handler(ws: ServerConnection) -> None:
         try:
-            await ws.send(
-                wire.packb({**requirements, **IDENTIFYING_METADATA, PROTOCOL_KEY: 47213})
-            )  # its registered port
+            version = 47213  # a "protocol version" that is its registered port
+            await ws.send(wire.packb({**requirements, **IDENTIFYING_METADATA, PROTOCOL_KEY: version}))
             async for frame in ws:
                 request = wire.unpackb(frame)
                 if request.get("endpoint") == "reset":

@@ -24,7 +24,9 @@ from websockets.sync.client import ClientConnection, connect
 
 from arena.models import EvaluationSession
 from arena.ports import free_port
+from policy_server import wire
 from policy_server.base import BasePolicy
+from policy_server.check import dummy_observation, requirements_from_metadata
 from policy_server.relay import serve_relay_in_thread
 from policy_server.server import serve_in_thread
 from tests.api.actors import (
@@ -267,3 +269,37 @@ def test_concurrent_handshakes_on_one_token_admit_one(live_pool):
     finally:
         for ws in admitted:
             ws.close()
+
+
+class RaisingPolicy(ZeroPolicy):
+    def infer(self, obs):
+        raise RuntimeError(f"CUDA out of memory in /home/olivia/zero-raiser/model.py ({obs['prompt']})")
+
+
+def test_a_policy_that_raises_tells_its_owner_and_not_the_lab(arena_relay, settings):
+    """Through the deployed relay: the lab gets the fixed error text and close 1011, the policy's owner reads
+    the traceback on the policy's incidents (and nobody else does)."""
+    owner = make_actor("owner", owner="olivia", organization="Acme Robotics")
+    with serve_in_thread(RaisingPolicy()) as raising:
+        for slug in ("zero-raiser", "zero-raiser-twin"):
+            register_policy(owner, slug, endpoint_url=f"{raising.url}/{slug}")
+            activate(slug)
+        lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
+        register_robot(lab)
+        session = open_session(lab)
+        obs = {**dummy_observation(requirements_from_metadata({})), "prompt": "open the drawer"}
+        ws = attach(session["slots"]["A"]["relay_url"])
+        ws.send(wire.packb(obs))
+        assert ws.recv(timeout=WAIT_S) == "policy error (code policy_error)"
+        assert closed_by_relay(ws) == 1011
+    slug = EvaluationSession.objects.get(pk=session["id"]).policy_a.slug
+    path = f"/api/v1/policies/{slug}/incidents/"
+    deadline = time.monotonic() + WAIT_S
+    while not owner.get(path).json():
+        assert time.monotonic() < deadline, "the owner never heard of the error"
+        time.sleep(0.1)
+    (incident,) = owner.get(path).json()
+    assert incident["kind"] == "policy_error"
+    assert "Traceback" in incident["detail"] and "/home/olivia/zero-raiser/model.py" in incident["detail"]
+    assert lab.get(path).status_code == 403
+    assert "/home/olivia" not in lab.get(f"/api/v1/sessions/{session['id']}/").content.decode()
