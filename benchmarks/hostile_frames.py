@@ -11,9 +11,13 @@ measurement itself:
   same relay to another policy server.
 - ``relay<-policy``: a hostile policy sends the bomb as its metadata frame to the relay; an honest session runs
   through the same relay.
+- ``relay<-reply``: a hostile policy sends well-formed (empty) metadata, then the bomb as its reply to the lab's
+  first observation; an honest session runs through the same relay.
 - ``checker``: a hostile policy sends the bomb as its metadata frame to ``policy_check`` (the health checker).
+- ``checker<-reply``: a hostile policy sends empty metadata, then the bomb as its reply to the dry run.
 
-``reject s`` is the time from sending the bomb (or connecting, for a hostile policy) until the attacker's
+``reject s`` is the time from sending the bomb (or connecting, for a hostile policy's metadata; or sending the
+observation, for a hostile reply) until the attacker's
 connection answers (a close, an error text frame, or a reply: ``outcome`` says which), median over the
 repeats. ``honest max s`` is the longest round trip of the honest session among those that overlapped the
 attack. Goal: both under 0.2 s.
@@ -140,14 +144,18 @@ BOMBS: dict[str, Callable[[], bytes]] = {
 
 def serve_hostile(port: int) -> None:
     """Serve ``ws://127.0.0.1:port/bomb/<name>`` until SIGTERM: each connection gets that bomb as its metadata
-    frame and as the answer to its first request, then a normal close."""
+    frame and as the answer to its first request, then a normal close. On ``/reply/<name>`` the metadata is
+    an empty map and the bomb is the answer to the first request."""
 
     async def handler(ws: ServerConnection) -> None:
         assert ws.request is not None
-        name = ws.request.path.rstrip("/").rsplit("/", 1)[-1]
+        mode, name = ws.request.path.strip("/").rsplit("/", 2)[-2:]
         frame = BOMBS[name]()
         header = _raw_header(frame, masked=False)
         with contextlib.suppress(Exception):
+            if mode == "reply":
+                await ws.send(b"\x80")  # msgpack's empty map: openpi's empty metadata
+                await ws.recv()
             if header is not None:
                 ws.transport.write(header)  # declare a huge frame; the payload never comes
                 await ws.wait_closed()
@@ -247,6 +255,15 @@ def attack_from_policy(url: str) -> tuple[float, str]:
         handshake = time.perf_counter() - started
         elapsed, outcome = _outcome_of(ws, lambda: None)
     return handshake + elapsed, outcome
+
+
+def attack_reply(url: str) -> tuple[float, str]:
+    """A lab connects to a relay URL whose policy answers the first observation with a bomb; timed from
+    sending the observation."""
+    with connect(url, max_size=None, compression=None, open_timeout=60) as ws:
+        ws.recv(timeout=60)
+        frame = wire.packb(observation())
+        return _outcome_of(ws, lambda: ws.send(frame))
 
 
 def attack_checker(url: str) -> tuple[float, str]:
@@ -359,21 +376,35 @@ def run(*, repeats: int, bombs: list[str]) -> list[Row]:
                         frame_bytes=_declared_bytes(frame),
                     )
                 )
-        for bomb, frame in frames.items():
-            attack = functools.partial(attack_checker, f"{urls['hostile']}/bomb/{bomb}")
-            rows.append(
-                _measure(bomb, "checker", attack, None, repeats=repeats, frame_bytes=_declared_bytes(frame))
-            )
+            for bomb, frame in frames.items():
+                hostile = relayed(relay_url, f"{urls['hostile']}/reply/{bomb}")
+                attack = functools.partial(attack_reply, hostile)
+                rows.append(
+                    _measure(
+                        bomb,
+                        "relay<-reply",
+                        attack,
+                        honest,
+                        repeats=repeats,
+                        frame_bytes=_declared_bytes(frame),
+                    )
+                )
+        for target, mode in (("checker", "bomb"), ("checker<-reply", "reply")):
+            for bomb, frame in frames.items():
+                attack = functools.partial(attack_checker, f"{urls['hostile']}/{mode}/{bomb}")
+                rows.append(
+                    _measure(bomb, target, attack, None, repeats=repeats, frame_bytes=_declared_bytes(frame))
+                )
     return rows
 
 
 def format_table(rows: list[Row]) -> str:
-    header = f"{'bomb':<16} {'bytes':>10}  {'target':<13} {'reject s':>9} {'honest max s':>12}  outcome"
+    header = f"{'bomb':<16} {'bytes':>10}  {'target':<14} {'reject s':>9} {'honest max s':>12}  outcome"
     lines = [header, "-" * len(header)]
     for row in rows:
         honest = f"{row.honest_max_s:>12.3f}" if row.honest_max_s is not None else f"{'-':>12}"
         lines.append(
-            f"{row.bomb:<16} {row.frame_bytes:>10}  {row.target:<13} {row.reject_s:>9.3f} {honest}  {row.outcome}"
+            f"{row.bomb:<16} {row.frame_bytes:>10}  {row.target:<14} {row.reject_s:>9.3f} {honest}  {row.outcome}"
         )
     return "\n".join(lines)
 
