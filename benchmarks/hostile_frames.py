@@ -238,9 +238,17 @@ def _outcome_of(ws: ClientConnection, sent: Callable[[], None]) -> tuple[float, 
     return elapsed, outcome
 
 
-def attack_lab(url: str, frame: bytes) -> tuple[float, str]:
+URL = str | Callable[[], str]
+"""A URL, or a function returning a fresh one (a relay URL of a session of its own for each attack)."""
+
+
+def _url(url: URL) -> str:
+    return url() if callable(url) else url
+
+
+def attack_lab(url: URL, frame: bytes) -> tuple[float, str]:
     """A lab connects to ``url``, reads the metadata, then sends ``frame``."""
-    with connect(url, max_size=None, compression=None, open_timeout=60) as ws:
+    with connect(_url(url), max_size=None, compression=None, open_timeout=60) as ws:
         ws.recv(timeout=60)
         header = _raw_header(frame, masked=True)
         if header is not None:
@@ -248,19 +256,20 @@ def attack_lab(url: str, frame: bytes) -> tuple[float, str]:
         return _outcome_of(ws, lambda: ws.send(frame))
 
 
-def attack_from_policy(url: str) -> tuple[float, str]:
+def attack_from_policy(url: URL) -> tuple[float, str]:
     """A lab connects to a relay URL whose policy answers with a bomb; timed from the connect."""
+    target = _url(url)
     started = time.perf_counter()
-    with connect(url, max_size=None, compression=None, open_timeout=60) as ws:
+    with connect(target, max_size=None, compression=None, open_timeout=60) as ws:
         handshake = time.perf_counter() - started
         elapsed, outcome = _outcome_of(ws, lambda: None)
     return handshake + elapsed, outcome
 
 
-def attack_reply(url: str) -> tuple[float, str]:
+def attack_reply(url: URL) -> tuple[float, str]:
     """A lab connects to a relay URL whose policy answers the first observation with a bomb; timed from
     sending the observation."""
-    with connect(url, max_size=None, compression=None, open_timeout=60) as ws:
+    with connect(_url(url), max_size=None, compression=None, open_timeout=60) as ws:
         ws.recv(timeout=60)
         frame = wire.packb(observation())
         return _outcome_of(ws, lambda: ws.send(frame))
@@ -346,7 +355,9 @@ def run(*, repeats: int, bombs: list[str]) -> list[Row]:
     frames = {bomb: BOMBS[bomb]() for bomb in bombs}
     with _servers() as urls:
         relay_url = urls["relay"]
-        to_target = relayed(relay_url, urls["target"])
+        # The relay admits one connection per session slot and frees it once it has finished with the last one:
+        # each attack gets a session of its own, so that the next one never waits for that.
+        to_target = functools.partial(relayed, relay_url, urls["target"])
         with HonestSession(urls["target"]) as honest:
             for bomb, frame in frames.items():
                 attack = functools.partial(attack_lab, urls["target"], frame)
@@ -364,7 +375,7 @@ def run(*, repeats: int, bombs: list[str]) -> list[Row]:
                     )
                 )
             for bomb, frame in frames.items():
-                hostile = relayed(relay_url, f"{urls['hostile']}/bomb/{bomb}")
+                hostile = functools.partial(relayed, relay_url, f"{urls['hostile']}/bomb/{bomb}")
                 attack = functools.partial(attack_from_policy, hostile)
                 rows.append(
                     _measure(
@@ -377,7 +388,7 @@ def run(*, repeats: int, bombs: list[str]) -> list[Row]:
                     )
                 )
             for bomb, frame in frames.items():
-                hostile = relayed(relay_url, f"{urls['hostile']}/reply/{bomb}")
+                hostile = functools.partial(relayed, relay_url, f"{urls['hostile']}/reply/{bomb}")
                 attack = functools.partial(attack_reply, hostile)
                 rows.append(
                     _measure(
