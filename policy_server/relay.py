@@ -274,7 +274,12 @@ class Relay:
                 await self._relay(downstream, upstream, session_alias=self._session_alias(claims))
             except PolicyFault as fault:
                 await _send_then_close(downstream, lab_error_text(fault.kind), CLOSE_POLICY_ERROR)
+                self._gate.release(downstream)
                 await self._report(claims, fault.kind, fault.detail)
+            finally:
+                # The lab's side is closed: free the slot now, not once the policy has answered the closing
+                # handshake (up to its close timeout), so that a lab reconnecting at once is admitted.
+                self._gate.release(downstream)
 
     async def _open_upstream(self, claims: TokenClaims) -> ClientConnection | dialout.Channel | None:
         """The websocket to the policy (no redirects, no proxy, none of the evaluator's headers), or None."""
