@@ -4,7 +4,9 @@ behaviour, and a policy of the kind people serve with it.
 The server: its metadata frame is exactly ``dataclasses.asdict(PolicyServerConfig)``; every request must carry
 ``endpoint`` (a request without it fails: the traceback goes out as a text frame, then close 1011 with the
 template's reason); ``reset`` hands the rest of the request to ``policy.reset`` and is answered with the text
-frame ``"reset successful"``; ``infer`` answers the policy's reply packed as is (no ``server_timing``).
+frame ``"reset successful"``; any other ``endpoint`` value is taken for ``infer``, whose reply is the policy's
+answer packed as is (no ``server_timing``). It serves websockets only, with the template's options
+(``compression=None, max_size=None``) and no ``GET /healthz``: plain HTTP gets the websockets library's refusal.
 
 :class:`ConfigPolicy` reads exactly what its config asks for, the way a RoboArena policy indexes its
 observation: a missing key (``session_id``, a ``_right`` frame, a camera) fails the request with a traceback,
@@ -26,7 +28,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from policy_server._serving import ServerHandle, health_response, serve_in_thread
+from policy_server._serving import ServerHandle, serve_in_thread
 from policy_server.base import BasePolicy
 from policy_server.wire import packb, unpackb
 
@@ -74,9 +76,7 @@ def serve_roboarena_in_thread(
                 return
 
     async def start() -> Server:
-        return await serve(
-            handle, "127.0.0.1", 0, compression=None, max_size=None, process_request=health_response
-        )
+        return await serve(handle, "127.0.0.1", 0, compression=None, max_size=None)
 
     with serve_in_thread(start, host="127.0.0.1") as handle_:
         yield handle_

@@ -4,13 +4,17 @@ against the chunk shape the policy answers."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from arena_test_policies import EchoPolicy, FixedActionsPolicy
-from roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
+from roboarena_dialect import CLOSE_REASON, ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from policy_server.check import dummy_observation, policy_check, requirements_from_metadata
 from policy_server.client import PolicyClient, PolicyError, detect_dialect
@@ -18,6 +22,7 @@ from policy_server.relay import serve_relay_in_thread
 from policy_server.relay_frames import RELAY_MARKER
 from policy_server.relay_token import mint_token
 from policy_server.server import serve_in_thread
+from policy_server.wire import packb, unpackb
 
 SECRET = "relay secret for the RoboArena config tests"
 ROBOARENA_DEFAULT = {
@@ -49,6 +54,34 @@ def observation_for(config: PolicyServerConfig) -> dict:
     obs = dummy_observation(requirements_from_metadata(ConfigPolicy(config).metadata))
     obs.pop("session_id", None)
     return obs
+
+
+def test_the_stand_in_speaks_exactly_the_templates_dialect() -> None:
+    """The server these tests call RoboArena's does on the wire what the template does (prior-art.md): its
+    metadata frame is ``asdict(PolicyServerConfig)`` and nothing more; ``reset`` hands the rest of the request to
+    the policy and answers the text frame ``"reset successful"``; ``infer`` answers the policy's reply as is; a
+    request without ``endpoint`` gets the traceback as a text frame, then close 1011 with the template's reason;
+    and it serves no ``GET /healthz`` (the template passes no ``process_request``)."""
+    config = PolicyServerConfig()
+    policy = ConfigPolicy(config)
+    with serve_roboarena_in_thread(policy, config) as server:
+        with connect(server.url, compression=None, max_size=None, open_timeout=10) as ws:
+            assert unpackb(ws.recv(timeout=10)) == ROBOARENA_DEFAULT
+            ws.send(packb({"endpoint": "reset", "session_id": "s-1", "episode": 3}))
+            assert ws.recv(timeout=10) == "reset successful"
+            ws.send(packb({**observation_for(config), "endpoint": "infer"}))
+            reply = unpackb(ws.recv(timeout=10))
+            assert set(reply) == {"actions"} and reply["actions"].shape == (8, 8)
+            ws.send(packb(observation_for(config)))  # no endpoint
+            error = ws.recv(timeout=10)
+            assert isinstance(error, str) and "KeyError: 'endpoint'" in error
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, CLOSE_REASON)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        assert refused.value.code != 200
+    assert policy.resets == [{"session_id": "s-1", "episode": 3}]
 
 
 @pytest.mark.parametrize(
