@@ -60,7 +60,8 @@ class RobotProfile:
             raise ConfigError("robot.n_external_cameras: must be 0-4")
         unknown = [s for s in self.action_spaces if s not in ACTION_SPACES]
         if unknown or not self.action_spaces:
-            raise ConfigError(f"robot.action_spaces: choose from {', '.join(ACTION_SPACES)}")
+            what = f"{', '.join(map(repr, unknown))} is not a DROID action space; " if unknown else ""
+            raise ConfigError(f"robot.action_spaces: {what}choose from {', '.join(ACTION_SPACES)}")
 
 
 @dataclass(frozen=True)

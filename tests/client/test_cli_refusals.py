@@ -49,6 +49,11 @@ CONFIGURE = ("configure", "--server", "http://127.0.0.1:9", "--key", "pa_x_y", "
         (("--platform", "replica:tabletop-v1", "--scene", "workbench-v1"), "robot.scene"),
         (("--scene", "/nowhere/my-station.json"), "robot.scene"),
         (("--platform", "droid", "--scene", "workbench-v1"), "robot.scene"),
+        (("--action-space", "torque"), "robot.action_spaces"),
+        (
+            ("--platform", "droid", "--action-space", "joint_position", "--action-space", "eef_delta"),
+            "robot.action_spaces",
+        ),
     ],
     ids=[
         "droid-3-cameras",
@@ -57,6 +62,8 @@ CONFIGURE = ("configure", "--server", "http://127.0.0.1:9", "--key", "pa_x_y", "
         "scene-of-another-platform",
         "missing-scene-file",
         "scene-on-droid",
+        "replica-torque-space",
+        "droid-unknown-space",
     ],
 )
 def test_configure_refuses_a_profile_the_robot_cannot_run(tmp_path, options, field):
@@ -64,6 +71,34 @@ def test_configure_refuses_a_profile_the_robot_cannot_run(tmp_path, options, fie
     assert result.returncode == 2
     assert one_line_error(result).startswith(f"arena-eval: {field}: ")
     assert not (tmp_path / "config.json").exists()
+
+
+def test_a_space_the_robot_cannot_run_is_named_with_the_spaces_it_runs(tmp_path):
+    result = arena_eval(tmp_path, *CONFIGURE, "--platform", "droid", "--action-space", "eef_delta")
+    line = one_line_error(result)
+    assert (
+        "'eef_delta'" in line
+        and "joint_position, joint_velocity, cartesian_position, cartesian_velocity" in line
+    )
+
+
+def test_a_hand_edited_profile_with_a_space_the_robot_cannot_run_is_refused_by_run(tmp_path):
+    profile = config_mod.RobotProfile(
+        name="r1", platform="replica:tabletop-v1", action_spaces=["joint_position"]
+    )
+    path = config_mod.save(config_mod.Config("http://127.0.0.1:9", "pa_x_y", profile), tmp_path)
+    path.write_text(path.read_text().replace('"joint_position"', '"joint_torque"'))
+    result = arena_eval(tmp_path, "run", "--robot", "replica", "--quiet")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert line.startswith("arena-eval: ") and "robot.action_spaces: 'joint_torque'" in line
+
+
+def test_a_malformed_option_is_one_line_naming_it(tmp_path):
+    result = arena_eval(tmp_path, *CONFIGURE, "--exterior-cameras", "two")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "--exterior-cameras" in line and "'two'" in line and "--help" in line
 
 
 @pytest.mark.parametrize(
