@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass
 
 import pytest
 
 from arena.models import Episode, EvaluationSession, Policy, Preference
 from evaluator_client.replica import NATIVE_RESOLUTION
-from tests.policy_server.roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
+from tests.policy_server.roboarena_dialect import (
+    CONFIG_MATRIX,
+    ConfigPolicy,
+    PolicyServerConfig,
+    serve_roboarena_in_thread,
+)
 
 MAX_STEPS = 10
 RUN = (
@@ -31,30 +35,13 @@ RUN = (
 )
 
 
-@dataclass(frozen=True)
-class Case:
-    config: PolicyServerConfig
-    horizon: int = 8
-
-
-MATRIX = {
-    "joint_position": Case(PolicyServerConfig()),  # RoboArena's default config
-    "joint_velocity": Case(
-        PolicyServerConfig(action_space="joint_velocity"), horizon=10
-    ),  # pi0-DROID's chunks
-    "cartesian_position": Case(PolicyServerConfig(action_space="cartesian_position")),
-    "cartesian_velocity": Case(PolicyServerConfig(action_space="cartesian_velocity")),
-    "native_frames": Case(PolicyServerConfig(image_resolution=None)),
-    "session_id": Case(PolicyServerConfig(needs_session_id=True)),
-    "stereo": Case(PolicyServerConfig(needs_stereo_camera=True, n_external_cameras=2)),
-}
 # The opponent runs in another space than most cases, so the robot is set up anew between the two slots.
 PARTNER = PolicyServerConfig(action_space="cartesian_velocity", image_resolution=(180, 320))
 
 
-@pytest.mark.parametrize("name", list(MATRIX))
+@pytest.mark.parametrize("name", list(CONFIG_MATRIX))
 def test_roboarena_config_is_evaluated_end_to_end(arena, name):
-    case = MATRIX[name]
+    case = CONFIG_MATRIX[name]
     policy = ConfigPolicy(case.config, horizon=case.horizon)
     partner = ConfigPolicy(PARTNER)
     slug = f"cfg-{name.replace('_', '-')}"
@@ -82,6 +69,7 @@ def test_roboarena_config_is_evaluated_end_to_end(arena, name):
     assert len(policy.resets) == 1
     episode_id = policy.resets[0]["session_id"]
     assert re.fullmatch(r"[0-9a-f]{32}", episode_id) and session.id.hex not in episode_id
+    assert policy.resets == [{"session_id": episode_id}]  # RoboArena's reset_info, nothing of the lab's
     n_inferences = -(-MAX_STEPS // case.horizon)
     if case.config.needs_session_id:
         assert policy.session_ids[checked:] == [episode_id] * n_inferences

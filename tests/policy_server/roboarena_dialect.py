@@ -47,6 +47,30 @@ class PolicyServerConfig:
     action_space: str = "joint_position"
 
 
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One config of the matrix, and the chunk length its policy answers."""
+
+    config: PolicyServerConfig
+    horizon: int = 8
+
+
+CONFIG_MATRIX = {
+    "joint_position": Case(PolicyServerConfig()),  # RoboArena's default config
+    "joint_velocity": Case(
+        PolicyServerConfig(action_space="joint_velocity"), horizon=10
+    ),  # pi0-DROID's chunks
+    "cartesian_position": Case(PolicyServerConfig(action_space="cartesian_position")),
+    "cartesian_velocity": Case(PolicyServerConfig(action_space="cartesian_velocity")),
+    "native_frames": Case(PolicyServerConfig(image_resolution=None)),
+    "session_id": Case(PolicyServerConfig(needs_session_id=True)),
+    "stereo": Case(PolicyServerConfig(needs_stereo_camera=True, n_external_cameras=2)),
+}
+"""The configs the arena promises to run (prior-art.md, "Compatibility"), by name: each is health-checked
+(``tests/policy_server/test_roboarena_configs.py``), evaluated in a replica session
+(``tests/client/test_roboarena_matrix.py``) and on a DROID station (``tests/client/test_droid_sessions.py``)."""
+
+
 @contextlib.contextmanager
 def serve_roboarena_in_thread(
     policy: BasePolicy, config: PolicyServerConfig | None = None

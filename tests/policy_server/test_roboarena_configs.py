@@ -12,7 +12,13 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 from arena_test_policies import EchoPolicy, FixedActionsPolicy
-from roboarena_dialect import CLOSE_REASON, ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
+from roboarena_dialect import (
+    CLOSE_REASON,
+    CONFIG_MATRIX,
+    ConfigPolicy,
+    PolicyServerConfig,
+    serve_roboarena_in_thread,
+)
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -150,29 +156,11 @@ def test_session_id_is_sent_only_to_policies_that_ask(relay: str) -> None:
     assert len(policy.resets) == 1 and len(policy.resets[0]["session_id"]) == 32
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        PolicyServerConfig(),
-        PolicyServerConfig(action_space="joint_velocity"),
-        PolicyServerConfig(action_space="cartesian_position"),
-        PolicyServerConfig(action_space="cartesian_velocity"),
-        PolicyServerConfig(image_resolution=None),
-        PolicyServerConfig(needs_session_id=True),
-        PolicyServerConfig(needs_stereo_camera=True, n_external_cameras=2),
-    ],
-    ids=[
-        "joint_position",
-        "joint_velocity",
-        "cartesian_position",
-        "cartesian_velocity",
-        "native",
-        "sid",
-        "stereo",
-    ],
-)
-def test_every_config_passes_the_health_check(config: PolicyServerConfig) -> None:
-    policy = ConfigPolicy(config)
+@pytest.mark.parametrize("name", list(CONFIG_MATRIX))
+def test_every_config_passes_the_health_check(name: str) -> None:
+    case = CONFIG_MATRIX[name]
+    config = case.config
+    policy = ConfigPolicy(config, horizon=case.horizon)
     with serve_roboarena_in_thread(policy, config) as server:
         result = policy_check(server.url)
     assert result.ok, result.message
@@ -181,6 +169,10 @@ def test_every_config_passes_the_health_check(config: PolicyServerConfig) -> Non
     expected_resolution = None if config.image_resolution is None else list(config.image_resolution)
     assert result.requirements["image_resolution"] == expected_resolution
     assert result.requirements["needs_stereo_camera"] == config.needs_stereo_camera
+    assert result.requirements["n_external_cameras"] == config.n_external_cameras
+    assert result.requirements["needs_session_id"] == config.needs_session_id
+    width = 8 if config.action_space.startswith("joint") else 7
+    assert (result.requirements["action_horizon"], result.requirements["action_dim"]) == (case.horizon, width)
 
 
 @pytest.mark.parametrize(
