@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import re
 
+import numpy as np
 import pytest
+import requests
 
-from arena.models import Episode, EvaluationSession, Policy, Preference
+from arena.models import Episode, EvaluationSession, Preference
+from arena.tasks import policy_check_all
 from evaluator_client.replica import NATIVE_RESOLUTION
 from tests.policy_server.roboarena_dialect import (
     CONFIG_MATRIX,
@@ -81,16 +84,68 @@ def test_roboarena_config_is_evaluated_end_to_end(arena, name):
     assert ("observation/exterior_image_2_right" in policy.frame_shapes) == case.config.needs_stereo_camera
 
 
-def test_a_policy_whose_chunks_do_not_fit_its_space_never_enters_the_pool(arena):
+def owner_get(arena, slug: str) -> dict:
+    response = requests.get(
+        f"{arena.url}/api/v1/policies/{slug}/",
+        headers={"Authorization": f"Api-Key {arena.owner_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("declared", "answered", "shape"),
+    [("cartesian_velocity", "joint_velocity", "(8, 8)"), ("joint_position", "cartesian_position", "(8, 7)")],
+)
+def test_a_policy_whose_chunks_do_not_fit_its_space_never_enters_the_pool(arena, declared, answered, shape):
     """A Cartesian policy answering (N, 8) used to pass its check, then abort every session it was given."""
-    config = PolicyServerConfig(action_space="cartesian_velocity")
-    misfit = ConfigPolicy(PolicyServerConfig(action_space="joint_velocity"))  # answers (8, 8)
+    config = PolicyServerConfig(action_space=declared)
+    misfit = ConfigPolicy(PolicyServerConfig(action_space=answered))
     with serve_roboarena_in_thread(misfit, config) as server:
         shown = arena.register("misfit", server.url, active=False)
     assert shown["status"] == "pending"
-    policy = Policy.objects.get(slug="misfit")
-    assert policy.last_check_error.startswith("bad_action: ")
-    assert "'cartesian_velocity'" in policy.last_check_error and "(8, 8)" in policy.last_check_error
+    error = owner_get(arena, "misfit")["last_check_error"]  # what the owner reads
+    assert error.startswith("bad_action: ") and f"{declared!r}" in error and shape in error
+
+
+class Redeployed(ConfigPolicy):
+    """Answers in its config's space until ``misfit`` is set; then one column too many (a redeployment that
+    swapped in a joint-space checkpoint behind a Cartesian config)."""
+
+    misfit = False
+
+    def infer(self, obs):
+        reply = super().infer(obs)
+        if self.misfit:
+            reply["actions"] = np.hstack([reply["actions"], np.zeros((len(reply["actions"]), 1), np.float32)])
+        return reply
+
+
+def test_an_active_policy_whose_chunks_stop_fitting_leaves_the_pool(arena, settings):
+    """The periodic check catches it too: the policy goes ``failing`` with the reason, and is assigned no more."""
+    config = PolicyServerConfig(action_space="cartesian_velocity")
+    drifting = Redeployed(config)
+    partners = {"pol-jp": PolicyServerConfig(), "pol-jv": PolicyServerConfig(action_space="joint_velocity")}
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(serve_roboarena_in_thread(drifting, config))
+        arena.register("drifting", server.url)
+        for slug, partner in partners.items():
+            partner_server = stack.enter_context(serve_roboarena_in_thread(ConfigPolicy(partner), partner))
+            arena.register(slug, partner_server.url)
+        drifting.misfit = True
+        for _ in range(settings.ARENA_CHECK_FAILURES_BEFORE_FAILING):
+            policy_check_all()
+        shown = owner_get(arena, "drifting")
+        assert shown["status"] == "failing"
+        assert shown["last_check_error"].startswith("bad_action: ")
+        assert "'cartesian_velocity'" in shown["last_check_error"] and "(8, 8)" in shown["last_check_error"]
+        assert {owner_get(arena, slug)["status"] for slug in partners} == {"active"}
+        arena.configure()
+        assert arena.eval(*RUN) == 0
+    session = EvaluationSession.objects.get()
+    assert session.state == "submitted", session.abort_reason
+    assert {session.policy_a.slug, session.policy_b.slug} == set(partners)
 
 
 def test_an_openpi_droid_checkpoint_server_is_evaluated_end_to_end(arena, openpi_droid_server):
