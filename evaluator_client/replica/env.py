@@ -67,6 +67,7 @@ from evaluator_client.replica.scene import (  # noqa: E402
     build_mjcf,
     camera_pose_world,
     load_scene,
+    mesh_assets,
     right_camera_pos,
 )
 from evaluator_client.replica.tasks import (  # noqa: E402
@@ -140,7 +141,7 @@ class Replica:
         self.exterior_cameras = exterior[:n_exterior_cameras]
         self.cameras = [*self.exterior_cameras, "wrist"]
         self.resolution = (int(resolution[0]), int(resolution[1]))
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene))
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene), assets=mesh_assets(self.scene))
         self.data = mujoco.MjData(self.model)
         self._substeps = int(self.scene.spec["physics_substeps"])
         self._nominal = {

@@ -4,7 +4,9 @@ line naming the field, and a run whose every session aborted exits non-zero; nev
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from arena.models import EvaluationSession
 from evaluator_client import config as config_mod
+from evaluator_client.replica.scene import SCENES_DIR
 from policy_server.check import DRY_RUN_PROMPT
 from tests.policy_server.roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
 
@@ -71,6 +74,25 @@ def test_configure_refuses_a_profile_the_robot_cannot_run(tmp_path, options, fie
     assert result.returncode == 2
     assert one_line_error(result).startswith(f"arena-eval: {field}: ")
     assert not (tmp_path / "config.json").exists()
+
+
+def test_a_scene_mujoco_cannot_build_is_refused_in_one_line(tmp_path):
+    """A flat mesh passes the file's own checks; only building the model shows it (it used to crash `run`)."""
+    folder = tmp_path / "station"
+    shutil.copytree(SCENES_DIR, folder)
+    (folder / "meshes" / "coaster.obj").write_text(
+        "v -0.04 -0.04 0\nv 0.04 0.04 0\nv 0.04 -0.04 0\nv -0.04 0.04 0\n"
+    )
+    spec = json.loads((folder / "workbench-v1.json").read_text())
+    spec["name"] = "my-station"
+    spec["objects"][0]["mesh"] = "meshes/coaster.obj"
+    (folder / "my-station.json").write_text(json.dumps(spec))
+    result = arena_eval(tmp_path / "home", *CONFIGURE, "--scene", str(folder / "my-station.json"))
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert line.startswith("arena-eval: robot.scene: scene 'my-station': MuJoCo cannot build it: ")
+    assert "mesh 'meshes/coaster.obj' has coplanar vertices" in line
+    assert not (tmp_path / "home" / "config.json").exists()
 
 
 def test_a_space_the_robot_cannot_run_is_named_with_the_spaces_it_runs(tmp_path):

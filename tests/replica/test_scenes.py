@@ -8,7 +8,7 @@ import pytest
 
 from evaluator_client.episode import run_episode
 from evaluator_client.replica import Replica, SceneError, load_scene
-from evaluator_client.replica.scene import SCENES_DIR
+from evaluator_client.replica.scene import SCENES_DIR, check_scene_builds
 from evaluator_client.replica.transforms import euler_to_mat
 from policy_server.baselines import make_baseline
 
@@ -113,6 +113,78 @@ def test_a_lab_scene_file_is_loaded_by_path(tmp_path):
     assert scene.name == "my-station"
     assert scene.object_spec("hex_block")["half_size"] == pytest.approx([0.0324, 0.02806, 0.025], abs=1e-5)
     Replica("pick_place", scene=scene).close()
+
+
+def _box_triangles(half: list[float]) -> np.ndarray:
+    """The 12 triangles (12, 3, 3) of a box centred on the origin."""
+    corners = np.array(
+        [[x, y, z] for x in (-half[0], half[0]) for y in (-half[1], half[1]) for z in (-half[2], half[2])]
+    )
+    faces = [(0, 1, 3), (0, 3, 2), (4, 6, 7), (4, 7, 5), (0, 4, 5), (0, 5, 1)]
+    faces += [(2, 3, 7), (2, 7, 6), (0, 2, 6), (0, 6, 4), (1, 5, 7), (1, 7, 3)]
+    return corners[np.array(faces)]
+
+
+def _stl(triangles: np.ndarray, kind: str) -> bytes:
+    """STL as CAD tools export it: binary (80-byte header, count, 50-byte records) or ASCII."""
+    if kind == "binary":
+        records = np.zeros(len(triangles), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
+        records["v"] = triangles
+        return b"exported by a CAD tool".ljust(80) + np.uint32(len(triangles)).tobytes() + records.tobytes()
+    lines = ["solid lab_part"]
+    for triangle in triangles:
+        lines += ["  facet normal 0 0 0", "    outer loop"]
+        lines += [f"      vertex {x:.6f} {y:.6f} {z:.6f}" for x, y, z in triangle]
+        lines += ["    endloop", "  endfacet"]
+    return ("\n".join([*lines, "endsolid lab_part"]) + "\n").encode()
+
+
+@pytest.mark.parametrize("kind", ["binary", "ascii"])
+def test_a_lab_stl_mesh_is_built_and_rests_on_the_table(tmp_path, kind):
+    """MuJoCo decodes binary STL only; an ASCII export works the same (converted when the model is built)."""
+
+    def edit(spec, folder):
+        (folder / "meshes" / "part.stl").write_bytes(_stl(_box_triangles([0.03, 0.02, 0.025]), kind))
+        spec["objects"][0]["mesh"] = "meshes/part.stl"
+
+    scene = load_scene(_scene_copy(tmp_path, edit))
+    assert scene.object_spec("hex_block")["half_size"] == pytest.approx([0.03, 0.02, 0.025])
+    check_scene_builds(scene)
+    robot = Replica("pick_place", seed=0, perturb="none", scene=scene)
+    geom = robot._obj_geom["hex_block"]
+    assert robot.model.geom_type[geom] == 7  # mjGEOM_MESH
+    assert robot.model.mesh_vertnum[robot.model.geom_dataid[geom]] == 8  # the box's corners
+    start = robot.privileged_state()["object_pos"].copy()
+    assert start[2] == pytest.approx(scene.table_height + 0.025, abs=1e-6)
+    for _ in range(15):
+        robot.apply(np.zeros(7))
+    assert np.allclose(robot.privileged_state()["object_pos"], start, atol=0.002)
+    robot.close()
+
+
+@pytest.mark.parametrize(
+    ("mesh", "data", "message"),
+    [
+        (
+            "flat.obj",
+            b"v -0.01 -0.01 0\nv 0.01 0.01 0\nv 0.01 -0.01 0\nv -0.01 0.01 0\nf 1 2 3\nf 1 4 2\n",
+            "coplanar",
+        ),
+        (
+            "cut.stl",
+            _stl(_box_triangles([0.03, 0.02, 0.025]), "binary")[:-50],
+            "'meshes/cut.stl' has wrong size",
+        ),
+    ],
+)
+def test_a_mesh_mujoco_cannot_use_is_a_scene_error_naming_the_file(tmp_path, mesh, data, message):
+    def edit(spec, folder):
+        (folder / "meshes" / mesh).write_bytes(data)
+        spec["objects"][0]["mesh"] = f"meshes/{mesh}"
+
+    scene = load_scene(_scene_copy(tmp_path, edit))  # its bounding box is fine: only MuJoCo can tell
+    with pytest.raises(SceneError, match=f"MuJoCo cannot build it: .*{message}"):
+        check_scene_builds(scene)
 
 
 def _offset_mesh(spec, folder):
