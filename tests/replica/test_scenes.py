@@ -115,6 +115,25 @@ def test_a_lab_scene_file_is_loaded_by_path(tmp_path):
     Replica("pick_place", scene=scene).close()
 
 
+def test_the_lab_s_table_and_lights_are_the_model_s(tmp_path):
+    """Table size, centre and height, and each light, from the file (MuJoCo world = base frame less the height)."""
+
+    def edit(spec, folder):
+        spec["table"].update(center=[0.6, 0.05], half_size=[0.4, 0.5], height=-0.1)
+        spec["lights"] = [{"pos": [0.3, -0.4, 1.6], "dir": [0.0, 0.3, -1.0], "diffuse": [0.9, 0.6, 0.3]}]
+
+    robot = Replica("push", seed=0, perturb="none", scene=load_scene(_scene_copy(tmp_path, edit)))
+    table = robot.model.geom("table")
+    assert table.size[:2] == pytest.approx([0.4, 0.5])
+    assert robot.model.geom_pos[table.id][:2] == pytest.approx([0.6, 0.05])
+    assert robot.model.geom_pos[table.id][2] + table.size[2] == pytest.approx(0.0)  # the surface is world z 0
+    assert robot.data.xpos[robot.model.body("link0").id][2] == pytest.approx(0.1)  # the base, 10 cm above it
+    assert robot.model.nlight == 1
+    assert robot.model.light_pos[0] == pytest.approx([0.3, -0.4, 1.7])
+    assert robot.model.light_diffuse[0] == pytest.approx([0.9, 0.6, 0.3])
+    robot.close()
+
+
 def _box_triangles(half: list[float]) -> np.ndarray:
     """The 12 triangles (12, 3, 3) of a box centred on the origin."""
     corners = np.array(
