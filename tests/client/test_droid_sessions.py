@@ -16,6 +16,7 @@ from tests.policy_server.roboarena_dialect import (
     CONFIG_MATRIX,
     ConfigPolicy,
     PolicyServerConfig,
+    letterbox_top,
     serve_roboarena_in_thread,
 )
 
@@ -121,8 +122,12 @@ def test_every_config_drives_a_robot_env_in_its_own_space(arena, monkeypatch, re
     expected_ids = [reset_info["session_id"]] * n_inferences if config.needs_session_id else []
     assert policy.session_ids[checked:] == expected_ids
     frame = policy.frame_shapes["observation/exterior_image_1_left"]
-    native = (*NATIVE_FRAME_SIZE, 3)
-    assert frame == (native if config.image_resolution is None else (*config.image_resolution, 3))
+    padding = policy.top_padding["observation/exterior_image_1_left"]
+    if config.image_resolution is None:
+        assert (frame, padding) == ((*NATIVE_FRAME_SIZE, 3), 0)
+    else:  # letterboxed: the ZED's 16:9 into a square leaves black bars above and below
+        assert frame == (*config.image_resolution, 3)
+        assert padding == letterbox_top(NATIVE_FRAME_SIZE, config.image_resolution) > 0
     sent = set(policy.frame_shapes)
     assert ("observation/exterior_image_2_left" in sent) == (config.n_external_cameras == 2)
     assert ("observation/wrist_image_right" in sent) == config.needs_stereo_camera

@@ -20,6 +20,7 @@ from tests.policy_server.roboarena_dialect import (
     CONFIG_MATRIX,
     ConfigPolicy,
     PolicyServerConfig,
+    letterbox_top,
     serve_roboarena_in_thread,
 )
 
@@ -77,11 +78,16 @@ def test_roboarena_config_is_evaluated_end_to_end(arena, name):
     if case.config.needs_session_id:
         assert policy.session_ids[checked:] == [episode_id] * n_inferences
     frame = policy.frame_shapes["observation/exterior_image_1_left"]
+    padding = policy.top_padding["observation/exterior_image_1_left"]
+    native = (NATIVE_RESOLUTION[1], NATIVE_RESOLUTION[0])  # the replica's native 16:9 frame, (H, W)
     if case.config.image_resolution is None:
-        assert frame == (NATIVE_RESOLUTION[1], NATIVE_RESOLUTION[0], 3)  # the replica's native 16:9 frame
-    else:
+        assert (frame, padding) == ((*native, 3), 0)
+    else:  # letterboxed: 16:9 into a square leaves black bars above and below
         assert frame == (*case.config.image_resolution, 3)
-    assert ("observation/exterior_image_2_right" in policy.frame_shapes) == case.config.needs_stereo_camera
+        assert padding == letterbox_top(native, case.config.image_resolution) > 0
+    sent = set(policy.frame_shapes)
+    assert ("observation/exterior_image_2_left" in sent) == (case.config.n_external_cameras == 2)
+    assert ("observation/exterior_image_2_right" in sent) == case.config.needs_stereo_camera
 
 
 def owner_get(arena, slug: str) -> dict:

@@ -64,11 +64,20 @@ CONFIG_MATRIX = {
     "cartesian_velocity": Case(PolicyServerConfig(action_space="cartesian_velocity")),
     "native_frames": Case(PolicyServerConfig(image_resolution=None)),
     "session_id": Case(PolicyServerConfig(needs_session_id=True)),
+    "two_cameras": Case(PolicyServerConfig(n_external_cameras=2)),
     "stereo": Case(PolicyServerConfig(needs_stereo_camera=True, n_external_cameras=2)),
 }
 """The configs the arena promises to run (prior-art.md, "Compatibility"), by name: each is health-checked
 (``tests/policy_server/test_roboarena_configs.py``), evaluated in a replica session
 (``tests/client/test_roboarena_matrix.py``) and on a DROID station (``tests/client/test_droid_sessions.py``)."""
+
+
+def letterbox_top(native: tuple[int, int], resolution: tuple[int, int]) -> int:
+    """The black rows above a (H, W) ``native`` frame resized with padding to ``resolution``, as DROID's and
+    openpi's ``resize_with_pad`` place it (centred, the aspect ratio kept)."""
+    (src_h, src_w), (height, width) = native, resolution
+    scale = min(height / src_h, width / src_w)
+    return (height - max(1, round(src_h * scale))) // 2
 
 
 @contextlib.contextmanager
@@ -112,14 +121,16 @@ class ConfigPolicy(BasePolicy):
     Actions, from the proprioception of the observation: ``joint_position`` targets a small step from the
     current joints, ``joint_velocity`` a small normalised velocity, ``cartesian_position`` a pose a few
     millimetres along +x per row, ``cartesian_velocity`` a slow +x motion; the gripper stays open. Records
-    ``frame_shapes`` (key -> shape of the last frame seen), ``session_ids`` (of observations) and ``resets``
-    (every ``reset_info``).
+    ``frame_shapes`` (key -> shape of the last frame seen), ``top_padding`` (key -> how many all-black rows
+    the last frame starts with: the letterbox of a resize with padding), ``session_ids`` (of observations) and
+    ``resets`` (every ``reset_info``).
     """
 
     def __init__(self, config: PolicyServerConfig, *, horizon: int = 8) -> None:
         self.config = config
         self.horizon = horizon
         self.frame_shapes: dict[str, tuple[int, ...]] = {}
+        self.top_padding: dict[str, int] = {}
         self.session_ids: list[str] = []
         self.resets: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -157,6 +168,8 @@ class ConfigPolicy(BasePolicy):
             for key in self._image_keys():
                 self._check_frame(key, obs[key])
                 self.frame_shapes[key] = obs[key].shape
+                lit_rows = np.flatnonzero(obs[key].reshape(obs[key].shape[0], -1).any(axis=1))
+                self.top_padding[key] = int(lit_rows[0]) if lit_rows.size else obs[key].shape[0]
             if self.config.needs_session_id:
                 session_id = obs["session_id"]
                 if not isinstance(session_id, str):
