@@ -220,3 +220,18 @@ def test_the_relay_supplies_the_alias_a_policy_needs_even_when_the_lab_omits_it(
         with PolicyClient(relayed(relay, server.url), retries=0) as client:  # no session_id given
             assert client.infer(observation_for(config))["actions"].shape == (8, 8)
     assert len(policy.session_ids) == 1 and len(policy.session_ids[0]) == 32
+
+
+class BareArrayPolicy(ConfigPolicy):
+    """The template's own ``DummyPolicy``: it answers a bare ``(1, 8)`` array, not ``{"actions": ...}``."""
+
+    def infer(self, obs: dict) -> np.ndarray:  # type: ignore[override]
+        return np.zeros((1, 8), dtype=np.float32)
+
+
+def test_the_templates_bare_array_dummy_policy_fails_the_check() -> None:
+    """RoboArena's evaluator reads ``reply["actions"]`` too, so a bare array fails there as it does here."""
+    config = PolicyServerConfig()
+    with serve_roboarena_in_thread(BareArrayPolicy(config), config) as server:
+        result = policy_check(server.url)
+    assert not result.ok and result.error == "protocol_error", result.message
