@@ -44,6 +44,67 @@ def test_cameras_follow_droid_extrinsics_and_intrinsics(name):
     robot.close()
 
 
+def _segment(robot: Replica, camera: str, geom: int) -> np.ndarray:
+    renderer = robot._renderer
+    renderer.update_scene(robot.data, camera=camera)
+    renderer.enable_segmentation_rendering()
+    segments = renderer.render()
+    renderer.disable_segmentation_rendering()
+    return segments[..., 0] == geom
+
+
+def _project(k: dict, point_in_camera: np.ndarray, scale: float) -> np.ndarray:
+    x, y, z = point_in_camera
+    return np.array([k["fx"] * x / z + k["cx"], k["fy"] * y / z + k["cy"]]) * scale
+
+
+@pytest.mark.parametrize("name", ["tabletop-v1", "workbench-v1"])
+def test_the_wrist_camera_sits_where_its_extrinsics_in_the_tcp_frame_put_it(name):
+    """Wrist extrinsics are relative to the TCP (``observation/cartesian_position``'s frame), as DROID stores
+    the hand camera's: composed with the TCP pose, OpenCV's pinhole model puts each object where it is seen."""
+    scene = load_scene(name)
+    camera = scene.spec["cameras"]["wrist"]
+    camera["intrinsics"] = {"fx": 610.0, "fy": 570.0, "cx": 700.0, "cy": 320.0}
+    robot = Replica("pick_place", seed=0, perturb="none", scene=scene, resolution=(640, 360))
+    tcp = robot.observe()["observation/cartesian_position"]
+    extrinsics = np.asarray(camera["extrinsics"], float)
+    to_base = euler_to_mat(tcp[3:]) @ euler_to_mat(extrinsics[3:])
+    position = tcp[:3] + euler_to_mat(tcp[3:]) @ extrinsics[:3]
+    seen = 0
+    for entry in scene.spec["objects"]:
+        mask = _segment(robot, "wrist", robot._obj_geom[entry["name"]])
+        if not mask.any() or mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any():
+            continue  # out of view or cut by the frame's edge: its centroid is not its centre's image
+        centre = robot.data.xpos[robot._obj_body[entry["name"]]] + [0.0, 0.0, scene.table_height]
+        expected = _project(
+            camera["intrinsics"], to_base.T @ (centre - position), 640 / camera["resolution"][0]
+        )
+        ys, xs = np.nonzero(mask)
+        # a 5 cm block 30 cm away shows mostly its top face: its centroid lies within 3 px of its centre's image
+        assert np.allclose([xs.mean() + 0.5, ys.mean() + 0.5], expected, atol=3.0), entry["name"]
+        seen += 1
+    assert seen >= 1
+    robot.close()
+
+
+def test_the_right_imager_is_offset_by_the_stereo_baseline():
+    """``exterior_1_right`` is the left imager moved ``stereo_baseline`` m along its own +x (image right)."""
+    scene = load_scene("tabletop-v1")
+    camera = scene.spec["cameras"]["exterior_1"]
+    robot = Replica("pick_place", seed=0, perturb="none", scene=scene, resolution=(640, 360))
+    extrinsics = np.asarray(camera["extrinsics"], float)
+    baseline = camera["stereo_baseline"]
+    for entry in scene.spec["objects"]:
+        centre = robot.data.xpos[robot._obj_body[entry["name"]]] + [0.0, 0.0, scene.table_height]
+        in_left = euler_to_mat(extrinsics[3:]).T @ (centre - extrinsics[:3])
+        expected = _project(
+            camera["intrinsics"], in_left - [baseline, 0.0, 0.0], 640 / camera["resolution"][0]
+        )
+        ys, xs = np.nonzero(_segment(robot, "exterior_1_right", robot._obj_geom[entry["name"]]))
+        assert np.allclose([xs.mean() + 0.5, ys.mean() + 0.5], expected, atol=1.5), entry["name"]
+    robot.close()
+
+
 def test_the_second_scene_loads_with_its_mesh_and_table_height():
     scene = load_scene("workbench-v1")
     assert scene.table_height == pytest.approx(-0.02)
