@@ -86,6 +86,7 @@ def test_the_stand_in_speaks_exactly_the_templates_dialect() -> None:
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, CLOSE_REASON)
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        refused.value.close()  # else the server waits for this socket when it stops
         assert refused.value.code != 200
     assert policy.resets == [{"session_id": "s-1", "episode": 3}]
 
