@@ -121,16 +121,17 @@ def test_every_config_drives_a_robot_env_in_its_own_space(arena, monkeypatch, re
     n_inferences = -(-MAX_STEPS // case.horizon)
     expected_ids = [reset_info["session_id"]] * n_inferences if config.needs_session_id else []
     assert policy.session_ids[checked:] == expected_ids
-    frame = policy.frame_shapes["observation/exterior_image_1_left"]
-    padding = policy.top_padding["observation/exterior_image_1_left"]
+    first = "exterior_image_1" if config.n_external_cameras else "wrist_image"
+    frame = policy.frame_shapes[f"observation/{first}_left"]
+    padding = policy.top_padding[f"observation/{first}_left"]
     if config.image_resolution is None:
         assert (frame, padding) == ((*NATIVE_FRAME_SIZE, 3), 0)
     else:  # letterboxed: the ZED's 16:9 into a square leaves black bars above and below
         assert frame == (*config.image_resolution, 3)
         assert padding == letterbox_top(NATIVE_FRAME_SIZE, config.image_resolution) > 0
-    sent = set(policy.frame_shapes)
-    assert ("observation/exterior_image_2_left" in sent) == (config.n_external_cameras == 2)
-    assert ("observation/wrist_image_right" in sent) == config.needs_stereo_camera
+    assert policy.images_sent == set(policy.image_keys())  # what the config asks for, nothing more
+    assert ("observation/exterior_image_2_left" in policy.images_sent) == (config.n_external_cameras == 2)
+    assert ("observation/wrist_image_right" in policy.images_sent) == config.needs_stereo_camera
 
 
 def test_an_openpi_droid_checkpoint_runs_as_joint_velocity_on_a_droid_station(

@@ -77,17 +77,20 @@ def test_roboarena_config_is_evaluated_end_to_end(arena, name):
     n_inferences = -(-MAX_STEPS // case.horizon)
     if case.config.needs_session_id:
         assert policy.session_ids[checked:] == [episode_id] * n_inferences
-    frame = policy.frame_shapes["observation/exterior_image_1_left"]
-    padding = policy.top_padding["observation/exterior_image_1_left"]
+    first = "exterior_image_1" if case.config.n_external_cameras else "wrist_image"
+    frame = policy.frame_shapes[f"observation/{first}_left"]
+    padding = policy.top_padding[f"observation/{first}_left"]
     native = (NATIVE_RESOLUTION[1], NATIVE_RESOLUTION[0])  # the replica's native 16:9 frame, (H, W)
     if case.config.image_resolution is None:
         assert (frame, padding) == ((*native, 3), 0)
     else:  # letterboxed: 16:9 into a square leaves black bars above and below
         assert frame == (*case.config.image_resolution, 3)
         assert padding == letterbox_top(native, case.config.image_resolution) > 0
-    sent = set(policy.frame_shapes)
-    assert ("observation/exterior_image_2_left" in sent) == (case.config.n_external_cameras == 2)
-    assert ("observation/exterior_image_2_right" in sent) == case.config.needs_stereo_camera
+    assert policy.images_sent == set(policy.image_keys())  # what the config asks for, nothing more
+    assert ("observation/exterior_image_2_left" in policy.images_sent) == (
+        case.config.n_external_cameras == 2
+    )
+    assert ("observation/wrist_image_right" in policy.images_sent) == case.config.needs_stereo_camera
 
 
 def owner_get(arena, slug: str) -> dict:

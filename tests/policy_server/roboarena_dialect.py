@@ -65,6 +65,8 @@ CONFIG_MATRIX = {
     "native_frames": Case(PolicyServerConfig(image_resolution=None)),
     "session_id": Case(PolicyServerConfig(needs_session_id=True)),
     "two_cameras": Case(PolicyServerConfig(n_external_cameras=2)),
+    "wrist_only": Case(PolicyServerConfig(n_external_cameras=0)),
+    "no_wrist": Case(PolicyServerConfig(needs_wrist_camera=False)),
     "stereo": Case(PolicyServerConfig(needs_stereo_camera=True, n_external_cameras=2)),
 }
 """The configs the arena promises to run (prior-art.md, "Compatibility"), by name: each is health-checked
@@ -122,8 +124,9 @@ class ConfigPolicy(BasePolicy):
     current joints, ``joint_velocity`` a small normalised velocity, ``cartesian_position`` a pose a few
     millimetres along +x per row, ``cartesian_velocity`` a slow +x motion; the gripper stays open. Records
     ``frame_shapes`` (key -> shape of the last frame seen), ``top_padding`` (key -> how many all-black rows
-    the last frame starts with: the letterbox of a resize with padding), ``session_ids`` (of observations) and
-    ``resets`` (every ``reset_info``).
+    the last frame starts with: the letterbox of a resize with padding), ``images_sent`` (every image key
+    of the last observation, asked for or not), ``session_ids`` (of observations) and ``resets`` (every
+    ``reset_info``).
     """
 
     def __init__(self, config: PolicyServerConfig, *, horizon: int = 8) -> None:
@@ -131,6 +134,7 @@ class ConfigPolicy(BasePolicy):
         self.horizon = horizon
         self.frame_shapes: dict[str, tuple[int, ...]] = {}
         self.top_padding: dict[str, int] = {}
+        self.images_sent: set[str] = set()
         self.session_ids: list[str] = []
         self.resets: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -139,7 +143,8 @@ class ConfigPolicy(BasePolicy):
     def metadata(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
-    def _image_keys(self) -> list[str]:
+    def image_keys(self) -> list[str]:
+        """The image keys this config asks for."""
         cameras = [f"exterior_image_{i}" for i in range(1, self.config.n_external_cameras + 1)]
         if self.config.needs_wrist_camera:
             cameras.append("wrist_image")
@@ -165,7 +170,8 @@ class ConfigPolicy(BasePolicy):
         if not isinstance(obs["prompt"], str):
             raise ValueError("prompt must be a string")
         with self._lock:
-            for key in self._image_keys():
+            self.images_sent = {key for key in obs if key.startswith("observation/") and "_image_" in key}
+            for key in self.image_keys():
                 self._check_frame(key, obs[key])
                 self.frame_shapes[key] = obs[key].shape
                 lit_rows = np.flatnonzero(obs[key].reshape(obs[key].shape[0], -1).any(axis=1))
