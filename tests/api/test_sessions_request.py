@@ -116,3 +116,17 @@ def test_stereo_and_wrist_needs_are_matched(lab1, pool):
     assert request_session(lab1, robot="no-wrist").json()["error"]["code"] == "no_eligible_pair"
     response = request_session(lab1, robot="zed")  # two of the three need stereo: any pair holds one
     assert response.status_code == 201, response.json()
+
+
+def test_a_robot_is_matched_on_every_space_it_declares(lab1, pool):
+    """Not only the alphabetically first one (which used to be the only one run), and no undeclared one."""
+    register_robot(lab1, name="multi", action_spaces=["joint_position", "cartesian_velocity"])
+    assert (
+        request_session(lab1, robot="multi").json()["error"]["code"] == "no_eligible_pair"
+    )  # all joint_velocity
+    Policy.objects.filter(slug="octo-droid").update(req_action_space="joint_position")
+    Policy.objects.filter(slug="diffusion-droid").update(req_action_space="cartesian_velocity")
+    response = request_session(lab1, robot="multi")
+    assert response.status_code == 201, response.json()
+    session = EvaluationSession.objects.get(pk=response.json()["id"])
+    assert {session.policy_a.slug, session.policy_b.slug} == {"octo-droid", "diffusion-droid"}
