@@ -229,7 +229,7 @@ def image_keys(requirements: Mapping[str, Any]) -> list[str]:
     if requirements["needs_wrist_camera"]:
         keys.append("observation/wrist_image_left")
     if requirements["needs_stereo_camera"]:
-        keys += [key.removesuffix("_left") + "_right" for key in keys]
+        keys += [key[: -len("_left")] + "_right" for key in keys]  # every key ends in _left
     return keys
 
 

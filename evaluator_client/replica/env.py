@@ -428,7 +428,7 @@ class Replica:
     def _render(self, camera: str) -> np.ndarray:
         self._renderer.update_scene(self.data, camera=camera)
         image = self._renderer.render()
-        photo = self._backgrounds.get(camera.removesuffix("_right"))
+        photo = self._backgrounds.get(camera[: -len("_right")] if camera.endswith("_right") else camera)
         if photo is None:
             return image
         self._renderer.enable_segmentation_rendering()

@@ -54,6 +54,16 @@ BUILTIN_TYPES = PEP585_BUILTINS | {
 }
 
 
+# Methods newer than 3.8 that vermin misses when it cannot tell the receiver's type (``name.removesuffix(...)``).
+NEWER_METHODS = {
+    "removeprefix": "3.9",
+    "removesuffix": "3.9",
+    "is_relative_to": "3.9",
+    "with_stem": "3.9",
+    "bit_count": "3.10",
+}
+
+
 def sources() -> list[Path]:
     return sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
 
@@ -115,6 +125,11 @@ def runtime_violations(path: Path) -> list[str]:
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
             if _type_like(node.left, abc_names) or _type_like(node.right, abc_names):
                 found.append(f"{where}:{node.lineno}: `X | Y` type union at run time (3.10+)")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in NEWER_METHODS:
+                found.append(
+                    f"{where}:{node.lineno}: `.{node.func.attr}()` ({NEWER_METHODS[node.func.attr]}+)"
+                )
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in ("isinstance", "issubclass") and len(node.args) == 2:
                 if isinstance(node.args[1], ast.BinOp):
@@ -172,10 +187,11 @@ def test_the_runtime_check_sees_what_it_looks_for(tmp_path):
         "Hook = Callable[[int], None]\n"
         "ok = isinstance(3, int | float)\n"
         "flags = 1 | 2\n"
+        "name = 'wrist_right'.removesuffix('_right')\n"
     )
     found = runtime_violations(sample)
     lines = sorted(int(entry.split(":")[1]) for entry in found)
-    assert lines == [5, 6, 6, 7, 8], found  # line 6 twice: list[...] and the tuple[...] inside it
+    assert lines == [5, 6, 6, 7, 8, 10], found  # line 6 twice: list[...] and the tuple[...] inside it
 
 
 def test_client_and_policy_server_import_no_server_code():
