@@ -20,6 +20,7 @@ import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from evaluator_client import config as config_mod
 from evaluator_client.api import ApiError, ArenaApi, ServerUnreachable
@@ -119,10 +120,16 @@ def _open_sessions_hint(args, home: Path | None) -> str:
     return f"; still open on the server: {ids} (`arena-eval abort {open_ids[0]}` closes it)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors in one line, like every other failure (the usage is one ``--help``
+    away); subcommands' parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="arena-eval", description="Run blinded policy evaluations for the arena."
-    )
+    parser = _Parser(prog="arena-eval", description="Run blinded policy evaluations for the arena.")
     parser.add_argument(
         "--home", help="client folder with the configuration (default $ARENA_EVAL_HOME or ~/.arena-eval)"
     )
@@ -151,9 +158,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--action-space",
         action="append",
-        choices=ACTION_SPACES,
-        help="an action space the robot executes (repeat for several; default: every space the replica or "
-        "DROID adapter runs for a replica:... or droid platform)",
+        metavar="SPACE",
+        help=f"an action space the robot executes, one of {', '.join(ACTION_SPACES)} (repeat for several; "
+        "default: every space the replica or DROID adapter runs for a replica:... or droid platform)",
     )
     c.set_defaults(handler=cmd_configure)
 

@@ -60,7 +60,8 @@ class RobotProfile:
             raise ConfigError("robot.n_external_cameras: must be 0-4")
         unknown = [s for s in self.action_spaces if s not in ACTION_SPACES]
         if unknown or not self.action_spaces:
-            raise ConfigError(f"robot.action_spaces: choose from {', '.join(ACTION_SPACES)}")
+            what = f"{', '.join(map(repr, unknown))} is not a DROID action space; " if unknown else ""
+            raise ConfigError(f"robot.action_spaces: {what}choose from {', '.join(ACTION_SPACES)}")
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,16 @@ def replica_scene_source(profile: RobotProfile) -> str:
 def robot_capabilities(kind: str, profile: RobotProfile) -> RobotCapabilities:
     """What adapter ``kind`` (``"replica"`` or ``"droid"``) can run, as the adapters declare it. For the
     replica, the exterior cameras are those of the profile's scene (:func:`replica_scene_source`), whose name
-    must be the one its platform ``replica:<scene>`` names; every replica camera renders a stereo pair."""
+    must be the one its platform ``replica:<scene>`` names, and which MuJoCo must be able to build; every
+    replica camera renders a stereo pair."""
     if kind == "replica":
         from evaluator_client.replica import ACTION_SPACES as REPLICA_SPACES
         from evaluator_client.replica import SceneError, load_scene
+        from evaluator_client.replica.scene import check_scene_builds
 
         try:
             scene = load_scene(replica_scene_source(profile))
+            check_scene_builds(scene)
         except SceneError as exc:
             raise ConfigError(f"robot.{'scene' if profile.scene else 'platform'}: {exc}") from exc
         if robot_kind(profile.platform) == "replica" and profile.platform != f"replica:{scene.name}":

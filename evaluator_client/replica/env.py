@@ -67,6 +67,7 @@ from evaluator_client.replica.scene import (  # noqa: E402
     build_mjcf,
     camera_pose_world,
     load_scene,
+    mesh_assets,
     right_camera_pos,
 )
 from evaluator_client.replica.tasks import (  # noqa: E402
@@ -140,7 +141,7 @@ class Replica:
         self.exterior_cameras = exterior[:n_exterior_cameras]
         self.cameras = [*self.exterior_cameras, "wrist"]
         self.resolution = (int(resolution[0]), int(resolution[1]))
-        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene))
+        self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.scene), assets=mesh_assets(self.scene))
         self.data = mujoco.MjData(self.model)
         self._substeps = int(self.scene.spec["physics_substeps"])
         self._nominal = {
@@ -427,8 +428,7 @@ class Replica:
     def _render(self, camera: str) -> np.ndarray:
         self._renderer.update_scene(self.data, camera=camera)
         image = self._renderer.render()
-        left = camera[: -len("_right")] if camera.endswith("_right") else camera  # str.removesuffix is 3.9+
-        photo = self._backgrounds.get(left)
+        photo = self._backgrounds.get(camera[: -len("_right")] if camera.endswith("_right") else camera)
         if photo is None:
             return image
         self._renderer.enable_segmentation_rendering()

@@ -20,6 +20,11 @@ along the camera's +x (ZED 2: 0.12, ZED Mini: 0.063). Exterior cameras are named
 ``background`` (optional): ``{camera name: image path}``, PNG or JPEG relative to the scene file, a photo of
 the station taken from that camera; it is composited behind the robot, table and objects wherever the
 rendered pixel shows no geometry or the backdrop (segmentation-mask compositing).
+
+Mesh objects (``shape: "mesh"``) name an OBJ or STL file (binary or ASCII) relative to the scene file. MuJoCo
+decodes binary STL only, so the model is built from :func:`mesh_assets` (each mesh's bytes, an ASCII STL
+converted to binary) rather than from the files' paths. :func:`check_scene_builds` compiles the whole model
+once, so that a file MuJoCo refuses is reported as a :class:`SceneError` before a session starts.
 """
 
 from __future__ import annotations
@@ -179,7 +184,7 @@ def _mesh_vertices(path: Path) -> np.ndarray:
             if line.startswith("v ")
         ]
         return np.asarray(rows, dtype=float)
-    if data[:5] == b"solid" and b"facet" in data[:512]:
+    if _is_ascii_stl(data):
         rows = [
             line.split()[1:4] for line in data.decode("ascii", "replace").splitlines() if "vertex" in line
         ]
@@ -189,6 +194,58 @@ def _mesh_vertices(path: Path) -> np.ndarray:
         data[84 : 84 + 50 * count], dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")])
     )
     return records["v"].reshape(-1, 3).astype(float)
+
+
+def _is_ascii_stl(data: bytes) -> bool:
+    return data[:5] == b"solid" and b"facet" in data[:512]
+
+
+def _binary_stl(vertices: np.ndarray) -> bytes:
+    """A binary STL of the triangles ``vertices`` (3 N, 3) (zero normals: MuJoCo computes its own)."""
+    triangles = np.asarray(vertices, dtype="<f4").reshape(-1, 3, 3)
+    records = np.zeros(len(triangles), dtype=np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("a", "<u2")]))
+    records["v"] = triangles
+    return (
+        b"binary STL converted from ASCII".ljust(80, b" ")
+        + np.uint32(len(triangles)).tobytes()
+        + records.tobytes()
+    )
+
+
+def _mesh_asset_name(entry: dict[str, Any]) -> str:
+    return f"{entry['name']}{Path(entry['mesh']).suffix.lower()}"
+
+
+def mesh_assets(scene: Scene) -> dict[str, bytes]:
+    """The mesh files of the scene's mesh objects by the names :func:`build_mjcf` gives them
+    (``<object name>.obj`` / ``.stl``), for ``mujoco.MjModel.from_xml_string(xml, assets=...)``; an ASCII STL
+    is converted to binary (MuJoCo reads binary STL only)."""
+    assets = {}
+    for entry in scene.spec["objects"] + scene.spec["distractors"]:
+        if entry["shape"] != "mesh":
+            continue
+        path = scene.resolve(entry["mesh"])
+        data = path.read_bytes()
+        if path.suffix.lower() == ".stl" and _is_ascii_stl(data):
+            data = _binary_stl(_mesh_vertices(path))
+        assets[_mesh_asset_name(entry)] = data
+    return assets
+
+
+def check_scene_builds(scene: Scene) -> None:
+    """Compile the scene's MuJoCo model once; raise :class:`SceneError` with MuJoCo's first line when it cannot
+    (a mesh it cannot decode, a degenerate mesh, ...)."""
+    import mujoco
+
+    try:
+        mujoco.MjModel.from_xml_string(build_mjcf(scene), assets=mesh_assets(scene))
+    except ValueError as exc:
+        reason = next(iter(str(exc).splitlines()), "") or type(exc).__name__
+        for entry in scene.spec["objects"] + scene.spec["distractors"]:
+            if entry["shape"] == "mesh":  # MuJoCo names its asset or mesh element: name the lab's file
+                for name in (_mesh_asset_name(entry), f"{entry['name']}_mesh"):
+                    reason = reason.replace(f"'{name}'", repr(entry["mesh"]))
+        raise SceneError(f"scene {scene.name!r}: MuJoCo cannot build it: {reason}") from exc
 
 
 def _mesh_half_size(scene: Scene, entry: dict[str, Any]) -> np.ndarray:
@@ -266,7 +323,8 @@ def _object_geom(entry: dict[str, Any], name: str) -> str:
 
 
 def build_mjcf(scene: Scene) -> str:
-    """The MJCF model of ``scene`` at its nominal (unperturbed) configuration."""
+    """The MJCF model of ``scene`` at its nominal (unperturbed) configuration; its meshes are the assets
+    :func:`mesh_assets` returns."""
     spec = scene.spec
     table = spec["table"]
     robot = spec["robot"]
@@ -285,7 +343,7 @@ def build_mjcf(scene: Scene) -> str:
         z = entry["half_size"][2]
         if entry["shape"] == "mesh":
             meshes.append(
-                f'<mesh name="{entry["name"]}_mesh" file={quoteattr(str(scene.resolve(entry["mesh"])))} '
+                f'<mesh name="{entry["name"]}_mesh" file={quoteattr(_mesh_asset_name(entry))} '
                 f'scale="{_fmt(entry.get("scale", [1, 1, 1]))}"/>'
             )
         bodies.append(

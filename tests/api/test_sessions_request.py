@@ -104,3 +104,29 @@ def test_policies_reading_simulator_state_only_go_to_replicas(lab1, robot1, pool
     assert request_session(lab1).json()["error"]["code"] == "no_eligible_pair"  # franka-1 is a real DROID
     register_robot(lab1, name="sim-1", platform="replica:tabletop-v1")
     assert request_session(lab1, robot="sim-1").status_code == 201
+
+
+def test_stereo_and_wrist_needs_are_matched(lab1, pool):
+    """A policy asking for stereo frames (or a wrist camera) is assigned only to a robot registered with them."""
+    register_robot(lab1, name="mono", has_stereo_camera=False)
+    register_robot(lab1, name="no-wrist", has_stereo_camera=True, has_wrist_camera=False)
+    register_robot(lab1, name="zed", has_stereo_camera=True)
+    Policy.objects.filter(slug__in=["octo-droid", "diffusion-droid"]).update(req_stereo_camera=True)
+    assert request_session(lab1, robot="mono").json()["error"]["code"] == "no_eligible_pair"
+    assert request_session(lab1, robot="no-wrist").json()["error"]["code"] == "no_eligible_pair"
+    response = request_session(lab1, robot="zed")  # two of the three need stereo: any pair holds one
+    assert response.status_code == 201, response.json()
+
+
+def test_a_robot_is_matched_on_every_space_it_declares(lab1, pool):
+    """Not only the alphabetically first one (which used to be the only one run), and no undeclared one."""
+    register_robot(lab1, name="multi", action_spaces=["joint_position", "cartesian_velocity"])
+    assert (
+        request_session(lab1, robot="multi").json()["error"]["code"] == "no_eligible_pair"
+    )  # all joint_velocity
+    Policy.objects.filter(slug="octo-droid").update(req_action_space="joint_position")
+    Policy.objects.filter(slug="diffusion-droid").update(req_action_space="cartesian_velocity")
+    response = request_session(lab1, robot="multi")
+    assert response.status_code == 201, response.json()
+    session = EvaluationSession.objects.get(pk=response.json()["id"])
+    assert {session.policy_a.slug, session.policy_b.slug} == {"octo-droid", "diffusion-droid"}

@@ -4,7 +4,9 @@ line naming the field, and a run whose every session aborted exits non-zero; nev
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from arena.models import EvaluationSession
 from evaluator_client import config as config_mod
+from evaluator_client.replica.scene import SCENES_DIR
 from policy_server.check import DRY_RUN_PROMPT
 from tests.policy_server.roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
 
@@ -49,6 +52,11 @@ CONFIGURE = ("configure", "--server", "http://127.0.0.1:9", "--key", "pa_x_y", "
         (("--platform", "replica:tabletop-v1", "--scene", "workbench-v1"), "robot.scene"),
         (("--scene", "/nowhere/my-station.json"), "robot.scene"),
         (("--platform", "droid", "--scene", "workbench-v1"), "robot.scene"),
+        (("--action-space", "torque"), "robot.action_spaces"),
+        (
+            ("--platform", "droid", "--action-space", "joint_position", "--action-space", "eef_delta"),
+            "robot.action_spaces",
+        ),
     ],
     ids=[
         "droid-3-cameras",
@@ -57,6 +65,8 @@ CONFIGURE = ("configure", "--server", "http://127.0.0.1:9", "--key", "pa_x_y", "
         "scene-of-another-platform",
         "missing-scene-file",
         "scene-on-droid",
+        "replica-torque-space",
+        "droid-unknown-space",
     ],
 )
 def test_configure_refuses_a_profile_the_robot_cannot_run(tmp_path, options, field):
@@ -64,6 +74,53 @@ def test_configure_refuses_a_profile_the_robot_cannot_run(tmp_path, options, fie
     assert result.returncode == 2
     assert one_line_error(result).startswith(f"arena-eval: {field}: ")
     assert not (tmp_path / "config.json").exists()
+
+
+def test_a_scene_mujoco_cannot_build_is_refused_in_one_line(tmp_path):
+    """A flat mesh passes the file's own checks; only building the model shows it (it used to crash `run`)."""
+    folder = tmp_path / "station"
+    shutil.copytree(SCENES_DIR, folder)
+    (folder / "meshes" / "coaster.obj").write_text(
+        "v -0.04 -0.04 0\nv 0.04 0.04 0\nv 0.04 -0.04 0\nv -0.04 0.04 0\n"
+    )
+    spec = json.loads((folder / "workbench-v1.json").read_text())
+    spec["name"] = "my-station"
+    spec["objects"][0]["mesh"] = "meshes/coaster.obj"
+    (folder / "my-station.json").write_text(json.dumps(spec))
+    result = arena_eval(tmp_path / "home", *CONFIGURE, "--scene", str(folder / "my-station.json"))
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert line.startswith("arena-eval: robot.scene: scene 'my-station': MuJoCo cannot build it: ")
+    assert "mesh 'meshes/coaster.obj' has coplanar vertices" in line
+    assert not (tmp_path / "home" / "config.json").exists()
+
+
+def test_a_space_the_robot_cannot_run_is_named_with_the_spaces_it_runs(tmp_path):
+    result = arena_eval(tmp_path, *CONFIGURE, "--platform", "droid", "--action-space", "eef_delta")
+    line = one_line_error(result)
+    assert (
+        "'eef_delta'" in line
+        and "joint_position, joint_velocity, cartesian_position, cartesian_velocity" in line
+    )
+
+
+def test_a_hand_edited_profile_with_a_space_the_robot_cannot_run_is_refused_by_run(tmp_path):
+    profile = config_mod.RobotProfile(
+        name="r1", platform="replica:tabletop-v1", action_spaces=["joint_position"]
+    )
+    path = config_mod.save(config_mod.Config("http://127.0.0.1:9", "pa_x_y", profile), tmp_path)
+    path.write_text(path.read_text().replace('"joint_position"', '"joint_torque"'))
+    result = arena_eval(tmp_path, "run", "--robot", "replica", "--quiet")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert line.startswith("arena-eval: ") and "robot.action_spaces: 'joint_torque'" in line
+
+
+def test_a_malformed_option_is_one_line_naming_it(tmp_path):
+    result = arena_eval(tmp_path, *CONFIGURE, "--exterior-cameras", "two")
+    assert result.returncode == 2
+    line = one_line_error(result)
+    assert "--exterior-cameras" in line and "'two'" in line and "--help" in line
 
 
 @pytest.mark.parametrize(

@@ -42,8 +42,6 @@ FORBIDDEN_IMPORTS = {
 }
 # Subscripting these at run time needs Python 3.9 (PEP 585); typing's List, Dict, ... work on 3.8.
 PEP585_BUILTINS = {"list", "dict", "tuple", "set", "frozenset", "type"}
-STR_METHODS_39 = {"removeprefix", "removesuffix"}
-"""str (and bytes) methods new in Python 3.9."""
 BUILTIN_TYPES = PEP585_BUILTINS | {
     "int",
     "float",
@@ -53,6 +51,16 @@ BUILTIN_TYPES = PEP585_BUILTINS | {
     "bytearray",
     "memoryview",
     "bool",
+}
+
+
+# Methods newer than 3.8 that vermin misses when it cannot tell the receiver's type (``name.removesuffix(...)``).
+NEWER_METHODS = {
+    "removeprefix": "3.9",
+    "removesuffix": "3.9",
+    "is_relative_to": "3.9",
+    "with_stem": "3.9",
+    "bit_count": "3.10",
 }
 
 
@@ -118,8 +126,10 @@ def runtime_violations(path: Path) -> list[str]:
             if _type_like(node.left, abc_names) or _type_like(node.right, abc_names):
                 found.append(f"{where}:{node.lineno}: `X | Y` type union at run time (3.10+)")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr in STR_METHODS_39:  # vermin cannot tell a str receiver; no other type has them
-                found.append(f"{where}:{node.lineno}: `.{node.func.attr}()` (3.9+)")
+            if node.func.attr in NEWER_METHODS:
+                found.append(
+                    f"{where}:{node.lineno}: `.{node.func.attr}()` ({NEWER_METHODS[node.func.attr]}+)"
+                )
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
             if node.func.id in ("isinstance", "issubclass") and len(node.args) == 2:
                 if isinstance(node.args[1], ast.BinOp):
@@ -177,7 +187,7 @@ def test_the_runtime_check_sees_what_it_looks_for(tmp_path):
         "Hook = Callable[[int], None]\n"
         "ok = isinstance(3, int | float)\n"
         "flags = 1 | 2\n"
-        "stem = 'wrist_left'.removesuffix('_left')\n"
+        "name = 'wrist_right'.removesuffix('_right')\n"
     )
     found = runtime_violations(sample)
     lines = sorted(int(entry.split(":")[1]) for entry in found)

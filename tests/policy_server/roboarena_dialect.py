@@ -4,7 +4,9 @@ behaviour, and a policy of the kind people serve with it.
 The server: its metadata frame is exactly ``dataclasses.asdict(PolicyServerConfig)``; every request must carry
 ``endpoint`` (a request without it fails: the traceback goes out as a text frame, then close 1011 with the
 template's reason); ``reset`` hands the rest of the request to ``policy.reset`` and is answered with the text
-frame ``"reset successful"``; ``infer`` answers the policy's reply packed as is (no ``server_timing``).
+frame ``"reset successful"``; any other ``endpoint`` value is taken for ``infer``, whose reply is the policy's
+answer packed as is (no ``server_timing``). It serves websockets only, with the template's options
+(``compression=None, max_size=None``) and no ``GET /healthz``: plain HTTP gets the websockets library's refusal.
 
 :class:`ConfigPolicy` reads exactly what its config asks for, the way a RoboArena policy indexes its
 observation: a missing key (``session_id``, a ``_right`` frame, a camera) fails the request with a traceback,
@@ -26,7 +28,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 
-from policy_server._serving import ServerHandle, health_response, serve_in_thread
+from policy_server._serving import ServerHandle, serve_in_thread
 from policy_server.base import BasePolicy
 from policy_server.wire import packb, unpackb
 
@@ -43,6 +45,41 @@ class PolicyServerConfig:
     needs_stereo_camera: bool = False
     needs_session_id: bool = False
     action_space: str = "joint_position"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One config of the matrix, and the chunk length its policy answers."""
+
+    config: PolicyServerConfig
+    horizon: int = 8
+
+
+CONFIG_MATRIX = {
+    "joint_position": Case(PolicyServerConfig()),  # RoboArena's default config
+    "joint_velocity": Case(
+        PolicyServerConfig(action_space="joint_velocity"), horizon=10
+    ),  # pi0-DROID's chunks
+    "cartesian_position": Case(PolicyServerConfig(action_space="cartesian_position")),
+    "cartesian_velocity": Case(PolicyServerConfig(action_space="cartesian_velocity")),
+    "native_frames": Case(PolicyServerConfig(image_resolution=None)),
+    "session_id": Case(PolicyServerConfig(needs_session_id=True)),
+    "two_cameras": Case(PolicyServerConfig(n_external_cameras=2)),
+    "wrist_only": Case(PolicyServerConfig(n_external_cameras=0)),
+    "no_wrist": Case(PolicyServerConfig(needs_wrist_camera=False)),
+    "stereo": Case(PolicyServerConfig(needs_stereo_camera=True, n_external_cameras=2)),
+}
+"""The configs the arena promises to run (prior-art.md, "Compatibility"), by name: each is health-checked
+(``tests/policy_server/test_roboarena_configs.py``), evaluated in a replica session
+(``tests/client/test_roboarena_matrix.py``) and on a DROID station (``tests/client/test_droid_sessions.py``)."""
+
+
+def letterbox_top(native: tuple[int, int], resolution: tuple[int, int]) -> int:
+    """The black rows above a (H, W) ``native`` frame resized with padding to ``resolution``, as DROID's and
+    openpi's ``resize_with_pad`` place it (centred, the aspect ratio kept)."""
+    (src_h, src_w), (height, width) = native, resolution
+    scale = min(height / src_h, width / src_w)
+    return (height - max(1, round(src_h * scale))) // 2
 
 
 @contextlib.contextmanager
@@ -74,9 +111,7 @@ def serve_roboarena_in_thread(
                 return
 
     async def start() -> Server:
-        return await serve(
-            handle, "127.0.0.1", 0, compression=None, max_size=None, process_request=health_response
-        )
+        return await serve(handle, "127.0.0.1", 0, compression=None, max_size=None)
 
     with serve_in_thread(start, host="127.0.0.1") as handle_:
         yield handle_
@@ -88,14 +123,18 @@ class ConfigPolicy(BasePolicy):
     Actions, from the proprioception of the observation: ``joint_position`` targets a small step from the
     current joints, ``joint_velocity`` a small normalised velocity, ``cartesian_position`` a pose a few
     millimetres along +x per row, ``cartesian_velocity`` a slow +x motion; the gripper stays open. Records
-    ``frame_shapes`` (key -> shape of the last frame seen), ``session_ids`` (of observations) and ``resets``
-    (every ``reset_info``).
+    ``frame_shapes`` (key -> shape of the last frame seen), ``top_padding`` (key -> how many all-black rows
+    the last frame starts with: the letterbox of a resize with padding), ``images_sent`` (every image key
+    of the last observation, asked for or not), ``session_ids`` (of observations) and ``resets`` (every
+    ``reset_info``).
     """
 
     def __init__(self, config: PolicyServerConfig, *, horizon: int = 8) -> None:
         self.config = config
         self.horizon = horizon
         self.frame_shapes: dict[str, tuple[int, ...]] = {}
+        self.top_padding: dict[str, int] = {}
+        self.images_sent: set[str] = set()
         self.session_ids: list[str] = []
         self.resets: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -104,7 +143,8 @@ class ConfigPolicy(BasePolicy):
     def metadata(self) -> dict[str, Any]:
         return dataclasses.asdict(self.config)
 
-    def _image_keys(self) -> list[str]:
+    def image_keys(self) -> list[str]:
+        """The image keys this config asks for."""
         cameras = [f"exterior_image_{i}" for i in range(1, self.config.n_external_cameras + 1)]
         if self.config.needs_wrist_camera:
             cameras.append("wrist_image")
@@ -130,9 +170,12 @@ class ConfigPolicy(BasePolicy):
         if not isinstance(obs["prompt"], str):
             raise ValueError("prompt must be a string")
         with self._lock:
-            for key in self._image_keys():
+            self.images_sent = {key for key in obs if key.startswith("observation/") and "_image_" in key}
+            for key in self.image_keys():
                 self._check_frame(key, obs[key])
                 self.frame_shapes[key] = obs[key].shape
+                lit_rows = np.flatnonzero(obs[key].reshape(obs[key].shape[0], -1).any(axis=1))
+                self.top_padding[key] = int(lit_rows[0]) if lit_rows.size else obs[key].shape[0]
             if self.config.needs_session_id:
                 session_id = obs["session_id"]
                 if not isinstance(session_id, str):

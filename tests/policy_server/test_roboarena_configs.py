@@ -4,13 +4,23 @@ against the chunk shape the policy answers."""
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from arena_test_policies import EchoPolicy, FixedActionsPolicy
-from roboarena_dialect import ConfigPolicy, PolicyServerConfig, serve_roboarena_in_thread
+from roboarena_dialect import (
+    CLOSE_REASON,
+    CONFIG_MATRIX,
+    ConfigPolicy,
+    PolicyServerConfig,
+    serve_roboarena_in_thread,
+)
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from policy_server.check import dummy_observation, policy_check, requirements_from_metadata
 from policy_server.client import PolicyClient, PolicyError, detect_dialect
@@ -18,6 +28,7 @@ from policy_server.relay import serve_relay_in_thread
 from policy_server.relay_frames import RELAY_MARKER
 from policy_server.relay_token import mint_token
 from policy_server.server import serve_in_thread
+from policy_server.wire import packb, unpackb
 
 SECRET = "relay secret for the RoboArena config tests"
 ROBOARENA_DEFAULT = {
@@ -49,6 +60,35 @@ def observation_for(config: PolicyServerConfig) -> dict:
     obs = dummy_observation(requirements_from_metadata(ConfigPolicy(config).metadata))
     obs.pop("session_id", None)
     return obs
+
+
+def test_the_stand_in_speaks_exactly_the_templates_dialect() -> None:
+    """The server these tests call RoboArena's does on the wire what the template does (prior-art.md): its
+    metadata frame is ``asdict(PolicyServerConfig)`` and nothing more; ``reset`` hands the rest of the request to
+    the policy and answers the text frame ``"reset successful"``; ``infer`` answers the policy's reply as is; a
+    request without ``endpoint`` gets the traceback as a text frame, then close 1011 with the template's reason;
+    and it serves no ``GET /healthz`` (the template passes no ``process_request``)."""
+    config = PolicyServerConfig()
+    policy = ConfigPolicy(config)
+    with serve_roboarena_in_thread(policy, config) as server:
+        with connect(server.url, compression=None, max_size=None, open_timeout=10) as ws:
+            assert unpackb(ws.recv(timeout=10)) == ROBOARENA_DEFAULT
+            ws.send(packb({"endpoint": "reset", "session_id": "s-1", "episode": 3}))
+            assert ws.recv(timeout=10) == "reset successful"
+            ws.send(packb({**observation_for(config), "endpoint": "infer"}))
+            reply = unpackb(ws.recv(timeout=10))
+            assert set(reply) == {"actions"} and reply["actions"].shape == (8, 8)
+            ws.send(packb(observation_for(config)))  # no endpoint
+            error = ws.recv(timeout=10)
+            assert isinstance(error, str) and "KeyError: 'endpoint'" in error
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, CLOSE_REASON)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        refused.value.close()  # else the server waits for this socket when it stops
+        assert refused.value.code != 200
+    assert policy.resets == [{"session_id": "s-1", "episode": 3}]
 
 
 @pytest.mark.parametrize(
@@ -117,29 +157,11 @@ def test_session_id_is_sent_only_to_policies_that_ask(relay: str) -> None:
     assert len(policy.resets) == 1 and len(policy.resets[0]["session_id"]) == 32
 
 
-@pytest.mark.parametrize(
-    "config",
-    [
-        PolicyServerConfig(),
-        PolicyServerConfig(action_space="joint_velocity"),
-        PolicyServerConfig(action_space="cartesian_position"),
-        PolicyServerConfig(action_space="cartesian_velocity"),
-        PolicyServerConfig(image_resolution=None),
-        PolicyServerConfig(needs_session_id=True),
-        PolicyServerConfig(needs_stereo_camera=True, n_external_cameras=2),
-    ],
-    ids=[
-        "joint_position",
-        "joint_velocity",
-        "cartesian_position",
-        "cartesian_velocity",
-        "native",
-        "sid",
-        "stereo",
-    ],
-)
-def test_every_config_passes_the_health_check(config: PolicyServerConfig) -> None:
-    policy = ConfigPolicy(config)
+@pytest.mark.parametrize("name", list(CONFIG_MATRIX))
+def test_every_config_passes_the_health_check(name: str) -> None:
+    case = CONFIG_MATRIX[name]
+    config = case.config
+    policy = ConfigPolicy(config, horizon=case.horizon)
     with serve_roboarena_in_thread(policy, config) as server:
         result = policy_check(server.url)
     assert result.ok, result.message
@@ -148,6 +170,10 @@ def test_every_config_passes_the_health_check(config: PolicyServerConfig) -> Non
     expected_resolution = None if config.image_resolution is None else list(config.image_resolution)
     assert result.requirements["image_resolution"] == expected_resolution
     assert result.requirements["needs_stereo_camera"] == config.needs_stereo_camera
+    assert result.requirements["n_external_cameras"] == config.n_external_cameras
+    assert result.requirements["needs_session_id"] == config.needs_session_id
+    width = 8 if config.action_space.startswith("joint") else 7
+    assert (result.requirements["action_horizon"], result.requirements["action_dim"]) == (case.horizon, width)
 
 
 @pytest.mark.parametrize(
@@ -195,3 +221,18 @@ def test_the_relay_supplies_the_alias_a_policy_needs_even_when_the_lab_omits_it(
         with PolicyClient(relayed(relay, server.url), retries=0) as client:  # no session_id given
             assert client.infer(observation_for(config))["actions"].shape == (8, 8)
     assert len(policy.session_ids) == 1 and len(policy.session_ids[0]) == 32
+
+
+class BareArrayPolicy(ConfigPolicy):
+    """The template's own ``DummyPolicy``: it answers a bare ``(1, 8)`` array, not ``{"actions": ...}``."""
+
+    def infer(self, obs: dict) -> np.ndarray:  # type: ignore[override]
+        return np.zeros((1, 8), dtype=np.float32)
+
+
+def test_the_templates_bare_array_dummy_policy_fails_the_check() -> None:
+    """RoboArena's evaluator reads ``reply["actions"]`` too, so a bare array fails there as it does here."""
+    config = PolicyServerConfig()
+    with serve_roboarena_in_thread(BareArrayPolicy(config), config) as server:
+        result = policy_check(server.url)
+    assert not result.ok and result.error == "protocol_error", result.message
