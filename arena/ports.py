@@ -39,8 +39,7 @@ def ephemeral_range() -> tuple[int, int]:
 
 def free_port(host: str = HOST, *, avoid: Collection[int] = ()) -> int:
     """A port on ``host`` that was free just now, lies outside the ephemeral range and is not in ``avoid``."""
-    low, _ = ephemeral_range()
-    candidates = _configured_range() or (range(LOWEST, low) if low - LOWEST >= 1000 else range(1024, low))
+    candidates = port_candidates()
     for _ in range(ATTEMPTS):
         port = random.choice(candidates)
         if port in avoid:
@@ -54,6 +53,12 @@ def free_port(host: str = HOST, *, avoid: Collection[int] = ()) -> int:
     raise OSError(
         f"no free port found on {host} in {candidates.start}-{candidates.stop - 1} after {ATTEMPTS} attempts"
     )
+
+
+def port_candidates() -> range:
+    """The ports :func:`free_port` picks from: ``ARENA_PORT_RANGE`` if set, else those below the ephemeral range."""
+    low, _ = ephemeral_range()
+    return _configured_range() or (range(LOWEST, low) if low - LOWEST >= 1000 else range(1024, low))
 
 
 def _configured_range() -> range | None:

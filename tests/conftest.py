@@ -23,6 +23,26 @@ os.environ.setdefault("ARENA_ENDPOINT_ALLOW", TEST_ENDPOINT_ALLOW)
 REQUIRE_SERVICES = os.environ.get("ARENA_REQUIRE_SERVICES") == "1"
 
 
+def _worker_port_range() -> None:
+    """Under pytest-xdist (``make test`` runs two workers), give each worker its own slice of the port range, so
+    two workers' servers are never handed the same port between picking and binding it. The slice goes into
+    ``ARENA_PORT_RANGE``, which the servers and workers a test starts inherit."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count < 2:
+        return
+    from arena.ports import RANGE_ENV, port_candidates
+
+    candidates = port_candidates()
+    size = len(candidates) // count
+    index = int(worker[2:])
+    low = candidates.start + index * size
+    os.environ[RANGE_ENV] = f"{low}-{low + size - 1}"
+
+
+_worker_port_range()
+
+
 def service_reachable(url: str) -> bool:
     parsed = urlparse(url)
     try:

@@ -9,7 +9,8 @@ import pytest
 from arena.ports import ephemeral_range, free_ports
 
 
-def test_ports_are_distinct_bindable_outside_the_ephemeral_range_and_avoid_what_is_promised():
+def test_ports_are_distinct_bindable_outside_the_ephemeral_range_and_avoid_what_is_promised(monkeypatch):
+    monkeypatch.delenv("ARENA_PORT_RANGE", raising=False)  # the default range, not a worker's or a helper's
     low, _ = ephemeral_range()
     promised = set(free_ports(40))
     assert len(promised) == 40

@@ -4,7 +4,10 @@ evaluator labs (Berkeley, Stanford), Acme's own lab (which may not evaluate Acme
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from unittest import mock
 
 from django.core.management import call_command
 from rest_framework.test import APIClient
@@ -128,3 +131,12 @@ def report_both(lab: Actor, session_id: str) -> None:
 
 def lab_of(actor: Actor) -> Lab:
     return ApiKey.objects.get(prefix=actor.key.split("_")[1]).lab
+
+
+@contextmanager
+def refits_deferred() -> Iterator[None]:
+    """While this holds, a stored verdict asks for no refit; the caller refits (``arena.tasks.ranking_refit``)
+    where it wants a snapshot. Under eager Celery each verdict's refit is a full fit of the board, its slices
+    and defences: for a league of dozens of verdicts, minutes of snapshots that no test reads."""
+    with mock.patch("arena.tasks.ranking_refit_soon", lambda: None):
+        yield

@@ -9,8 +9,22 @@ import pytest
 from arena.models import EvaluationSession, Preference, Video
 from tests.packaging.wheel import build_wheel, fresh_venv, ok, run
 
+# Run in the fresh venv: the second shipped scene (an OBJ mesh object and photo backgrounds, files beside the
+# scene's JSON) builds and renders from the installed wheel, with its background composited.
+SECOND_SCENE = """
+import os
+os.environ.setdefault("MUJOCO_GL", "egl")
+from evaluator_client.replica import Replica
+robot = Replica("pick_place", scene="workbench-v1", n_exterior_cameras=2)
+robot.reset()
+frame = robot.observe()["observation/exterior_image_1_left"]
+assert frame.shape[0] * 16 == frame.shape[1] * 9, frame.shape
+print("workbench-v1 ok", frame.shape)
+"""
+
 
 @pytest.mark.packaging
+@pytest.mark.xdist_group("wheel")  # python -m build writes its egg-info into the checkout
 @pytest.mark.timeout(1800)
 def test_the_sim_extra_runs_a_replica_session_against_a_live_arena(network, tmp_path):
     wheel = build_wheel(tmp_path / "dist")
@@ -47,3 +61,4 @@ def test_the_sim_extra_runs_a_replica_session_against_a_live_arena(network, tmp_
     assert Preference.objects.count() == 1
     assert Video.objects.filter(state="verified").count() == 4  # 2 slots x (exterior, wrist)
     assert "submitted" in ok(run([*eval_, "status"], timeout=120, cwd=outside))
+    assert "workbench-v1 ok" in ok(run([scripts / "python", "-c", SECOND_SCENE], timeout=300, cwd=outside))

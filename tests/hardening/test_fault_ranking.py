@@ -138,8 +138,22 @@ def test_a_refit_requested_while_another_runs_is_left_to_it(on_postgres):
         assert ranking_refit() is None
         assert RankingSnapshot.objects.latest("version").version == first.version
         assert cache.get(REFIT_DIRTY)
-    # the other session ended, and the lock with it: the next refit includes both preferences
+    # the other session ended, and the lock with it (its backend releases it once it has seen the close: wait
+    # for that, not for a fixed time): the next refit includes both preferences
+    wait_for(lambda: not _advisory_lock_held(), timeout=60, what="the closed session's lock to be released")
     version = ranking_refit()
     latest = RankingSnapshot.objects.latest("version")
     assert version == latest.version == first.version + 1 and latest.n_comparisons == 2
     assert not cache.get(REFIT_DIRTY)
+
+
+def _advisory_lock_held() -> bool:
+    """Whether any session holds the refit's advisory lock (bigint keys show as classid/objid halves)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND ((classid::bigint << 32) | objid::bigint) = %s AND database ="
+            " (SELECT oid FROM pg_database WHERE datname = current_database())",
+            [REFIT_LOCK_KEY],
+        )
+        return bool(cursor.fetchone()[0])
