@@ -39,9 +39,11 @@ import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Union
 from urllib.parse import urlsplit
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Union, not `|`: this module runs on Python 3.8 (the evaluator client imports it).
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 ALLOWABLE_CLASSES = frozenset({"public", "private", "loopback"})
 ALL_CLASSES = ALLOWABLE_CLASSES | {"link-local", "metadata", "multicast", "reserved"}
@@ -351,7 +353,7 @@ async def open_socket_async(url: str, *, allow: frozenset[str], timeout: float) 
         infos = await asyncio.wait_for(
             loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM), timeout
         )
-    except (socket.gaierror, UnicodeError, TimeoutError) as exc:
+    except (socket.gaierror, UnicodeError, asyncio.TimeoutError) as exc:  # not TimeoutError before 3.11
         raise _resolution_failed() from exc
     last_error: OSError | None = None
     for family, sockaddr in _checked(endpoint, infos, allow):
@@ -359,9 +361,9 @@ async def open_socket_async(url: str, *, allow: frozenset[str], timeout: float) 
         sock.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(sock, sockaddr), timeout)
-        except OSError as exc:  # TimeoutError included
+        except (OSError, asyncio.TimeoutError) as exc:  # before 3.11, asyncio's timeout is no OSError
             sock.close()
-            last_error = exc
+            last_error = exc if isinstance(exc, OSError) else TimeoutError(f"no answer within {timeout} s")
             continue
         return sock
     assert last_error is not None
