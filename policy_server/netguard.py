@@ -116,6 +116,13 @@ class Endpoint:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}{self.path.rstrip('/')}"
 
+    @property
+    def server(self) -> str:
+        """``host:port``: the server the endpoint reaches, whatever the path (policy servers, ours and openpi's,
+        answer on every path, so ``/x`` appended to another owner's endpoint reaches the same policy)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
 
 def parse_allow(spec: str | Iterable[str] | None) -> frozenset[str]:
     """The address classes an allow spec permits (``public`` always among them).
@@ -308,6 +315,31 @@ def check_endpoint(
             return endpoint
         _checked(endpoint, infos, allow)
     return endpoint
+
+
+def resolved_addresses(
+    endpoints: Iterable[Endpoint], *, timeout: float | None = None
+) -> dict[Endpoint, frozenset[str]]:
+    """The addresses (IP strings) each endpoint's host resolves to now, looked up in parallel; an endpoint whose
+    name does not resolve within ``timeout`` seconds in all (default :data:`RESOLVE_TIMEOUT_S`) maps to an
+    empty set. Only the resolver is asked: nothing is sent to the addresses."""
+    deadline = RESOLVE_TIMEOUT_S if timeout is None else timeout
+    lookups = {
+        endpoint: _resolver_pool.submit(
+            socket.getaddrinfo, endpoint.host, endpoint.port, type=socket.SOCK_STREAM
+        )
+        for endpoint in set(endpoints)
+    }
+    done, _pending = concurrent.futures.wait(lookups.values(), timeout=deadline)
+    found = {}
+    for endpoint, lookup in lookups.items():
+        addresses: frozenset[str] = frozenset()
+        if lookup in done and lookup.exception() is None:
+            addresses = frozenset(str(address) for _family, address, _sockaddr in _addresses(lookup.result()))
+        else:
+            lookup.cancel()
+        found[endpoint] = addresses
+    return found
 
 
 def _resolution_failed() -> EndpointNotAllowed:

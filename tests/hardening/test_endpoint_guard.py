@@ -249,3 +249,48 @@ def test_another_organizations_endpoint_needs_proof_of_control(owner, outsider):
         again = owner.patch("/api/v1/policies/acme-original/", {"endpoint_url": proving.url})
         assert again.status_code == 409 and again.json()["error"]["code"] == "endpoint_taken"
         assert nonce not in again.json()["error"]["message"]
+
+
+def test_another_spelling_of_a_registered_server_needs_proof_too(owner, outsider, monkeypatch):
+    """A policy server answers on every path, and a machine has many names: another path on the same host and
+    port, the host's IP address, ``localhost`` for 127.0.0.1 or a name of the outsider's own that resolves to
+    the same address all reach Acme's server, so each needs the proof that the exact URL needs. Once the
+    outsider proves control through one of them, Acme's unproven policy on the other spelling is claimed."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "acme-alias.outsider.test":  # the outsider's own DNS name, pointed at Acme's machine
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with serve_in_thread(DroidPolicy()) as server:
+        register_policy(owner, "acme-original", endpoint_url=f"ws://localhost:{server.port}/policy")
+        assert policy_check_one(Policy.objects.get(slug="acme-original").pk) is True
+        spellings = [
+            f"ws://localhost:{server.port}/another/path",
+            f"ws://localhost:{server.port}",
+            f"ws://127.0.0.1:{server.port}/policy",
+            f"ws://acme-alias.outsider.test:{server.port}/",
+        ]
+        nonces = set()
+        for k, url in enumerate(spellings):
+            claim = _register(outsider, f"alias-{k}", url)
+            assert claim.status_code == 409, (url, claim.json())
+            error = claim.json()["error"]
+            assert error["code"] == "endpoint_taken"
+            nonces.add(error["message"].split('arena_nonce = "', 1)[1].split('"', 1)[0])
+        assert not Policy.objects.filter(slug__startswith="alias-").exists()
+        # Another port on the same machine is another server.
+        register_policy(outsider, "outsider-elsewhere", endpoint_url=f"ws://127.0.0.1:{server.port + 1}")
+    nonce = _register(outsider, "alias-3", spellings[3]).json()["error"]["message"]
+    nonce = nonce.split('arena_nonce = "', 1)[1].split('"', 1)[0]
+    assert nonce in nonces
+    with serve_in_thread(DroidPolicy(), port=server.port, arena_nonce=nonce):
+        proven = _register(outsider, "alias-3", spellings[3])
+        assert proven.status_code == 201, proven.json()
+        original = Policy.objects.get(slug="acme-original")
+        assert original.status == "pending"
+        assert policy_check_one(original.pk) is False
+        assert Policy.objects.get(slug="acme-original").last_check_error.startswith("endpoint_claimed")
+        assert policy_check_one(Policy.objects.get(slug="alias-3").pk) is True
