@@ -96,6 +96,70 @@ def test_ssrf_registrations_and_edits_are_refused_without_any_traffic(
         assert (v4.connections, v6.connections) == (0, 0)
 
 
+def test_names_that_resolve_to_forbidden_addresses_are_refused_without_any_traffic(
+    public_only, owner, monkeypatch
+):
+    """An innocent-looking name of the owner's own DNS that answers a metadata, private or loopback address (or
+    a mix with a public one) is refused at registration: only the resolver is asked."""
+    real_getaddrinfo = socket.getaddrinfo
+    with stand_in() as target:
+        answers = {
+            "creds.owner.test": ["169.254.169.254"],
+            "intranet.owner.test": ["10.0.0.5"],
+            "mixed.owner.test": [PUBLIC_ADDRESS, "127.0.0.1"],
+            "loop.owner.test": ["127.0.0.1"],
+            "mapped.owner.test": ["::ffff:127.0.0.1"],
+        }
+
+        def resolver(host, port, *args, **kwargs):
+            if host not in answers:
+                return real_getaddrinfo(host, port, *args, **kwargs)
+            return [
+                (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, int(port)))
+                for a in answers[host]
+            ]
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        for k, host in enumerate(answers):
+            response = _register(owner, f"named-{k}", f"ws://{host}:{target.port}/")
+            assert response.status_code == 403, (host, response.json())
+            assert response.json()["error"]["code"] == "endpoint_not_allowed"
+        assert not Policy.objects.filter(slug__startswith="named-").exists()
+        assert target.connections == 0
+
+
+def test_a_name_rebound_to_loopback_after_registration_is_not_relayed(
+    public_only, settings, owner, lab1, monkeypatch
+):
+    """The relay checks the address at its own connect: a name that answered a public address at registration
+    and answers loopback when a lab's session opens reaches nothing."""
+    real_getaddrinfo = socket.getaddrinfo
+    answer = [PUBLIC_ADDRESS]
+
+    def resolver(host, port, *args, **kwargs):
+        if not host.endswith(".rebind.test"):
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer[0], int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with (
+        stand_in() as target,
+        serve_relay_in_thread(settings.ARENA_RELAY_SECRET, endpoint_allow="public") as relay,
+    ):
+        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
+        for slug in ("rebound-a", "rebound-b"):
+            register_policy(owner, slug, endpoint_url=f"ws://{slug}.rebind.test:{target.port}")
+            Policy.objects.filter(slug=slug).update(status=Policy.Status.ACTIVE)
+        answer[0] = "127.0.0.1"
+        register_robot(lab1)
+        session = request_session(lab1)
+        assert session.status_code == 201, session.json()
+        for slot in ("A", "B"):
+            with pytest.raises(PolicyUnavailable):
+                PolicyClient(session.json()["slots"][slot]["relay_url"], retries=0, connect_timeout=10)
+        assert target.connections == 0
+
+
 def test_a_stored_loopback_endpoint_is_neither_checked_nor_relayed(settings, owner, lab1):
     """An endpoint stored while loopback was allowed: once the setting is public, neither the checker nor
     the relay opens a connection to it."""
