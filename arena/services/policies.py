@@ -143,6 +143,16 @@ def endpoint_nonce(*, organization: Organization, endpoint: netguard.Endpoint) -
     return salted_hmac("arena.endpoint-proof", value, algorithm="sha256").hexdigest()[:32]
 
 
+def policy_endpoint_nonce(*, policy: Policy) -> str | None:
+    """The nonce ``policy``'s organization serves to prove control of its endpoint; None for a dial-out policy
+    (or a URL the guard cannot parse)."""
+    try:
+        endpoint = netguard.parse_endpoint(policy.endpoint_url)
+    except netguard.EndpointNotAllowed:
+        return None
+    return endpoint_nonce(organization=policy.organization, endpoint=endpoint)
+
+
 def _endpoint_rivals(
     *,
     endpoint: netguard.Endpoint,
@@ -253,6 +263,21 @@ def _endpoint_claimed_elsewhere(policy: Policy) -> bool:
             proven_only=True,
         )
     )
+
+
+def _serves_another_organizations_nonce(policy: Policy, served_nonce: str | None) -> bool:
+    """Whether the endpoint's metadata carries a registration nonce that is not one of ``policy``'s organization's
+    (for any endpoint it registered): the server is another organization's, reached under another name."""
+    if not isinstance(served_nonce, str) or not served_nonce:
+        return False
+    organization = policy.organization
+    own = set()
+    for url in Policy.objects.filter(organization=organization).values_list("endpoint_url", flat=True):
+        try:
+            own.add(endpoint_nonce(organization=organization, endpoint=netguard.parse_endpoint(url)))
+        except netguard.EndpointNotAllowed:
+            continue
+    return not any(hmac.compare_digest(served_nonce.encode(), nonce.encode()) for nonce in own)
 
 
 def check_relay_capacity(endpoint_url: str, endpoint_api_key: str) -> None:
@@ -524,11 +549,13 @@ def policy_check_record(
     trigger: str = PolicyCheck.Trigger.ARENA,
     fingerprint: str | None = None,
     probe_answer: dict[str, Any] | None = None,
+    served_nonce: str | None = None,
 ) -> Policy:
     """Store one health-check result.
 
     An arena check (``trigger="arena"``): N failures in a row make the policy ``failing``, a pass makes it
-    active (unless another organization proved control of its endpoint: then the pass is recorded as
+    active (unless another organization proved control of its endpoint, or ``served_nonce``, the ``arena_nonce``
+    the endpoint's metadata carried, is not one of the policy's organization's: then the pass is recorded as
     ``endpoint_claimed``). An abort re-check (``trigger="abort"``) is only recorded in the policy's check
     history: it changes neither the status, the failure count nor the public last-check fields.
 
@@ -537,7 +564,9 @@ def policy_check_record(
     failing, recovers, or is flagged.
     """
     now = timezone.now()
-    claimed = ok and _endpoint_claimed_elsewhere(policy)  # resolves names: before the transaction
+    claimed = ok and (  # resolves names: before the transaction
+        _serves_another_organizations_nonce(policy, served_nonce) or _endpoint_claimed_elsewhere(policy)
+    )
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
         if claimed:

@@ -358,3 +358,31 @@ def test_another_spelling_of_a_registered_server_needs_proof_too(owner, outsider
         assert policy_check_one(original.pk) is False
         assert Policy.objects.get(slug="acme-original").last_check_error.startswith("endpoint_claimed")
         assert policy_check_one(Policy.objects.get(slug="alias-3").pk) is True
+
+
+def test_a_server_serving_its_owners_nonce_fails_the_checks_of_anyone_elses_alias(owner, outsider, monkeypatch):
+    """The owner serves the nonce its policy view shows. A name of the outsider's that pointed elsewhere at
+    registration and at the owner's machine since reaches the owner's server: its checks fail (endpoint_claimed)
+    and it never becomes active, while the owner's own checks pass."""
+    real_getaddrinfo = socket.getaddrinfo
+    answer = ["127.0.0.2"]
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "later-alias.outsider.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer[0], int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with serve_in_thread(DroidPolicy()) as plain:
+        register_policy(owner, "acme-served", endpoint_url=f"ws://localhost:{plain.port}")
+    nonce = owner.get("/api/v1/policies/acme-served/").json()["endpoint_nonce"]
+    assert len(nonce) == 32
+    with serve_in_thread(DroidPolicy(), port=plain.port, arena_nonce=nonce):
+        assert policy_check_one(Policy.objects.get(slug="acme-served").pk) is True
+        register_policy(outsider, "later-alias", endpoint_url=f"ws://later-alias.outsider.test:{plain.port}")
+        answer[0] = "127.0.0.1"
+        assert policy_check_one(Policy.objects.get(slug="later-alias").pk) is False
+        alias = Policy.objects.get(slug="later-alias")
+        assert alias.status == "pending" and alias.last_check_error.startswith("endpoint_claimed")
+        assert policy_check_one(Policy.objects.get(slug="acme-served").pk) is True
+    assert outsider.get("/api/v1/policies/acme-served/").json().get("endpoint_nonce") is None
