@@ -21,6 +21,7 @@ from arena.services.policies import endpoint_allow, policy_check_record, policy_
 from arena.services.ranking import ranking_snapshot_create
 from arena.services.relay import relay_dialout_locate
 from arena.services.sessions import session_expire_overdue
+from policy_server.server import NONCE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def _record(policy: Policy, result, *, trigger: str = PolicyCheck.Trigger.ARENA)
         trigger=trigger,
         fingerprint=result.fingerprint,
         probe_answer=result.probe,
+        served_nonce=(result.metadata or {}).get(NONCE_KEY),
     )
 
 

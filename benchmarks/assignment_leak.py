@@ -17,7 +17,10 @@ Regimes:
 Each run: 7 eligible policies (true strengths ~ N(0, 1.5^2)) whose exact requirements are drawn from 8
 combinations (collisions happen), a public history of 40 comparisons drawn by the regime's own sampler, then
 300 sessions, each outcome added to the log (a refit after every preference). Accuracy is pooled over seeds
-with a 95% Wilson interval.
+with a 95% Wilson interval. ``pair p reproduced``: the share of sessions in which the adversary's distribution
+gives the drawn pair exactly the probability the server used (the old server: always; the new one: whenever
+that pair sits at the published cap); ``mean TV``: the total variation distance between the two distributions
+over unordered pairs, averaged over sessions.
 
 Run: ``python -m benchmarks.assignment_leak [--quick] [--seeds N]``.
 """
@@ -50,12 +53,23 @@ class Tally:
     slots: int = 0
     pair_hits: int = 0
     pairs: int = 0
+    reproduced: int = 0
+    """Sessions in which the adversary's belief gave the drawn pair exactly the server's probability."""
+    total_variation: float = 0.0
+    """Sum over sessions of the total variation distance between belief and server (unordered pairs)."""
 
     def add(self, guess_a: int, guess_b: int, guess_pair: tuple[int, int], a: int, b: int) -> None:
         self.slot_hits += int(guess_a == a) + int(guess_b == b)
         self.slots += 2
         self.pair_hits += int(set(guess_pair) == {a, b})
         self.pairs += 1
+
+    def compare(self, belief: np.ndarray, truth: np.ndarray, a: int, b: int) -> None:
+        """How close the belief came to the server's (n, n) slot-order distribution."""
+        unordered_belief, unordered_truth = belief + belief.T, truth + truth.T
+        self.reproduced += int(abs(unordered_belief[a, b] - unordered_truth[a, b]) < 1e-9)
+        upper = np.triu_indices(len(truth), 1)
+        self.total_variation += 0.5 * float(np.abs(unordered_belief[upper] - unordered_truth[upper]).sum())
 
 
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float, float]:
@@ -146,6 +160,7 @@ def run(regime: str, seed: int, sessions: int) -> dict[str, Tally]:
             else:
                 consistent_a = consistent_b = everyone
             tallies[name].add(*guess(belief, consistent_a, consistent_b), a, b)
+            tallies[name].compare(belief, truth, a, b)
         revealed.setdefault(int(fingerprint[a]), set()).add(a)
         revealed.setdefault(int(fingerprint[b]), set()).add(b)
     return tallies
@@ -176,7 +191,10 @@ def main(argv: list[str] | None = None) -> None:
         f"{settings.ARENA_PAIR_MAX_RATIO}, exploration {settings.ARENA_PAIR_EXPLORATION}, jitter "
         f"{settings.ARENA_PAIR_JITTER}"
     )
-    print(f"{'regime':7} {'adversary':28} {'slot named':>24} {'pair named':>24}")
+    print(
+        f"{'regime':7} {'adversary':28} {'slot named':>24} {'pair named':>24} {'pair p reproduced':>18} "
+        f"{'mean TV':>8}"
+    )
     for regime in ("old", "new"):
         pooled: dict[str, Tally] = {}
         for seed in range(seeds):
@@ -186,12 +204,15 @@ def main(argv: list[str] | None = None) -> None:
                 total.slots += tally.slots
                 total.pair_hits += tally.pair_hits
                 total.pairs += tally.pairs
+                total.reproduced += tally.reproduced
+                total.total_variation += tally.total_variation
         for name, tally in pooled.items():
             slot = wilson(tally.slot_hits, tally.slots)
             pair = wilson(tally.pair_hits, tally.pairs)
             print(
                 f"{regime:7} {name:28} {slot[0]:8.3f} [{slot[1]:.3f}, {slot[2]:.3f}] "
-                f"{pair[0]:8.3f} [{pair[1]:.3f}, {pair[2]:.3f}]"
+                f"{pair[0]:8.3f} [{pair[1]:.3f}, {pair[2]:.3f}] {tally.reproduced / tally.pairs:18.3f} "
+                f"{tally.total_variation / tally.pairs:8.3f}"
             )
     ratio = settings.ARENA_PAIR_MAX_RATIO
     print(f"{'chance':36} {1 / N_POLICIES:8.3f} {'':16} {1 / n_pairs:8.3f}")

@@ -751,6 +751,7 @@ class ProbeResult:
     pair_checked: int = 0
     pair_reproduced: int = 0
     max_pair_probability: float = 0.0
+    max_stored_pair_probability: float = 0.0
     n_eligible: int = 0
     seconds: float = 0.0
 
@@ -927,6 +928,8 @@ class BlindProbe:
                 self.result.tokens.after_end_tried += 1
                 self.result.tokens.after_end_alive += talk(url, [fixed_observation(slot_reqs["A"])]).answered
         stored = self.stored_pair_probability(sid)
+        if stored is not None:
+            self.result.max_stored_pair_probability = max(self.result.max_stored_pair_probability, stored)
         if stored is not None and ctx.eligible and all(truth[s] in ctx.eligible for s in SLOTS):
             i, j = ctx.eligible.index(truth["A"]), ctx.eligible.index(truth["B"])
             self.result.pair_checked += 1
@@ -1079,8 +1082,9 @@ def table(result: ProbeResult) -> str:
         f"  concurrent connections on one token accepted: {t.concurrent_accepted}/{t.concurrent_opened}",
         f"  token of a revoked key answered: {t.revoked_key_alive}/{t.revoked_key_tried}",
         f"Pair from public data: reproduced the stored pair probability in {result.pair_reproduced}/"
-        f"{result.pair_checked} sessions; largest pair probability seen {result.max_pair_probability:.3f} "
-        f"(uniform {2 / max(result.n_eligible * (result.n_eligible - 1), 1):.3f})",
+        f"{result.pair_checked} sessions; largest unordered pair probability the server stored "
+        f"{result.max_stored_pair_probability:.3f}, the public sampler's largest "
+        f"{result.max_pair_probability:.3f} (uniform {2 / max(result.n_eligible * (result.n_eligible - 1), 1):.3f})",
     ]
     return "\n".join(lines)
 
@@ -1108,6 +1112,7 @@ def as_json(result: ProbeResult) -> dict[str, Any]:
             "checked": result.pair_checked,
             "reproduced": result.pair_reproduced,
             "max_probability": result.max_pair_probability,
+            "max_stored_probability": result.max_stored_pair_probability,
         },
         "by_policy": by_policy(result),
         "sessions": result.sessions,

@@ -39,9 +39,11 @@ import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Union
 from urllib.parse import urlsplit
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# Union, not `|`: this module runs on Python 3.8 (the evaluator client imports it).
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
 ALLOWABLE_CLASSES = frozenset({"public", "private", "loopback"})
 ALL_CLASSES = ALLOWABLE_CLASSES | {"link-local", "metadata", "multicast", "reserved"}
@@ -113,6 +115,13 @@ class Endpoint:
         identity reach the same policy server (used to tell whether an endpoint is already registered)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}{self.path.rstrip('/')}"
+
+    @property
+    def server(self) -> str:
+        """``host:port``: the server the endpoint reaches, whatever the path (policy servers, ours and openpi's,
+        answer on every path, so ``/x`` appended to another owner's endpoint reaches the same policy)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 def parse_allow(spec: str | Iterable[str] | None) -> frozenset[str]:
@@ -308,6 +317,31 @@ def check_endpoint(
     return endpoint
 
 
+def resolved_addresses(
+    endpoints: Iterable[Endpoint], *, timeout: float | None = None
+) -> dict[Endpoint, frozenset[str]]:
+    """The addresses (IP strings) each endpoint's host resolves to now, looked up in parallel; an endpoint whose
+    name does not resolve within ``timeout`` seconds in all (default :data:`RESOLVE_TIMEOUT_S`) maps to an
+    empty set. Only the resolver is asked: nothing is sent to the addresses."""
+    deadline = RESOLVE_TIMEOUT_S if timeout is None else timeout
+    lookups = {
+        endpoint: _resolver_pool.submit(
+            socket.getaddrinfo, endpoint.host, endpoint.port, type=socket.SOCK_STREAM
+        )
+        for endpoint in set(endpoints)
+    }
+    done, _pending = concurrent.futures.wait(lookups.values(), timeout=deadline)
+    found = {}
+    for endpoint, lookup in lookups.items():
+        addresses: frozenset[str] = frozenset()
+        if lookup in done and lookup.exception() is None:
+            addresses = frozenset(str(address) for _family, address, _sockaddr in _addresses(lookup.result()))
+        else:
+            lookup.cancel()
+        found[endpoint] = addresses
+    return found
+
+
 def _resolution_failed() -> EndpointNotAllowed:
     return EndpointNotAllowed("the endpoint's host does not resolve", reason="unresolvable")
 
@@ -351,7 +385,7 @@ async def open_socket_async(url: str, *, allow: frozenset[str], timeout: float) 
         infos = await asyncio.wait_for(
             loop.getaddrinfo(endpoint.host, endpoint.port, type=socket.SOCK_STREAM), timeout
         )
-    except (socket.gaierror, UnicodeError, TimeoutError) as exc:
+    except (socket.gaierror, UnicodeError, asyncio.TimeoutError) as exc:  # not TimeoutError before 3.11
         raise _resolution_failed() from exc
     last_error: OSError | None = None
     for family, sockaddr in _checked(endpoint, infos, allow):
@@ -359,9 +393,9 @@ async def open_socket_async(url: str, *, allow: frozenset[str], timeout: float) 
         sock.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(sock, sockaddr), timeout)
-        except OSError as exc:  # TimeoutError included
+        except (OSError, asyncio.TimeoutError) as exc:  # before 3.11, asyncio's timeout is no OSError
             sock.close()
-            last_error = exc
+            last_error = exc if isinstance(exc, OSError) else TimeoutError(f"no answer within {timeout} s")
             continue
         return sock
     assert last_error is not None

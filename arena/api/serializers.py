@@ -10,7 +10,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from arena.models import ACTION_SPACES, EvaluationSession, Policy, PolicyCheck, Preference
-from arena.services.policies import ENDPOINT_FIELD_RE, SLUG_RE
+from arena.services.policies import ENDPOINT_FIELD_RE, SLUG_RE, policy_endpoint_nonce
 from arena.webhooks import WEBHOOK_RE
 from policy_server.check import same_behaviour
 
@@ -213,6 +213,11 @@ class PolicyOwnerOut(PolicyPublicOut):
     aborts_blamed = serializers.SerializerMethodField(
         help_text="Sessions aborted by a lab that named this policy at fault (they never count as failed checks)."
     )
+    endpoint_nonce = serializers.SerializerMethodField(
+        help_text="Your registration nonce for this endpoint (null for a dial-out policy). Serve it as arena_nonce in "
+        "the server's metadata: it proves control when another organization has the server, and a policy of "
+        "another organization that reaches the server under another name fails its checks (endpoint_claimed)."
+    )
 
     class Meta(PolicyPublicOut.Meta):
         fields = PolicyPublicOut.Meta.fields + [
@@ -225,6 +230,7 @@ class PolicyOwnerOut(PolicyPublicOut):
             "last_check_latency_ms",
             "consecutive_failures",
             "aborts_blamed",
+            "endpoint_nonce",
             "endpoint_proven_at",
             "retired_at",
             "behaviour_changed_at",
@@ -233,6 +239,10 @@ class PolicyOwnerOut(PolicyPublicOut):
     @extend_schema_field(RequirementsOut)
     def get_requirements(self, policy: Policy) -> dict:
         return RequirementsOut(policy.requirements()).data
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_endpoint_nonce(self, policy: Policy) -> str | None:
+        return policy_endpoint_nonce(policy=policy)
 
     def get_aborts_blamed(self, policy: Policy) -> int:
         fault = EvaluationSession.Fault

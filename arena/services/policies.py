@@ -6,8 +6,9 @@ the relay's ``attach/`` call checks the owner key instead.
 
 Endpoints are checked before anything is stored (:func:`check_endpoint_url`): the address guard of
 :mod:`policy_server.netguard` refuses link-local, metadata, private, loopback, multicast and reserved addresses
-(``ARENA_ENDPOINT_ALLOW`` opens private or loopback ones) without sending a packet to them. An endpoint that
-another organization has registered needs proof of control (:func:`check_endpoint_claim`).
+(``ARENA_ENDPOINT_ALLOW`` opens private or loopback ones) without sending a packet to them. An endpoint on a
+server that another organization has registered (same host and port whatever the path, or a host resolving to
+the same address) needs proof of control (:func:`check_endpoint_claim`).
 
 Health-check results (:func:`policy_check_record`) move a policy between active and failing only when they
 come from the arena's own checks; the re-check an abort asks for is queued with a random delay
@@ -142,23 +143,51 @@ def endpoint_nonce(*, organization: Organization, endpoint: netguard.Endpoint) -
     return salted_hmac("arena.endpoint-proof", value, algorithm="sha256").hexdigest()[:32]
 
 
+def policy_endpoint_nonce(*, policy: Policy) -> str | None:
+    """The nonce ``policy``'s organization serves to prove control of its endpoint; None for a dial-out policy
+    (or a URL the guard cannot parse)."""
+    try:
+        endpoint = netguard.parse_endpoint(policy.endpoint_url)
+    except netguard.EndpointNotAllowed:
+        return None
+    return endpoint_nonce(organization=policy.organization, endpoint=endpoint)
+
+
 def _endpoint_rivals(
-    *, endpoint: netguard.Endpoint, organization: Organization, exclude_pk: int | None = None
+    *,
+    endpoint: netguard.Endpoint,
+    organization: Organization,
+    exclude_pk: int | None = None,
+    resolve: bool = False,
+    proven_only: bool = False,
 ) -> list[Policy]:
-    """Other organizations' policies (not retired) registered on the same endpoint (same host:port/path)."""
+    """Other organizations' policies (not retired) on the same server as ``endpoint``: the same host and port
+    whatever the path (a policy server answers on every path), or, with ``resolve``, a host that now resolves to
+    an address ``endpoint``'s host resolves to, on the same port (an IP literal or another name for the same
+    machine). Resolving asks the resolver only, in parallel, within ``netguard.RESOLVE_TIMEOUT_S`` in all: never
+    inside a transaction. ``proven_only``: only policies that proved control of their endpoint."""
     candidates = (
         Policy.objects.exclude(status=Policy.Status.RETIRED)
         .exclude(organization=organization)
         .exclude(pk=exclude_pk)
         .only("pk", "endpoint_url", "organization_id", "endpoint_proven_at", "status")
     )
-    rivals = []
+    if proven_only:
+        candidates = candidates.filter(endpoint_proven_at__isnull=False)
+    rivals, same_port = [], []
     for policy in candidates:
         try:
-            if netguard.parse_endpoint(policy.endpoint_url).identity == endpoint.identity:
-                rivals.append(policy)
+            other = netguard.parse_endpoint(policy.endpoint_url)
         except netguard.EndpointNotAllowed:
-            continue
+            continue  # a dial-out policy, or a URL stored before the guard existed
+        if other.server == endpoint.server:
+            rivals.append(policy)
+        elif other.port == endpoint.port:
+            same_port.append((policy, other))
+    if resolve and same_port:
+        found = netguard.resolved_addresses([endpoint, *(other for _policy, other in same_port)])
+        mine = found[endpoint]
+        rivals += [policy for policy, other in same_port if mine & found[other]]
     return rivals
 
 
@@ -175,7 +204,9 @@ def check_endpoint_claim(
     guard (the endpoint passed :func:`check_endpoint_url` first); call this outside any transaction."""
     from policy_server.check import served_nonce
 
-    if not _endpoint_rivals(endpoint=endpoint, organization=organization, exclude_pk=exclude_pk):
+    if not _endpoint_rivals(
+        endpoint=endpoint, organization=organization, exclude_pk=exclude_pk, resolve=True
+    ):
         return None
     nonce = endpoint_nonce(organization=organization, endpoint=endpoint)
     served = served_nonce(
@@ -195,16 +226,25 @@ def check_endpoint_claim(
     )
 
 
-def _demote_unproven_rivals(*, policy: Policy, endpoint: netguard.Endpoint) -> None:
-    """After ``policy`` proved its endpoint, other organizations' unproven policies on it go back to pending:
-    whoever serves the nonce controls the server (the first registrant may have squatted it)."""
-    for rival in _endpoint_rivals(endpoint=endpoint, organization=policy.organization, exclude_pk=policy.pk):
-        if rival.endpoint_proven_at is None:
-            Policy.objects.filter(pk=rival.pk).update(status=Policy.Status.PENDING, consecutive_failures=0)
+def _unproven_rivals(*, organization: Organization, endpoint: netguard.Endpoint) -> list[int]:
+    """The ids of other organizations' unproven policies on ``endpoint``'s server (resolved: outside any
+    transaction), which go back to pending once ``organization`` proved control (:func:`_demote`)."""
+    rivals = _endpoint_rivals(endpoint=endpoint, organization=organization, resolve=True)
+    return [rival.pk for rival in rivals if rival.endpoint_proven_at is None]
+
+
+def _demote(policy_ids: list[int]) -> None:
+    """Whoever serves the nonce controls the server (the first registrant may have squatted it): the unproven
+    rivals of a proven endpoint go back to pending."""
+    if policy_ids:
+        Policy.objects.filter(pk__in=policy_ids, endpoint_proven_at__isnull=True).exclude(
+            status=Policy.Status.RETIRED
+        ).update(status=Policy.Status.PENDING, consecutive_failures=0)
 
 
 def _endpoint_claimed_elsewhere(policy: Policy) -> bool:
-    """Whether another organization proved control of ``policy``'s endpoint while ``policy`` did not."""
+    """Whether another organization proved control of ``policy``'s server (same host and port, or an address its
+    host resolves to) while ``policy`` did not. Resolves names: call it outside any transaction."""
     proven_elsewhere = Policy.objects.filter(endpoint_proven_at__isnull=False).exclude(
         organization_id=policy.organization_id
     )
@@ -214,8 +254,30 @@ def _endpoint_claimed_elsewhere(policy: Policy) -> bool:
         endpoint = netguard.parse_endpoint(policy.endpoint_url)
     except netguard.EndpointNotAllowed:
         return False
-    rivals = _endpoint_rivals(endpoint=endpoint, organization=policy.organization, exclude_pk=policy.pk)
-    return any(rival.endpoint_proven_at is not None for rival in rivals)
+    return bool(
+        _endpoint_rivals(
+            endpoint=endpoint,
+            organization=policy.organization,
+            exclude_pk=policy.pk,
+            resolve=True,
+            proven_only=True,
+        )
+    )
+
+
+def _serves_another_organizations_nonce(policy: Policy, served_nonce: str | None) -> bool:
+    """Whether the endpoint's metadata carries a registration nonce that is not one of ``policy``'s organization's
+    (for any endpoint it registered): the server is another organization's, reached under another name."""
+    if not isinstance(served_nonce, str) or not served_nonce:
+        return False
+    organization = policy.organization
+    own = set()
+    for url in Policy.objects.filter(organization=organization).values_list("endpoint_url", flat=True):
+        try:
+            own.add(endpoint_nonce(organization=organization, endpoint=netguard.parse_endpoint(url)))
+        except netguard.EndpointNotAllowed:
+            continue
+    return not any(hmac.compare_digest(served_nonce.encode(), nonce.encode()) for nonce in own)
 
 
 def check_relay_capacity(endpoint_url: str, endpoint_api_key: str) -> None:
@@ -292,6 +354,7 @@ def policy_register(
         if endpoint is None
         else check_endpoint_claim(organization=organization, endpoint=endpoint, api_key=endpoint_api_key)
     )
+    demoted = [] if proven_at is None else _unproven_rivals(organization=organization, endpoint=endpoint)
     with transaction.atomic():
         if Policy.objects.filter(slug=slug).exists():
             raise Conflict("slug_taken", f"The slug {slug!r} is taken.", field="slug")
@@ -310,8 +373,7 @@ def policy_register(
             version_label=version_label,
             weights_hash=weights_hash,
         )
-        if endpoint is not None and proven_at is not None:
-            _demote_unproven_rivals(policy=policy, endpoint=endpoint)
+        _demote(demoted)
         _schedule_check(policy)
     return policy
 
@@ -364,6 +426,11 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
         )
     if any(k in changes and changes[k] != getattr(policy, k) for k in VERSION_FIELDS):
         return policy_version_create(policy=policy, changes=changes, proven_at=proven_at, endpoint=endpoint)
+    demoted = (
+        []
+        if endpoint is None or proven_at is None
+        else _unproven_rivals(organization=policy.organization, endpoint=endpoint)
+    )
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
         check_relay_capacity(
@@ -382,8 +449,7 @@ def policy_update(*, owner, policy: Policy, **changes: Any) -> Policy:
             policy.status = Policy.Status.PENDING
             policy.consecutive_failures = 0
         policy.save()
-        if endpoint is not None and proven_at is not None:
-            _demote_unproven_rivals(policy=policy, endpoint=endpoint)
+        _demote(demoted)
         if endpoint_changed or proven_at is not None:
             _schedule_check(policy)
     return policy
@@ -399,6 +465,11 @@ def policy_version_create(
     """Start the next version of ``policy`` with ``changes`` applied: a new pending row (slug
     ``<first slug>-v<n>``, its own rating, linked by ``previous`` and ``family``), checked after commit; the
     old row is retired with its results. Sessions still open on the old row keep running it."""
+    demoted = (
+        []
+        if endpoint is None or proven_at is None
+        else _unproven_rivals(organization=policy.organization, endpoint=endpoint)
+    )
     with transaction.atomic():
         old = Policy.objects.select_for_update().get(pk=policy.pk)
         if old.status == Policy.Status.RETIRED:  # a concurrent request made a version first
@@ -430,8 +501,7 @@ def policy_version_create(
         old.status = Policy.Status.RETIRED
         old.retired_at = timezone.now()
         old.save(update_fields=["status", "retired_at"])
-        if endpoint is not None and proven_at is not None:
-            _demote_unproven_rivals(policy=new, endpoint=endpoint)
+        _demote(demoted)
         _schedule_check(new)
         transaction.on_commit(_refit_soon)  # the board shows the old version retired
     return new
@@ -479,11 +549,13 @@ def policy_check_record(
     trigger: str = PolicyCheck.Trigger.ARENA,
     fingerprint: str | None = None,
     probe_answer: dict[str, Any] | None = None,
+    served_nonce: str | None = None,
 ) -> Policy:
     """Store one health-check result.
 
     An arena check (``trigger="arena"``): N failures in a row make the policy ``failing``, a pass makes it
-    active (unless another organization proved control of its endpoint: then the pass is recorded as
+    active (unless another organization proved control of its endpoint, or ``served_nonce``, the ``arena_nonce``
+    the endpoint's metadata carried, is not one of the policy's organization's: then the pass is recorded as
     ``endpoint_claimed``). An abort re-check (``trigger="abort"``) is only recorded in the policy's check
     history: it changes neither the status, the failure count nor the public last-check fields.
 
@@ -492,9 +564,12 @@ def policy_check_record(
     failing, recovers, or is flagged.
     """
     now = timezone.now()
+    claimed = ok and (  # resolves names: before the transaction
+        _serves_another_organizations_nonce(policy, served_nonce) or _endpoint_claimed_elsewhere(policy)
+    )
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
-        if ok and _endpoint_claimed_elsewhere(policy):
+        if claimed:
             ok, (error_code, message), latency_ms = False, ENDPOINT_CLAIMED, None
         fingerprint = (fingerprint or "")[:64] if ok else ""
         probe_answer = probe_answer if ok and fingerprint else None

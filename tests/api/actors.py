@@ -4,6 +4,7 @@ evaluator labs (Berkeley, Stanford), Acme's own lab (which may not evaluate Acme
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,12 +94,19 @@ def register_robot(lab: Actor, **overrides) -> dict:
     return response.json()
 
 
+def _default_endpoint(slug: str) -> str:
+    """A private address and port of the slug's own (32 bits of its CRC: no two slugs of a test share both)."""
+    h = zlib.crc32(slug.encode())
+    return f"ws://10.{(h >> 16) & 255}.{(h >> 8) & 255}.{h & 255}:{8000 + (h >> 24)}/{slug}"
+
+
 def register_policy(owner: Actor, slug: str, **overrides) -> dict:
     body = {
         "slug": slug,
         "name": slug.replace("-", " ").title(),
-        # One endpoint per slug: an endpoint another organization registered would need proof of control.
-        "endpoint_url": f"ws://10.9.8.7:{8000 + len(slug)}/{slug}",
+        # One server per slug: a server another organization registered (same host and port, or the same
+        # address and port) would need proof of control.
+        "endpoint_url": _default_endpoint(slug),
         "description": "test policy",
         "license": "MIT",
         **overrides,

@@ -96,6 +96,70 @@ def test_ssrf_registrations_and_edits_are_refused_without_any_traffic(
         assert (v4.connections, v6.connections) == (0, 0)
 
 
+def test_names_that_resolve_to_forbidden_addresses_are_refused_without_any_traffic(
+    public_only, owner, monkeypatch
+):
+    """An innocent-looking name of the owner's own DNS that answers a metadata, private or loopback address (or
+    a mix with a public one) is refused at registration: only the resolver is asked."""
+    real_getaddrinfo = socket.getaddrinfo
+    with stand_in() as target:
+        answers = {
+            "creds.owner.test": ["169.254.169.254"],
+            "intranet.owner.test": ["10.0.0.5"],
+            "mixed.owner.test": [PUBLIC_ADDRESS, "127.0.0.1"],
+            "loop.owner.test": ["127.0.0.1"],
+            "mapped.owner.test": ["::ffff:127.0.0.1"],
+        }
+
+        def resolver(host, port, *args, **kwargs):
+            if host not in answers:
+                return real_getaddrinfo(host, port, *args, **kwargs)
+            return [
+                (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, int(port)))
+                for a in answers[host]
+            ]
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        for k, host in enumerate(answers):
+            response = _register(owner, f"named-{k}", f"ws://{host}:{target.port}/")
+            assert response.status_code == 403, (host, response.json())
+            assert response.json()["error"]["code"] == "endpoint_not_allowed"
+        assert not Policy.objects.filter(slug__startswith="named-").exists()
+        assert target.connections == 0
+
+
+def test_a_name_rebound_to_loopback_after_registration_is_not_relayed(
+    public_only, settings, owner, lab1, monkeypatch
+):
+    """The relay checks the address at its own connect: a name that answered a public address at registration
+    and answers loopback when a lab's session opens reaches nothing."""
+    real_getaddrinfo = socket.getaddrinfo
+    answer = [PUBLIC_ADDRESS]
+
+    def resolver(host, port, *args, **kwargs):
+        if not host.endswith(".rebind.test"):
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer[0], int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with (
+        stand_in() as target,
+        serve_relay_in_thread(settings.ARENA_RELAY_SECRET, endpoint_allow="public") as relay,
+    ):
+        settings.ARENA_RELAY_URL = relay.url.rstrip("/")
+        for slug in ("rebound-a", "rebound-b"):
+            register_policy(owner, slug, endpoint_url=f"ws://{slug}.rebind.test:{target.port}")
+            Policy.objects.filter(slug=slug).update(status=Policy.Status.ACTIVE)
+        answer[0] = "127.0.0.1"
+        register_robot(lab1)
+        session = request_session(lab1)
+        assert session.status_code == 201, session.json()
+        for slot in ("A", "B"):
+            with pytest.raises(PolicyUnavailable):
+                PolicyClient(session.json()["slots"][slot]["relay_url"], retries=0, connect_timeout=10)
+        assert target.connections == 0
+
+
 def test_a_stored_loopback_endpoint_is_neither_checked_nor_relayed(settings, owner, lab1):
     """An endpoint stored while loopback was allowed: once the setting is public, neither the checker nor
     the relay opens a connection to it."""
@@ -249,3 +313,76 @@ def test_another_organizations_endpoint_needs_proof_of_control(owner, outsider):
         again = owner.patch("/api/v1/policies/acme-original/", {"endpoint_url": proving.url})
         assert again.status_code == 409 and again.json()["error"]["code"] == "endpoint_taken"
         assert nonce not in again.json()["error"]["message"]
+
+
+def test_another_spelling_of_a_registered_server_needs_proof_too(owner, outsider, monkeypatch):
+    """A policy server answers on every path, and a machine has many names: another path on the same host and
+    port, the host's IP address, ``localhost`` for 127.0.0.1 or a name of the outsider's own that resolves to
+    the same address all reach Acme's server, so each needs the proof that the exact URL needs. Once the
+    outsider proves control through one of them, Acme's unproven policy on the other spelling is claimed."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host == "acme-alias.outsider.test":  # the outsider's own DNS name, pointed at Acme's machine
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", int(port)))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with serve_in_thread(DroidPolicy()) as server:
+        register_policy(owner, "acme-original", endpoint_url=f"ws://localhost:{server.port}/policy")
+        assert policy_check_one(Policy.objects.get(slug="acme-original").pk) is True
+        spellings = [
+            f"ws://localhost:{server.port}/another/path",
+            f"ws://localhost:{server.port}",
+            f"ws://127.0.0.1:{server.port}/policy",
+            f"ws://acme-alias.outsider.test:{server.port}/",
+        ]
+        nonces = set()
+        for k, url in enumerate(spellings):
+            claim = _register(outsider, f"alias-{k}", url)
+            assert claim.status_code == 409, (url, claim.json())
+            error = claim.json()["error"]
+            assert error["code"] == "endpoint_taken"
+            nonces.add(error["message"].split('arena_nonce = "', 1)[1].split('"', 1)[0])
+        assert not Policy.objects.filter(slug__startswith="alias-").exists()
+        # Another port on the same machine is another server.
+        register_policy(outsider, "outsider-elsewhere", endpoint_url=f"ws://127.0.0.1:{server.port + 1}")
+    nonce = _register(outsider, "alias-3", spellings[3]).json()["error"]["message"]
+    nonce = nonce.split('arena_nonce = "', 1)[1].split('"', 1)[0]
+    assert nonce in nonces
+    with serve_in_thread(DroidPolicy(), port=server.port, arena_nonce=nonce):
+        proven = _register(outsider, "alias-3", spellings[3])
+        assert proven.status_code == 201, proven.json()
+        original = Policy.objects.get(slug="acme-original")
+        assert original.status == "pending"
+        assert policy_check_one(original.pk) is False
+        assert Policy.objects.get(slug="acme-original").last_check_error.startswith("endpoint_claimed")
+        assert policy_check_one(Policy.objects.get(slug="alias-3").pk) is True
+
+
+def test_a_server_serving_its_owners_nonce_fails_the_checks_of_anyone_elses_alias(owner, outsider, monkeypatch):
+    """The owner serves the nonce its policy view shows. A name of the outsider's that pointed elsewhere at
+    registration and at the owner's machine since reaches the owner's server: its checks fail (endpoint_claimed)
+    and it never becomes active, while the owner's own checks pass."""
+    real_getaddrinfo = socket.getaddrinfo
+    answer = ["127.0.0.2"]
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "later-alias.outsider.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer[0], int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    with serve_in_thread(DroidPolicy()) as plain:
+        register_policy(owner, "acme-served", endpoint_url=f"ws://localhost:{plain.port}")
+    nonce = owner.get("/api/v1/policies/acme-served/").json()["endpoint_nonce"]
+    assert len(nonce) == 32
+    with serve_in_thread(DroidPolicy(), port=plain.port, arena_nonce=nonce):
+        assert policy_check_one(Policy.objects.get(slug="acme-served").pk) is True
+        register_policy(outsider, "later-alias", endpoint_url=f"ws://later-alias.outsider.test:{plain.port}")
+        answer[0] = "127.0.0.1"
+        assert policy_check_one(Policy.objects.get(slug="later-alias").pk) is False
+        alias = Policy.objects.get(slug="later-alias")
+        assert alias.status == "pending" and alias.last_check_error.startswith("endpoint_claimed")
+        assert policy_check_one(Policy.objects.get(slug="acme-served").pk) is True
+    assert outsider.get("/api/v1/policies/acme-served/").json().get("endpoint_nonce") is None

@@ -8,6 +8,7 @@ Only Python 3.11 is installed here, so these static checks stand in for running 
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -85,11 +86,17 @@ def annotation_nodes(tree: ast.AST) -> set[int]:
     return {id(child) for root in roots for child in ast.walk(root)}
 
 
+# A class reached through its module (``ipaddress.IPv4Address``): CamelCase, unlike flags (``re.IGNORECASE``).
+CLASS_ATTRIBUTE_RE = re.compile(r"^[A-Z](?=[A-Za-z0-9]*[a-z])[A-Za-z0-9]*$")
+
+
 def _type_like(node: ast.AST, abc_names: set[str]) -> bool:
     if isinstance(node, ast.Constant) and node.value is None:
         return True
     if isinstance(node, ast.Name):
         return node.id in BUILTIN_TYPES or node.id in abc_names
+    if isinstance(node, ast.Attribute):
+        return bool(CLASS_ATTRIBUTE_RE.fullmatch(node.attr))
     return isinstance(node, ast.Subscript)
 
 
@@ -188,10 +195,13 @@ def test_the_runtime_check_sees_what_it_looks_for(tmp_path):
         "ok = isinstance(3, int | float)\n"
         "flags = 1 | 2\n"
         "name = 'wrist_right'.removesuffix('_right')\n"
+        "import ipaddress, re\n"
+        "Address = ipaddress.IPv4Address | ipaddress.IPv6Address\n"
+        "mode = re.IGNORECASE | re.MULTILINE\n"
     )
     found = runtime_violations(sample)
     lines = sorted(int(entry.split(":")[1]) for entry in found)
-    assert lines == [5, 6, 6, 7, 8, 10], found  # line 6 twice: list[...] and the tuple[...] inside it
+    assert lines == [5, 6, 6, 7, 8, 10, 12], found  # line 6 twice: list[...] and the tuple[...] inside it
 
 
 def test_client_and_policy_server_import_no_server_code():

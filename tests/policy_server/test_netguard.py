@@ -161,3 +161,51 @@ def test_the_relay_refuses_a_loopback_endpoint_and_never_follows_a_redirect() ->
             with pytest.raises(PolicyUnavailable):
                 PolicyClient(f"{public_relay.url.rstrip('/')}/{direct}", retries=0, connect_timeout=10)
         assert target.connections == 0
+
+
+def test_an_address_that_does_not_answer_in_time_gives_way_to_the_next_one(monkeypatch) -> None:
+    """A name with two addresses, the first of which never completes the TCP handshake (a listener whose
+    backlog is full drops the SYN): both connects time out on the first and connect to the second. (On Python
+    3.8-3.10 asyncio's timeout is not an OSError: it used to escape and end the connect.)"""
+    import asyncio
+
+    from arena.ports import free_ports
+
+    stuck_port, open_port = free_ports(2)
+    stuck = socket.socket()
+    stuck.bind(("127.0.0.1", stuck_port))
+    stuck.listen(0)
+    fillers = []
+    for _ in range(4):  # never accepted: they fill the backlog
+        filler = socket.socket()
+        filler.setblocking(False)
+        try:
+            filler.connect(("127.0.0.1", stuck_port))
+        except BlockingIOError:
+            pass
+        fillers.append(filler)
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", open_port))
+    listening.listen()
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "two.addresses.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", stuck_port)),
+            (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", open_port)),
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    allow = netguard.parse_allow("loopback")
+    url = "ws://two.addresses.test:9"
+    try:
+        with netguard.open_socket(url, allow=allow, timeout=0.5) as sock:
+            assert sock.getpeername()[1] == open_port
+        connected = asyncio.run(netguard.open_socket_async(url, allow=allow, timeout=0.5))
+        with connected:
+            assert connected.getpeername()[1] == open_port
+    finally:
+        for sock in (stuck, listening, *fillers):
+            sock.close()
