@@ -144,8 +144,9 @@ class ScriptedPolicy(BasePolicy):
     def _in_action_space(self, commands: np.ndarray, obs: dict[str, Any]) -> np.ndarray:
         """Normalized Cartesian velocity commands (H, 7) -> actions in ``skill.action_space`` (H, 7 or 8).
 
-        The virtual TCP integrates the commands exactly as the robot does (DROID's per-step limits, rotation
-        applied on the left); joint actions track that path with :class:`PandaKinematics`.
+        The virtual TCP integrates the commands exactly as the robot does (DROID's per-step limits, the angular
+        delta an xyz Euler rotation applied on the left); joint actions track that path with
+        :class:`PandaKinematics`.
         """
         space = self.skill.action_space
         if space == "cartesian_velocity":
@@ -158,7 +159,7 @@ class ScriptedPolicy(BasePolicy):
             lin = command[:3] / max(1.0, float(np.linalg.norm(command[:3])))
             ang = command[3:6] / max(1.0, float(np.linalg.norm(command[3:6])))
             pos = pos + lin * MAX_LIN_DELTA_M
-            rot = _axis_angle_mat(ang * MAX_ROT_DELTA_RAD) @ rot
+            rot = _euler_to_mat(ang * MAX_ROT_DELTA_RAD) @ rot
             if space == "cartesian_position":
                 actions[step, :6] = [*pos, *_mat_to_euler(rot)]
             else:
@@ -318,18 +319,6 @@ def _mat_to_euler(mat: np.ndarray) -> np.ndarray:
     if abs(mat[2, 0]) < 1.0 - 1e-9:
         return np.array([np.arctan2(mat[2, 1], mat[2, 2]), pitch, np.arctan2(mat[1, 0], mat[0, 0])])
     return np.array([np.arctan2(-mat[1, 2], mat[1, 1]), pitch, 0.0])
-
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-
-
-def _axis_angle_mat(rotvec: np.ndarray) -> np.ndarray:
-    angle = float(np.linalg.norm(rotvec))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = _skew(rotvec / angle)
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
 def _rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
