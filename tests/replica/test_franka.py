@@ -96,7 +96,9 @@ def test_a_joint_target_is_followed_within_the_velocity_limits(robot):
     robot.reset(0)
     start = robot.proprioception()["observation/joint_position"].copy()
     target = start + np.array([0.4, 0.3, 0.35, 0.4, -0.45, -0.3, 0.6])
+    clock = robot.data.time
     robot.apply(np.concatenate([target, [0.0]]))
+    assert robot.data.time - clock == pytest.approx(1 / HZ, abs=1e-6)  # one step is 1/15 s of physics
     first = robot.proprioception()["observation/joint_position"] - start
     assert np.all(np.abs(first) <= DQ_MAX / HZ + 0.01)
     for _ in range(20):
