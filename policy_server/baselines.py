@@ -10,8 +10,9 @@ then expressed in the baseline's own DROID action space (:data:`ACTION_SPACES`):
 - ``cartesian_velocity``: the normalized command itself, ``(H, 7)``;
 - ``cartesian_position``: the virtual TCP pose after each step ``[x, y, z, roll, pitch, yaw, g]``, ``(H, 7)``;
 - ``joint_velocity`` / ``joint_position``: the baseline's own differential IK on the Franka Panda's published
-  DH kinematics (:class:`PandaKinematics`) turns the virtual TCP path into joint targets, sent as deltas
-  scaled by DROID's 0.2 rad per step or as absolute angles, ``(H, 8)``.
+  DH kinematics (:class:`PandaKinematics`) turns the virtual TCP path into joint targets, sent as absolute
+  angles or as deltas scaled by DROID's 0.2 rad per step, each step kept within the Franka's published velocity
+  limits so the robot executes it as planned, ``(H, 8)``.
 
 Real policies ignore ``replica/*`` keys; these baselines refuse observations without them.
 
@@ -34,6 +35,7 @@ from policy_server.check import ACTION_DIMS
 MAX_LIN_DELTA_M = 0.075
 MAX_ROT_DELTA_RAD = 0.15
 MAX_JOINT_DELTA_RAD = 0.2
+CONTROL_HZ = 15.0
 ACTION_HORIZON = 10
 HOVER_Z = 0.12
 ARRIVE_M = 0.004
@@ -144,8 +146,9 @@ class ScriptedPolicy(BasePolicy):
     def _in_action_space(self, commands: np.ndarray, obs: dict[str, Any]) -> np.ndarray:
         """Normalized Cartesian velocity commands (H, 7) -> actions in ``skill.action_space`` (H, 7 or 8).
 
-        The virtual TCP integrates the commands exactly as the robot does (DROID's per-step limits, rotation
-        applied on the left); joint actions track that path with :class:`PandaKinematics`.
+        The virtual TCP integrates the commands exactly as the robot does (DROID's per-step limits, the angular
+        delta an xyz Euler rotation applied on the left); joint actions track that path with
+        :class:`PandaKinematics`.
         """
         space = self.skill.action_space
         if space == "cartesian_velocity":
@@ -158,15 +161,18 @@ class ScriptedPolicy(BasePolicy):
             lin = command[:3] / max(1.0, float(np.linalg.norm(command[:3])))
             ang = command[3:6] / max(1.0, float(np.linalg.norm(command[3:6])))
             pos = pos + lin * MAX_LIN_DELTA_M
-            rot = _axis_angle_mat(ang * MAX_ROT_DELTA_RAD) @ rot
+            rot = _euler_to_mat(ang * MAX_ROT_DELTA_RAD) @ rot
             if space == "cartesian_position":
                 actions[step, :6] = [*pos, *_mat_to_euler(rot)]
             else:
                 target = PANDA.inverse_step(joints, pos, rot)
                 delta = target - joints
                 if space == "joint_velocity":
-                    actions[step, :7] = np.clip(delta / MAX_JOINT_DELTA_RAD, -1.0, 1.0)
-                    target = joints + actions[step, :7] * MAX_JOINT_DELTA_RAD
+                    # A step the Franka can execute as asked: within DROID's 0.2 rad and the arm's velocity
+                    # limits, scaled as a whole, so the joints the robot reaches are the ones planned from.
+                    delta = delta / max(1.0, float(np.max(np.abs(delta) / PANDA.STEP_LIMIT)))
+                    actions[step, :7] = delta / MAX_JOINT_DELTA_RAD
+                    target = joints + delta
                 else:
                     actions[step, :7] = target
                 joints = target
@@ -320,18 +326,6 @@ def _mat_to_euler(mat: np.ndarray) -> np.ndarray:
     return np.array([np.arctan2(-mat[1, 2], mat[1, 1]), pitch, 0.0])
 
 
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-
-
-def _axis_angle_mat(rotvec: np.ndarray) -> np.ndarray:
-    angle = float(np.linalg.norm(rotvec))
-    if angle < 1e-12:
-        return np.eye(3)
-    k = _skew(rotvec / angle)
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
-
-
 def _rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
     """Rotation vector (3,) rad taking ``current`` to ``target`` in the base frame (small-angle accurate)."""
     delta = target @ current.T
@@ -356,6 +350,9 @@ class PandaKinematics:
     LOWER = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973])
     UPPER = np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973])
     POSTURE = np.array([0.0, -np.pi / 5, 0.0, -4 * np.pi / 5, 0.0, 3 * np.pi / 5, 0.0])
+    VELOCITY_LIMIT = np.array([2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61])
+    STEP_LIMIT = np.minimum(MAX_JOINT_DELTA_RAD, VELOCITY_LIMIT / CONTROL_HZ)
+    """Largest joint motion per control step (rad): DROID's 0.2 rad, or the Franka's velocity limit (rad/s)."""
 
     def __init__(self, tcp_offset: float = 0.150, damping: float = 0.02, posture_gain: float = 0.05) -> None:
         self.tcp_offset = tcp_offset

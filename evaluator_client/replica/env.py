@@ -8,15 +8,20 @@ contact grasps (nothing is welded).
 Action spaces (one step at 15 Hz, DROID's ``RobotIKSolver`` semantics; ``g`` the gripper position target in
 [0, 1], 0 open, approached at most 0.25 per step):
 
-- ``joint_velocity`` ``(8,)``: 7 values in [-1, 1] scaled to 0.2 rad per step, then capped by the Franka's
-  velocity limits (2.175 / 2.61 rad/s, i.e. 0.145 / 0.174 rad per step, as the robot's controller does), + g.
-- ``joint_position`` ``(8,)``: 7 absolute joint targets (rad), clipped to the joint limits and approached at
-  most by the per-step velocity limit, + g.
+- ``joint_velocity`` ``(8,)``: 7 values in [-1, 1] (a vector beyond that range is scaled down as a whole by its
+  largest entry, as DROID's ``joint_velocity_to_delta`` does) times 0.2 rad per step, + g.
+- ``joint_position`` ``(8,)``: 7 absolute joint targets (rad), clipped to the joint limits, + g.
 - ``cartesian_velocity`` ``(7,)``: ``[vx, vy, vz, wx, wy, wz, g]``; the linear and angular parts are each
-  clipped to unit norm and scaled to 0.075 m and 0.15 rad per step, the rotation applied in the base frame on
-  the left (DROID's ``add_poses``).
+  scaled down to unit norm when longer and times 0.075 m and 0.15 rad per step, the angular delta an extrinsic
+  xyz Euler rotation applied in the base frame on the left (DROID's ``cartesian_velocity_to_delta`` and
+  ``add_poses``).
 - ``cartesian_position`` ``(7,)``: ``[x, y, z, roll, pitch, yaw, g]``, an absolute TCP target in the base
-  frame (extrinsic xyz Euler), approached at most by the same per-step limits.
+  frame (extrinsic xyz Euler), turned into a delta (DROID's ``pose_diff``) and approached at most by the same
+  per-step limits.
+
+Every step's joint motion is then held inside the Franka's velocity limits (2.175 / 2.61 rad/s, i.e. 0.145 /
+0.174 rad per step at 15 Hz) by slowing the whole step, so its direction in joint space is kept: DROID's
+0.2 rad per step (3 rad/s) exceeds every joint's limit, which the Franka's own controller enforces.
 
 The Cartesian spaces go through differential IK (:mod:`evaluator_client.replica.ik`) and their targets are
 clamped to the scene's workspace box. Relative commands start from the last command while the arm tracks it
@@ -78,7 +83,6 @@ from evaluator_client.replica.tasks import (  # noqa: E402
     task_success,
 )
 from evaluator_client.replica.transforms import (  # noqa: E402
-    axis_angle_mat,
     euler_to_mat,
     mat_to_euler,
     rotvec_from_mat,
@@ -334,13 +338,19 @@ class Replica:
             raise ReplicaError("action contains NaN or inf")
         q_base = self._joint_command_base()
         if self.action_space == "joint_velocity":
-            q_target = q_base + np.clip(action[:7], -1.0, 1.0) * MAX_JOINT_DELTA_RAD
+            # DROID's joint_velocity_to_delta: a vector beyond [-1, 1] is scaled down as a whole by its largest
+            # entry (its direction kept), then times 0.2 rad.
+            velocity = action[:7] / max(1.0, float(np.max(np.abs(action[:7]))))
+            q_target = q_base + velocity * MAX_JOINT_DELTA_RAD
         elif self.action_space == "joint_position":
             q_target = action[:7]
         else:
             q_target = self._cartesian_target(action[:6], q_base)
         q_target = np.clip(q_target, JOINT_LOWER, JOINT_UPPER)
-        q_target = q_base + np.clip(q_target - q_base, -self._step_limit, self._step_limit)
+        # The Franka's velocity limits, kept as the controller does by slowing the whole motion: every joint is
+        # scaled by the same factor, so the step keeps its direction in joint space.
+        delta = q_target - q_base
+        q_target = q_base + delta / max(1.0, float(np.max(np.abs(delta) / self._step_limit)))
         self._gripper_target += float(
             np.clip(
                 np.clip(action[-1], 0.0, 1.0) - self._gripper_target, -MAX_GRIPPER_DELTA, MAX_GRIPPER_DELTA
@@ -359,20 +369,19 @@ class Replica:
     def _cartesian_target(self, command: np.ndarray, q_base: np.ndarray) -> np.ndarray:
         """Joint angles (7,) for a Cartesian velocity or position command (6,) (base frame), via IK."""
         pos, rot = self._cartesian_command_base()
+        # DROID's cartesian_velocity_to_delta and add_poses: the linear and the angular part are each scaled
+        # down to unit norm when longer (their direction kept), times 0.075 m / 0.15 rad; the angular delta is
+        # an extrinsic xyz Euler rotation applied on the left. A position target is first turned into that
+        # delta (DROID's pose_diff), so it is approached at the same per-step limits.
         if self.action_space == "cartesian_velocity":
-            lin = np.clip(command[:3], -1, 1)
-            ang = np.clip(command[3:6], -1, 1)
-            lin = lin / max(1.0, float(np.linalg.norm(lin)))
-            ang = ang / max(1.0, float(np.linalg.norm(ang)))
-            target_pos = pos + lin * MAX_LIN_DELTA_M
-            target_rot = axis_angle_mat(ang * MAX_ROT_DELTA_RAD) @ rot
+            lin, ang = command[:3], command[3:6]
         else:
-            delta = (command[:3] - self._base_offset) - pos
-            delta *= min(1.0, MAX_LIN_DELTA_M / max(float(np.linalg.norm(delta)), 1e-12))
-            target_pos = pos + delta
-            rotvec = rotvec_from_mat(euler_to_mat(command[3:6]) @ rot.T)
-            rotvec *= min(1.0, MAX_ROT_DELTA_RAD / max(float(np.linalg.norm(rotvec)), 1e-12))
-            target_rot = axis_angle_mat(rotvec) @ rot
+            lin = ((command[:3] - self._base_offset) - pos) / MAX_LIN_DELTA_M
+            ang = mat_to_euler(euler_to_mat(command[3:6]) @ rot.T) / MAX_ROT_DELTA_RAD
+        lin = lin / max(1.0, float(np.linalg.norm(lin)))
+        ang = ang / max(1.0, float(np.linalg.norm(ang)))
+        target_pos = pos + lin * MAX_LIN_DELTA_M
+        target_rot = euler_to_mat(ang * MAX_ROT_DELTA_RAD) @ rot
         target_pos = np.clip(target_pos, self._ws_low, self._ws_high)
         self._commanded_pose = (target_pos, target_rot)
         started = time.perf_counter()

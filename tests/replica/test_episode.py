@@ -191,6 +191,20 @@ def test_native_and_stereo_frames_are_sent_as_asked(robot):
     configure_robot(robot, {"action_space": "cartesian_velocity"})
 
 
+def test_a_native_frame_is_letterboxed_to_the_policys_square_resolution(robot):
+    """The replica's 320 x 180 frame becomes 224 x 126 inside 224 x 224: 49 black rows above and below, as the
+    16:9 ZED frames DROID policies were trained on."""
+    configure_robot(robot, {"action_space": "cartesian_velocity"})
+    robot.reset(2)
+    sent = filter_observation(robot.observe(), {"image_resolution": [224, 224]}, "p")
+    for key in ("observation/exterior_image_1_left", "observation/wrist_image_left"):
+        image = sent[key]
+        assert image.shape == (224, 224, 3)
+        assert image[:48].max() == 0 and image[-48:].max() == 0
+        rows = image.max(axis=(1, 2))
+        assert np.all(rows[52:172] > 0)
+
+
 class Crashing(BasePolicy):
     def __init__(self, answer) -> None:
         self.answer = answer

@@ -96,7 +96,9 @@ def test_a_joint_target_is_followed_within_the_velocity_limits(robot):
     robot.reset(0)
     start = robot.proprioception()["observation/joint_position"].copy()
     target = start + np.array([0.4, 0.3, 0.35, 0.4, -0.45, -0.3, 0.6])
+    clock = robot.data.time
     robot.apply(np.concatenate([target, [0.0]]))
+    assert robot.data.time - clock == pytest.approx(1 / HZ, abs=1e-6)  # one step is 1/15 s of physics
     first = robot.proprioception()["observation/joint_position"] - start
     assert np.all(np.abs(first) <= DQ_MAX / HZ + 0.01)
     for _ in range(20):
@@ -119,6 +121,41 @@ def test_a_joint_velocity_moves_each_joint_in_its_commanded_direction(robot, joi
         assert moved[joint] * sign == pytest.approx(0.3, abs=0.03)
         others = np.delete(moved, joint)
         assert np.all(np.abs(others) < 0.02)
+
+
+def test_a_joint_velocity_beyond_the_range_keeps_its_direction_within_the_velocity_limits(robot):
+    """DROID scales a joint velocity beyond [-1, 1] down by its largest entry (direction kept) to at most 0.2 rad
+    per step; the Franka's limits (2.175 rad/s on joint 1: 0.145 rad per step) then slow the whole step."""
+    robot.configure(action_space="joint_velocity")
+    robot.reset(0)
+    start = robot.proprioception()["observation/joint_position"].copy()
+    for _ in range(3):
+        robot.apply(np.array([2.0, -1.0, 0.0, 0.0, 0.5, 0.0, 0.0, 0.0]))
+    moved = robot.proprioception()["observation/joint_position"] - start
+    assert moved[0] == pytest.approx(3 * DQ_MAX[0] / HZ, rel=0.08)
+    assert moved[1] / moved[0] == pytest.approx(-0.5, abs=0.03)
+    assert moved[4] / moved[0] == pytest.approx(0.25, abs=0.03)
+    assert np.all(np.abs(moved[[2, 3, 5, 6]]) < 0.01)
+    # A wrist joint at full scale: 0.2 rad per step asked, 2.61 rad/s (0.174 rad per step) given.
+    robot.reset(0)
+    start = robot.proprioception()["observation/joint_position"].copy()
+    for _ in range(3):
+        robot.apply(np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+    moved = robot.proprioception()["observation/joint_position"] - start
+    assert moved[6] == pytest.approx(3 * DQ_MAX[6] / HZ, rel=0.08)
+
+
+def test_a_cartesian_velocity_beyond_the_range_keeps_its_direction(robot):
+    """DROID scales the linear part down to unit norm as a whole (not entry by entry)."""
+    robot.configure(action_space="cartesian_velocity")
+    robot.reset(0)
+    start = robot.proprioception()["observation/cartesian_position"].copy()
+    for _ in range(3):
+        robot.apply(np.array([1.6, -0.8, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    moved = robot.proprioception()["observation/cartesian_position"] - start
+    assert moved[0] / moved[1] == pytest.approx(-2.0, abs=0.15)
+    assert 0.05 < np.linalg.norm(moved[:3]) <= 3 * 0.075 + 0.006
+    assert abs(moved[2]) < 0.015 and np.allclose(np.angle(np.exp(1j * moved[3:])), 0.0, atol=0.03)
 
 
 @pytest.mark.parametrize("axis", range(3))

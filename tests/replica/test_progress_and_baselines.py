@@ -34,6 +34,19 @@ def test_expert_progress_rises_to_success(task):
     assert np.percentile(np.diff(rising), 10) >= -1.0
 
 
+@pytest.mark.parametrize("seed", [7004, 7024])
+def test_the_joint_velocity_expert_pushes_a_block_lying_next_to_the_base(seed):
+    """Pushing away from the base starts behind the block, close to the pedestal: the expert's planned joint
+    steps must be ones the Franka executes as asked (within its velocity limits), or its plan drifts off."""
+    policy = make_baseline("expert", seed=7)
+    robot = Replica("push the blue block onto the green square", seed=seed, action_space="joint_velocity")
+    assert robot.privileged_state()["object_pos"][0] < 0.45
+    result = run_episode(
+        robot, policy, prompt="push", requirements=policy.metadata, max_steps=300, stop_on_success_steps=5
+    )
+    assert result.success, result.progress
+
+
 def test_success_needs_the_object_released_at_the_goal():
     robot = Replica("pick_place", seed=0, perturb="none")
     state = robot.privileged_state()
