@@ -85,12 +85,16 @@ class _Quiet:
 class AutoJudge(_Quiet):
     """Scores from the simulator: progress = the episode's peak progress; a tie when within ``margin`` points.
 
-    Success breaks ties between equal progress (a held success beats a transient one). Sessions where either
-    episode failed through a robot error are invalid; a policy error counts as that policy losing.
+    Success breaks ties between equal progress (a held success beats a transient one); between two episodes
+    that both stopped on a held success, the one that got there in fewer steps wins when it needed at most
+    ``1 - speed_margin`` of the other's steps (an operator watching both prefers the quicker, surer policy).
+    Sessions where either episode failed through a robot error are invalid; a policy error counts as that
+    policy losing.
     """
 
-    def __init__(self, *, margin: float = 5.0) -> None:
+    def __init__(self, *, margin: float = 5.0, speed_margin: float = 0.15) -> None:
         self.margin = margin
+        self.speed_margin = speed_margin
 
     def confirm_start(self, image: np.ndarray, *, slot: str, image_path: Path | None = None) -> bool:
         return True
@@ -108,12 +112,30 @@ class AutoJudge(_Quiet):
         a, b = _score(a_result), _score(b_result)
         a_succ, b_succ = bool(a_result.success), bool(b_result.success)
         if abs(a - b) <= self.margin and a_succ == b_succ:
+            quicker = self._quicker(a_result, b_result)
+            if quicker:
+                return (
+                    quicker,
+                    f"both succeeded, {quicker} sooner: A in {a_result.steps} steps, B in {b_result.steps}",
+                    True,
+                )
             return "tie", f"similar progress (A {a:.0f}, B {b:.0f}, margin {self.margin:g})", True
         if abs(a - b) <= self.margin:
             winner = "A" if a_succ else "B"
         else:
             winner = "A" if a > b else "B"
         return winner, f"{winner} got further: A {_describe(a_result)}, B {_describe(b_result)}", True
+
+    def _quicker(self, a_result: EpisodeResult, b_result: EpisodeResult) -> str | None:
+        """``"A"`` or ``"B"`` if both episodes stopped on a held success and that one needed clearly fewer steps."""
+        if not (a_result.stop_reason == b_result.stop_reason == "success"):
+            return None
+        a, b = a_result.steps, b_result.steps
+        if a <= (1 - self.speed_margin) * b:
+            return "A"
+        if b <= (1 - self.speed_margin) * a:
+            return "B"
+        return None
 
 
 def _score(result: EpisodeResult) -> float:

@@ -22,6 +22,21 @@ def test_auto_judge_prefers_more_progress_and_ties_within_margin():
     assert judge.preference(result(98, success=False), result(100, success=True))[0] == "B"
 
 
+def test_auto_judge_prefers_the_clearly_quicker_of_two_successes():
+    judge = AutoJudge(margin=5, speed_margin=0.15)
+
+    def succeeded(steps):
+        return EpisodeResult(steps=steps, progress=100, success=True, stop_reason="success")
+
+    choice, reason, valid = judge.preference(succeeded(120), succeeded(200))
+    assert (choice, valid) == ("A", True) and "120" in reason and "200" in reason
+    assert judge.preference(succeeded(300), succeeded(150))[0] == "B"
+    assert judge.preference(succeeded(180), succeeded(200))[0] == "tie"  # within 15%
+    # a success at the last step (not a held success that stopped the episode) is not timed
+    last_step = EpisodeResult(steps=400, progress=100, success=True, stop_reason="max_steps")
+    assert judge.preference(succeeded(100), last_step)[0] == "tie"
+
+
 def test_auto_judge_blames_policy_errors_and_voids_robot_errors():
     judge = AutoJudge()
     assert judge.preference(result(80, failure="policy"), result(10))[0] == "B"
