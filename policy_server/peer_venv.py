@@ -1,7 +1,9 @@
 """Isolated virtual environments holding reference peers of the protocol (openpi-client, openpi-server).
 
 Those packages pin numpy<2, so they cannot live in our environment; the compatibility tests and the protocol
-benchmark run them in their own venv, built once and reused (``var/venvs/<name>`` in the repository).
+benchmark run them in their own venv, built once and reused (``var/venvs/<name>`` in the repository). Several
+processes may ask for one at once (the suite's parallel workers): the first builds it under a file lock while
+the others wait, then find it ready.
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ import sys
 import urllib.error
 import urllib.request
 import venv
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; builds there are not guarded against a concurrent builder
+    fcntl = None  # type: ignore[assignment]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_ROOT = REPO_ROOT / "var" / "venvs"
@@ -53,8 +61,28 @@ def ensure_peer_venv(
     path = root / name
     python = venv_python(path)
     marker = path / _READY_MARKER
-    if python.exists() and marker.exists() and marker.read_text().split("\n") == wanted:
+
+    def ready() -> bool:
+        return python.exists() and marker.exists() and marker.read_text().split("\n") == wanted
+
+    if ready():
         return python
+    with _build_lock(root / f".{name}.lock"):
+        if not ready():  # another process may have built it while this one waited
+            _build(path, python, marker, wanted, timeout_s)
+    return python
+
+
+@contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _build(path: Path, python: Path, marker: Path, wanted: list[str], timeout_s: float) -> None:
     venv.EnvBuilder(clear=True, with_pip=True).create(path)
     command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet", *wanted]
     try:
@@ -64,7 +92,6 @@ def ensure_peer_venv(
     if done.returncode != 0:
         raise PeerVenvError(f"pip could not install {wanted} into {path}", output=done.stdout + done.stderr)
     marker.write_text("\n".join(wanted))
-    return python
 
 
 def package_index_reachable(package: str = "openpi-client", *, timeout_s: float = 5.0) -> bool:
