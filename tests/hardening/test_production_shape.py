@@ -69,8 +69,11 @@ class Served:
     env: dict[str, str]
 
 
-@pytest.fixture
-def served(tmp_path) -> Iterator[Served]:
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[Served]:
+    """One production-shaped deployment (migrated, static files collected, gunicorn) for this module's tests:
+    each reads only what its own requests caused (its request id, its access lines, its counters' increase)."""
+    tmp_path = tmp_path_factory.mktemp("production")
     env = production_env(tmp_path)
     assert manage(env, "migrate", "--noinput").returncode == 0
     # As `make serve` does: collect the static files, then serve only those.
@@ -182,7 +185,22 @@ def test_the_apps_log_lines_are_json_and_carry_the_request_id(served):
     assert traced and traced[0]["logger"] == "django.request" and "/no-such-page/" in traced[0]["msg"]
 
 
+def _scrape(served: Served) -> dict[str, float]:
+    """The samples of the web worker's /metrics, by their line's name and labels."""
+    scraped = requests.get(f"{served.url}/metrics", headers=HTTPS, timeout=30)
+    assert scraped.status_code == 200
+    samples = {}
+    for line in scraped.text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            samples[name] = float(value)
+    return samples
+
+
 def test_metrics_add_up_the_counters_of_every_process(served):
+    checks = 'arena_policy_checks_total{outcome="fail",trigger="arena"}'
+    pages = 'arena_http_requests_total{method="GET",status="200",view="web-leaderboard"}'
+    before = _scrape(served)
     # Another process of the deployment (as the Celery worker is) records a check outcome...
     other = manage(
         served.env,
@@ -194,11 +212,9 @@ def test_metrics_add_up_the_counters_of_every_process(served):
     for _ in range(3):
         assert requests.get(f"{served.url}/leaderboard/", headers=HTTPS, timeout=30).status_code == 200
     # ...and a scrape of the web worker reports it beside its own request counts.
-    scraped = requests.get(f"{served.url}/metrics", headers=HTTPS, timeout=30)
-    assert scraped.status_code == 200
-    lines = scraped.text.splitlines()
-    assert 'arena_policy_checks_total{outcome="fail",trigger="arena"} 2.0' in lines
-    assert 'arena_http_requests_total{method="GET",status="200",view="web-leaderboard"} 3.0' in lines
+    after = _scrape(served)
+    assert after[checks] - before.get(checks, 0.0) == 2.0
+    assert after[pages] - before.get(pages, 0.0) == 3.0
     health = requests.get(f"{served.url}/healthz", headers=HTTPS, timeout=30)
     assert health.status_code == 200 and health.json()["checks"]["broker"]["detail"] == "eager"
 
