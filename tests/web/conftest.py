@@ -4,8 +4,12 @@ pages: each actor's Django user given a password."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.test import override_settings
 
 from arena.models import Lab
 from tests.api.actors import Actor, make_actor
@@ -20,12 +24,32 @@ def bruno(db) -> Actor:
     return make_actor("bruno", owner="bruno", organization="Beta Robotics")
 
 
+@pytest.fixture(scope="class")
+def _league_rows(django_db_setup, django_db_blocker) -> Iterator[League]:
+    """The league, built once for a test class inside a transaction that is rolled back after the class's last
+    test. Each test runs in a savepoint of it (pytest-django's ``db``), as with Django's ``setUpTestData``, so
+    what a test writes goes with it and every test sees the league as built. Tests that use it live in a class,
+    so that the other tests of their module never see its rows."""
+    with (
+        django_db_blocker.unblock(),
+        override_settings(ARENA_PROVISIONAL_MIN_COMPARISONS=5),
+        transaction.atomic(),
+    ):
+        olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
+        bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
+        labs = [
+            make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
+            make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
+        ]
+        yield build_league(olivia=olivia, bruno=bruno, labs=labs)
+        transaction.set_rollback(True)
+
+
 @pytest.fixture
-def league(request, settings, bruno) -> League:
-    """The league of ``tests/web/league.py``, played by Olivia, Bruno and the Berkeley and Stanford labs."""
-    settings.ARENA_PROVISIONAL_MIN_COMPARISONS = 5
-    olivia, labs = request.getfixturevalue("owner"), [request.getfixturevalue(n) for n in ("lab1", "lab2")]
-    return build_league(olivia=olivia, bruno=bruno, labs=labs)
+def league(_league_rows, db) -> League:
+    """The league of ``tests/web/league.py``, played by Olivia, Bruno and the Berkeley and Stanford labs (built
+    once per test class: see ``_league_rows``)."""
+    return _league_rows
 
 
 def person(username: str, *, lab: str | None = None, staff: bool = False):

@@ -34,65 +34,6 @@ def test_empty_state_before_the_first_snapshot():
     assert "<table" not in html
 
 
-def test_ranked_and_provisional_rows_follow_the_snapshot(league):
-    snapshot = RankingSnapshot.objects.order_by("-version").first()
-    html = page()
-    ranked = [r for r in snapshot.ratings if not r["provisional"]]
-    provisional = [r for r in snapshot.ratings if r["provisional"]]
-    assert ranked and provisional, "the league should have both kinds of rows"
-    for table_id, rows in (("ranked", ranked), ("provisional", provisional)):
-        body = table(html, table_id)
-        assert re.findall(r'<tr data-slug="([a-z0-9-]+)"', body) == [r["slug"] for r in rows]
-        cells = re.findall(
-            r'<td class="rank" data-rank-low="(\d+)" data-rank-high="(\d+)">([^<]+)</td>.*?'
-            r'<td class="num score">(\d+)</td>\s*<td class="num ci">\+(\d+)/-(\d+)</td>',
-            body,
-            re.S,
-        )
-        assert [(int(low), int(high), int(score)) for low, high, _, score, _, _ in cells] == [
-            (r["rank_low"], r["rank_high"], round(r["score"])) for r in rows
-        ]
-        assert [
-            shown == (low if low == high else f"{low}\u2013{high}") for low, high, shown, *_ in cells
-        ] == [True] * len(rows)
-        assert [(int(p), int(m)) for *_, p, m in cells] == [
-            (round(r["ci_high"] - r["score"]), round(r["score"] - r["ci_low"])) for r in rows
-        ]
-    assert 'id="provisional-section"' in html
-
-
-def test_header_gives_version_update_time_and_totals(league):
-    snapshot = RankingSnapshot.objects.order_by("-version").first()
-    html = page()
-    assert f'id="snapshot-version">{snapshot.version}<' in html
-    assert snapshot.n_comparisons == league.sessions
-    assert f'id="total-comparisons">{league.sessions}<' in html
-    assert f'id="total-policies">{snapshot.n_policies}<' in html
-    assert 'id="total-labs">2<' in html
-    assert snapshot.created_at.strftime("%Y-%m-%d %H:%M") in html
-
-
-def test_charts_have_one_mark_per_policy_and_pair(league):
-    snapshot = RankingSnapshot.objects.order_by("-version").first()
-    html = page()
-    n = snapshot.n_policies
-    ci_plot = re.search(r'<svg[^>]*id="ci-plot".*?</svg>', html, re.S).group(0)
-    assert ci_plot.count('class="ci-point"') == n
-    assert "<title" in ci_plot and "<desc" in ci_plot
-    counts = snapshot.matrices["counts"]
-    never_met = sum(1 for i in range(n) for j in range(n) if i != j and counts[i][j] == 0)
-    for ident in ("heatmap-win-fraction", "heatmap-counts"):
-        svg = re.search(rf'<svg[^>]*id="{ident}".*?</svg>', html, re.S).group(0)
-        assert len(re.findall(r'<rect class="cell[" ]', svg)) == n * (n - 1)
-        assert svg.count('class="cell cell-empty"') == never_met
-
-
-def test_policy_names_link_to_their_pages(league):
-    html = page()
-    for slug in league.slugs:
-        assert f'href="/policies/{slug}/"' in html
-
-
 def test_methodology_states_the_model_and_the_settings(settings, db):
     settings.ARENA_LAB_MAX_SHARE = 0.4
     settings.ARENA_PROVISIONAL_MIN_COMPARISONS = 12
@@ -116,18 +57,6 @@ def test_methodology_states_the_model_and_the_settings(settings, db):
         "excluded",
     ):
         assert fact in html, fact
-
-
-def test_order_effect_of_the_snapshot_is_reported(league):
-    # the league's sessions put policies in random slots, so both orders occur and the effect is estimated
-    snapshot = RankingSnapshot.objects.order_by("-version").first()
-    model = snapshot.model
-    assert model["order_effect"] is not None and "order=fitted" in model["fit"]
-    low, high = model["order_effect_ci"]
-    assert low < model["order_effect"] < high
-    shown = re.search(r'id="order-effect">(.*?)</p>', page(), re.S).group(1)
-    assert f"{model['order_effect']:.3f} nats" in shown and f"{low:.3f}" in shown and f"{high:.3f}" in shown
-    assert f"{model['order_effect']:.3f} nats" in page("/methodology/")
 
 
 def _row(slug: str, *, score: float, low: int, high: int, group: int) -> dict:
@@ -182,3 +111,75 @@ def test_rank_bands_show_as_ranges_and_separate_groups_apart():
     assert re.findall(r'<tr data-slug="([a-z]+)"', separate) == ["delta", "omega"]
     assert 'id="separate-group-1"' in html and "never compared" in html
     assert 'id="order-effect"' not in html  # one slot order only: nothing estimated, nothing claimed
+
+
+class TestTheLeaguesLeaderboard:
+    """The leaderboard page of the league. The league is built once for the class (see tests/web/conftest.py)."""
+
+    def test_ranked_and_provisional_rows_follow_the_snapshot(self, league):
+        snapshot = RankingSnapshot.objects.order_by("-version").first()
+        html = page()
+        ranked = [r for r in snapshot.ratings if not r["provisional"]]
+        provisional = [r for r in snapshot.ratings if r["provisional"]]
+        assert ranked and provisional, "the league should have both kinds of rows"
+        for table_id, rows in (("ranked", ranked), ("provisional", provisional)):
+            body = table(html, table_id)
+            assert re.findall(r'<tr data-slug="([a-z0-9-]+)"', body) == [r["slug"] for r in rows]
+            cells = re.findall(
+                r'<td class="rank" data-rank-low="(\d+)" data-rank-high="(\d+)">([^<]+)</td>.*?'
+                r'<td class="num score">(\d+)</td>\s*<td class="num ci">\+(\d+)/-(\d+)</td>',
+                body,
+                re.S,
+            )
+            assert [(int(low), int(high), int(score)) for low, high, _, score, _, _ in cells] == [
+                (r["rank_low"], r["rank_high"], round(r["score"])) for r in rows
+            ]
+            assert [
+                shown == (low if low == high else f"{low}\u2013{high}") for low, high, shown, *_ in cells
+            ] == [True] * len(rows)
+            assert [(int(p), int(m)) for *_, p, m in cells] == [
+                (round(r["ci_high"] - r["score"]), round(r["score"] - r["ci_low"])) for r in rows
+            ]
+        assert 'id="provisional-section"' in html
+
+    def test_header_gives_version_update_time_and_totals(self, league):
+        snapshot = RankingSnapshot.objects.order_by("-version").first()
+        html = page()
+        assert f'id="snapshot-version">{snapshot.version}<' in html
+        assert snapshot.n_comparisons == league.sessions
+        assert f'id="total-comparisons">{league.sessions}<' in html
+        assert f'id="total-policies">{snapshot.n_policies}<' in html
+        assert 'id="total-labs">2<' in html
+        assert snapshot.created_at.strftime("%Y-%m-%d %H:%M") in html
+
+    def test_charts_have_one_mark_per_policy_and_pair(self, league):
+        snapshot = RankingSnapshot.objects.order_by("-version").first()
+        html = page()
+        n = snapshot.n_policies
+        ci_plot = re.search(r'<svg[^>]*id="ci-plot".*?</svg>', html, re.S).group(0)
+        assert ci_plot.count('class="ci-point"') == n
+        assert "<title" in ci_plot and "<desc" in ci_plot
+        counts = snapshot.matrices["counts"]
+        never_met = sum(1 for i in range(n) for j in range(n) if i != j and counts[i][j] == 0)
+        for ident in ("heatmap-win-fraction", "heatmap-counts"):
+            svg = re.search(rf'<svg[^>]*id="{ident}".*?</svg>', html, re.S).group(0)
+            assert len(re.findall(r'<rect class="cell[" ]', svg)) == n * (n - 1)
+            assert svg.count('class="cell cell-empty"') == never_met
+
+    def test_policy_names_link_to_their_pages(self, league):
+        html = page()
+        for slug in league.slugs:
+            assert f'href="/policies/{slug}/"' in html
+
+    def test_order_effect_of_the_snapshot_is_reported(self, league):
+        # the league's sessions put policies in random slots, so both orders occur and the effect is estimated
+        snapshot = RankingSnapshot.objects.order_by("-version").first()
+        model = snapshot.model
+        assert model["order_effect"] is not None and "order=fitted" in model["fit"]
+        low, high = model["order_effect_ci"]
+        assert low < model["order_effect"] < high
+        shown = re.search(r'id="order-effect">(.*?)</p>', page(), re.S).group(1)
+        assert (
+            f"{model['order_effect']:.3f} nats" in shown and f"{low:.3f}" in shown and f"{high:.3f}" in shown
+        )
+        assert f"{model['order_effect']:.3f} nats" in page("/methodology/")

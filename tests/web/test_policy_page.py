@@ -34,24 +34,6 @@ def test_unknown_and_pending_policies_have_no_page(owner, settings):
     assert Client().get("/policies/no-such-policy/").status_code == 404
 
 
-def test_header_shows_identity_and_last_health_check_but_not_the_endpoint(league):
-    html = html_of("/policies/beta-act/")
-    policy = Policy.objects.get(slug="beta-act")
-    assert policy.name in html and "Beta Robotics" in html and "MIT" in html
-    assert 'id="policy-status">active<' in html
-    assert "passed" in html and "under 50 ms" in html
-    assert policy.endpoint_url not in html
-
-
-def test_score_and_rank_come_from_the_newest_snapshot(league):
-    row = next(
-        r for r in RankingSnapshot.objects.order_by("-version").first().ratings if r["slug"] == "atlas-vla"
-    )
-    html = html_of("/policies/atlas-vla/")
-    assert f'id="policy-score">{round(row["score"])}<' in html
-    assert f'id="policy-rank">{row["rank"]}' in html
-
-
 def outcomes(slug: str, key) -> dict[str, Counter]:
     """W/L/T of ``slug`` grouped by ``key(preference, opponent slug)``, from the stored preferences."""
     result: dict[str, Counter] = {}
@@ -63,48 +45,6 @@ def outcomes(slug: str, key) -> dict[str, Counter]:
         outcome = "T" if p.choice == "tie" else "W" if p.choice == mine else "L"
         result.setdefault(key(p, opponent), Counter())[outcome] += 1
     return result
-
-
-def test_record_against_each_opponent_counts_every_verdict(league):
-    expected = outcomes("pi0-fast-droid", lambda p, opponent: opponent)
-    html = html_of("/policies/pi0-fast-droid/")
-    rows = re.findall(
-        r'<tr data-opponent="([a-z0-9-]+)">.*?<td class="num">(\d+)</td><td class="num">(\d+)</td>'
-        r'<td class="num">(\d+)</td><td class="num">(\d+)</td><td class="num">(\d+)%</td>',
-        html,
-        re.S,
-    )
-    shown = {slug: tuple(map(int, numbers)) for slug, *numbers in rows}
-    assert {slug: (won, lost, tied) for slug, (won, lost, tied, _, _) in shown.items()} == {
-        slug: (c["W"], c["L"], c["T"]) for slug, c in expected.items()
-    }
-    for won, lost, tied, total, pct in shown.values():
-        assert total == won + lost + tied
-        assert pct == round(100 * (won + tied / 2) / total)
-
-
-def test_record_by_task_category_with_category_scores(league):
-    expected = outcomes("diffusion-droid", lambda p, opponent: p.task_category)
-    html = html_of("/policies/diffusion-droid/")
-    section = html[html.index('id="categories"') : html.index('id="lab-shares"')]
-    for category, c in expected.items():
-        assert re.search(
-            rf"<td>{category}</td><td class=\"num\">{c['W']}</td><td class=\"num\">{c['L']}</td>"
-            rf"<td class=\"num\">{c['T']}</td>",
-            section,
-        ), category
-    breakdowns = RankingSnapshot.objects.order_by("-version").first().breakdowns
-    for entry in breakdowns.values():
-        assert str(round(entry["scores"]["diffusion-droid"]["score"])) in section
-
-
-def test_lab_shares_are_anonymous_except_for_staff(league):
-    public = html_of("/policies/octo-droid/")
-    assert "Lab 1" in public and "Lab 2" in public
-    assert "Berkeley" not in public and "Stanford" not in public
-    person("sam", staff=True)
-    staff = html_of("/policies/octo-droid/", signed_in("sam"))
-    assert "Berkeley Lab" in staff and "Stanford Lab" in staff
 
 
 @pytest.fixture
@@ -147,18 +87,6 @@ def test_balanced_labs_are_not_flagged(duel, lab1, lab2, settings):
     assert html.count("50% (1)") == 2
 
 
-def test_score_history_has_a_point_per_snapshot_rating_the_policy(league):
-    rated = [
-        s
-        for s in RankingSnapshot.objects.order_by("version")
-        if any(r["slug"] == "rt1-droid" for r in s.ratings)
-    ]
-    html = html_of("/policies/rt1-droid/")
-    svg = re.search(r'<svg[^>]*id="score-history".*?</svg>', html, re.S).group(0)
-    assert svg.count('class="history-point"') == len(rated) >= 1
-    assert "<desc" in svg
-
-
 @pytest.fixture
 def local_videos(settings, tmp_path) -> LocalStorage:
     for name in ("S3_ENDPOINT_URL", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
@@ -198,3 +126,75 @@ def test_videos_show_to_whoever_the_video_rule_allows(local_videos, duel, owner,
     stored = EvaluationSession.objects.get(pk=session["id"])
     outcome = "lost" if stored.policy_a.slug == "acme-one" else "won"  # the lab preferred slot B
     assert "<video" in html and "/files/videos/" in html and f"acme-two</a>: {outcome}" in html
+
+
+class TestTheLeaguesPolicyPages:
+    """Policy pages of the league. The league is built once for the class (see tests/web/conftest.py)."""
+
+    def test_header_shows_identity_and_last_health_check_but_not_the_endpoint(self, league):
+        html = html_of("/policies/beta-act/")
+        policy = Policy.objects.get(slug="beta-act")
+        assert policy.name in html and "Beta Robotics" in html and "MIT" in html
+        assert 'id="policy-status">active<' in html
+        assert "passed" in html and "under 50 ms" in html
+        assert policy.endpoint_url not in html
+
+    def test_score_and_rank_come_from_the_newest_snapshot(self, league):
+        row = next(
+            r
+            for r in RankingSnapshot.objects.order_by("-version").first().ratings
+            if r["slug"] == "atlas-vla"
+        )
+        html = html_of("/policies/atlas-vla/")
+        assert f'id="policy-score">{round(row["score"])}<' in html
+        assert f'id="policy-rank">{row["rank"]}' in html
+
+    def test_record_against_each_opponent_counts_every_verdict(self, league):
+        expected = outcomes("pi0-fast-droid", lambda p, opponent: opponent)
+        html = html_of("/policies/pi0-fast-droid/")
+        rows = re.findall(
+            r'<tr data-opponent="([a-z0-9-]+)">.*?<td class="num">(\d+)</td><td class="num">(\d+)</td>'
+            r'<td class="num">(\d+)</td><td class="num">(\d+)</td><td class="num">(\d+)%</td>',
+            html,
+            re.S,
+        )
+        shown = {slug: tuple(map(int, numbers)) for slug, *numbers in rows}
+        assert {slug: (won, lost, tied) for slug, (won, lost, tied, _, _) in shown.items()} == {
+            slug: (c["W"], c["L"], c["T"]) for slug, c in expected.items()
+        }
+        for won, lost, tied, total, pct in shown.values():
+            assert total == won + lost + tied
+            assert pct == round(100 * (won + tied / 2) / total)
+
+    def test_record_by_task_category_with_category_scores(self, league):
+        expected = outcomes("diffusion-droid", lambda p, opponent: p.task_category)
+        html = html_of("/policies/diffusion-droid/")
+        section = html[html.index('id="categories"') : html.index('id="lab-shares"')]
+        for category, c in expected.items():
+            assert re.search(
+                rf"<td>{category}</td><td class=\"num\">{c['W']}</td><td class=\"num\">{c['L']}</td>"
+                rf"<td class=\"num\">{c['T']}</td>",
+                section,
+            ), category
+        breakdowns = RankingSnapshot.objects.order_by("-version").first().breakdowns
+        for entry in breakdowns.values():
+            assert str(round(entry["scores"]["diffusion-droid"]["score"])) in section
+
+    def test_lab_shares_are_anonymous_except_for_staff(self, league):
+        public = html_of("/policies/octo-droid/")
+        assert "Lab 1" in public and "Lab 2" in public
+        assert "Berkeley" not in public and "Stanford" not in public
+        person("sam", staff=True)
+        staff = html_of("/policies/octo-droid/", signed_in("sam"))
+        assert "Berkeley Lab" in staff and "Stanford Lab" in staff
+
+    def test_score_history_has_a_point_per_snapshot_rating_the_policy(self, league):
+        rated = [
+            s
+            for s in RankingSnapshot.objects.order_by("version")
+            if any(r["slug"] == "rt1-droid" for r in s.ratings)
+        ]
+        html = html_of("/policies/rt1-droid/")
+        svg = re.search(r'<svg[^>]*id="score-history".*?</svg>', html, re.S).group(0)
+        assert svg.count('class="history-point"') == len(rated) >= 1
+        assert "<desc" in svg
