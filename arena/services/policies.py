@@ -265,18 +265,24 @@ def _endpoint_claimed_elsewhere(policy: Policy) -> bool:
     )
 
 
-def _serves_another_organizations_nonce(policy: Policy, served_nonce: str | None) -> bool:
-    """Whether the endpoint's metadata carries a registration nonce that is not one of ``policy``'s organization's
-    (for any endpoint it registered): the server is another organization's, reached under another name."""
-    if not isinstance(served_nonce, str) or not served_nonce:
-        return False
-    organization = policy.organization
+def organization_nonces(*, organization: Organization) -> set[str]:
+    """The registration nonces of every endpoint ``organization`` registered (dial-out ones have none): a
+    server serving any of them is this organization's."""
     own = set()
     for url in Policy.objects.filter(organization=organization).values_list("endpoint_url", flat=True):
         try:
             own.add(endpoint_nonce(organization=organization, endpoint=netguard.parse_endpoint(url)))
         except netguard.EndpointNotAllowed:
             continue
+    return own
+
+
+def _serves_another_organizations_nonce(policy: Policy, served_nonce: str | None) -> bool:
+    """Whether the endpoint's metadata carries a registration nonce that is not one of ``policy``'s organization's
+    (for any endpoint it registered): the server is another organization's, reached under another name."""
+    if not isinstance(served_nonce, str) or not served_nonce:
+        return False
+    own = organization_nonces(organization=policy.organization)
     return not any(hmac.compare_digest(served_nonce.encode(), nonce.encode()) for nonce in own)
 
 
