@@ -113,7 +113,9 @@ then); from the metadata on, the session's own bound applies (:func:`~policy_ser
 PolicyErrorHook = typing.Callable[[TokenClaims, str, str], None]  # typing's: subscripted at run time on 3.8
 """``on_policy_error(claims, kind, detail)``: called (in a worker thread, so it may block) whenever a policy
 fails a session: ``kind`` is ``unreachable``, ``policy_error`` (it sent a text frame: ``detail`` is the full
-text), ``bad_metadata`` or ``bad_reply``. The evaluator never sees ``detail``."""
+text), ``bad_metadata``, ``bad_reply``, ``endpoint_claimed`` or ``nonce_mismatch`` (the metadata's
+``arena_nonce`` is not what the arena expects for the policy; the evaluator is told ``bad_metadata``). The
+evaluator never sees ``detail``."""
 
 _Result = TypeVar("_Result")
 

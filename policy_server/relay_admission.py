@@ -8,6 +8,8 @@ serves the slot. So the relay asks the arena's internal relay API (``/api/v1/rel
 - ``admit/`` once per handshake: the arena checks the session, the lease and the key and records an
   *attachment* of this connection to the (session, slot) with a short lease, refusing a second one while it
   lives (so one connection per slot holds across any number of relays). Unreachable arena: refused (503).
+  The answer also names the ``arena_nonce`` values the slot's policy may serve and whether it must serve one
+  (:class:`EndpointProof`), which the relay checks on the policy's metadata frame.
 - ``status/`` every ``poll_interval`` seconds, one batched call for every open connection: the arena renews
   the attachments of those still valid and names the others, which the relay closes (code 1008). No request
   per frame; a revoked key or a vote stops the session's connections within one poll period. If the arena

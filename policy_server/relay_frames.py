@@ -73,7 +73,9 @@ _LAB_CLOSES = {
 
 class PolicyFault(Exception):
     """The policy failed or broke the protocol. ``kind`` is ``policy_error`` (it sent a text frame),
-    ``bad_metadata`` or ``bad_reply``; ``detail`` is the full story, for the owner and the relay's log only."""
+    ``bad_metadata``, ``bad_reply``, or ``endpoint_claimed`` / ``nonce_mismatch`` (the server's
+    ``arena_nonce`` is not its owner's; the lab sees ``bad_metadata``); ``detail`` is the full story, for the
+    owner and the relay's log only."""
 
     def __init__(self, kind: str, detail: str, *, lab_kind: str | None = None) -> None:
         super().__init__(f"{kind}: {detail}")

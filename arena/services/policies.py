@@ -579,8 +579,9 @@ def policy_check_record(
     active (unless another organization proved control of its endpoint, or ``served_nonce``, the ``arena_nonce``
     the endpoint's metadata carried, is not one of the policy's organization's: then the pass is recorded as
     ``endpoint_claimed``; or the policy proved control of its endpoint and the metadata carries no nonce of its
-    organization's: ``nonce_mismatch``, as the relay would refuse its sessions). An abort re-check (``trigger="abort"``) is only recorded in the policy's check
-    history: it changes neither the status, the failure count nor the public last-check fields.
+    organization's: ``nonce_mismatch``, as the relay would refuse its sessions). An abort re-check
+    (``trigger="abort"``) is only recorded in the policy's check history: it changes neither the status, the
+    failure count nor the public last-check fields.
 
     ``fingerprint`` and ``probe_answer`` (a passing check's :func:`policy_server.check.behaviour_fingerprint`
     and ``behaviour_probe``): the version's first become its reference; see :func:`_compare_behaviour`. The owner is notified when the policy goes
