@@ -73,7 +73,13 @@ from policy_server import dialout, logs, netguard, wire
 from policy_server._compat import to_thread
 from policy_server._serving import ServerHandle, bound_port, health_response, run_until_signal
 from policy_server._serving import serve_in_thread as _serve_in_thread
-from policy_server.relay_admission import ARENA_URL_ENV, AdmissionRefused, ArenaLink, RelayGate
+from policy_server.relay_admission import (
+    ARENA_URL_ENV,
+    AdmissionRefused,
+    ArenaLink,
+    EndpointProof,
+    RelayGate,
+)
 from policy_server.relay_dialout import DialoutRoutes
 from policy_server.relay_frames import (
     CLOSE_POLICY_ERROR,
@@ -107,7 +113,9 @@ then); from the metadata on, the session's own bound applies (:func:`~policy_ser
 PolicyErrorHook = typing.Callable[[TokenClaims, str, str], None]  # typing's: subscripted at run time on 3.8
 """``on_policy_error(claims, kind, detail)``: called (in a worker thread, so it may block) whenever a policy
 fails a session: ``kind`` is ``unreachable``, ``policy_error`` (it sent a text frame: ``detail`` is the full
-text), ``bad_metadata`` or ``bad_reply``. The evaluator never sees ``detail``."""
+text), ``bad_metadata``, ``bad_reply``, ``endpoint_claimed`` or ``nonce_mismatch`` (the metadata's
+``arena_nonce`` is not what the arena expects for the policy; the evaluator is told ``bad_metadata``). The
+evaluator never sees ``detail``."""
 
 _Result = TypeVar("_Result")
 
@@ -271,9 +279,14 @@ class Relay:
             return
         async with upstream:
             try:
-                await self._relay(downstream, upstream, session_alias=self._session_alias(claims))
+                await self._relay(
+                    downstream,
+                    upstream,
+                    session_alias=self._session_alias(claims),
+                    endpoint_proof=self._gate.endpoint_proof(downstream),
+                )
             except PolicyFault as fault:
-                await _send_then_close(downstream, lab_error_text(fault.kind), CLOSE_POLICY_ERROR)
+                await _send_then_close(downstream, lab_error_text(fault.lab_kind), CLOSE_POLICY_ERROR)
                 self._gate.release(downstream)
                 await self._report(claims, fault.kind, fault.detail)
             finally:
@@ -304,7 +317,7 @@ class Relay:
                 max_queue=MAX_QUEUED_FRAMES,
             )
         # ValueError: the endpoint guard refused the address (EndpointNotAllowed).
-        except (OSError, TimeoutError, InvalidHandshake, ValueError) as exc:
+        except (OSError, TimeoutError, asyncio.TimeoutError, InvalidHandshake, ValueError) as exc:
             await self._report(claims, "unreachable", str(exc))
             return None
 
@@ -320,16 +333,21 @@ class Relay:
         upstream: ClientConnection | dialout.Channel,
         *,
         session_alias: str,
+        endpoint_proof: EndpointProof | None = None,
     ) -> None:
-        """Metadata, then request/reply pairs in lockstep until either side leaves. Raises PolicyFault."""
+        """Metadata (its ``arena_nonce`` checked against ``endpoint_proof``), then request/reply pairs in
+        lockstep until either side leaves. Raises PolicyFault."""
         try:
             first = await asyncio.wait_for(upstream.recv(), self._upstream_timeout)
-        except (ConnectionClosed, TimeoutError):
+        except (ConnectionClosed, TimeoutError, asyncio.TimeoutError):
             if _refused_as_too_big(upstream):
                 raise PolicyFault("bad_metadata", _TOO_BIG) from None
             await downstream.close(*CLOSE_POLICY_UNAVAILABLE)
             return
-        metadata, shape = await _off_loop(redact_metadata_frame, first, limits=self._limits)
+        check_nonce = endpoint_proof.check if endpoint_proof is not None else None
+        metadata, shape = await _off_loop(
+            redact_metadata_frame, first, limits=self._limits, check_nonce=check_nonce
+        )
         downstream.protocol.max_size = shape.observation_bytes  # websockets reads it for every new frame
         try:
             await downstream.send(metadata)

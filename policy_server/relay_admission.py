@@ -8,6 +8,8 @@ serves the slot. So the relay asks the arena's internal relay API (``/api/v1/rel
 - ``admit/`` once per handshake: the arena checks the session, the lease and the key and records an
   *attachment* of this connection to the (session, slot) with a short lease, refusing a second one while it
   lives (so one connection per slot holds across any number of relays). Unreachable arena: refused (503).
+  The answer also names the ``arena_nonce`` values the slot's policy may serve and whether it must serve one
+  (:class:`EndpointProof`), which the relay checks on the policy's metadata frame.
 - ``status/`` every ``poll_interval`` seconds, one batched call for every open connection: the arena renews
   the attachments of those still valid and names the others, which the relay closes (code 1008). No request
   per frame; a revoked key or a vote stops the session's connections within one poll period. If the arena
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import secrets
@@ -73,10 +76,43 @@ class AdmissionRefused(Exception):
 
 
 @dataclass(frozen=True)
+class EndpointProof:
+    """The ``arena_nonce`` the policy's metadata must carry: when present, one of ``nonces`` (its
+    organization's); when ``required`` (the policy proved control of its endpoint), present. Checked by the relay
+    on the metadata frame (:meth:`check`), so that a server other than the owner's answering at the endpoint
+    (another organization's, reached through a name that pointed elsewhere during the checks) is never relayed.
+    """
+
+    required: bool
+    nonces: frozenset[str]
+
+    def check(self, served: Any) -> tuple[str, str] | None:
+        """None when ``served`` (the metadata's ``arena_nonce``, or None) passes; else (incident kind, detail)
+        for the policy's owner."""
+        if isinstance(served, str) and served:
+            if any(hmac.compare_digest(served.encode(), nonce.encode()) for nonce in self.nonces):
+                return None
+            return (
+                "endpoint_claimed",
+                "the server at this endpoint serves another organization's registration nonce "
+                "(arena_nonce): the session was refused; point the endpoint back at your own server",
+            )
+        if self.required:
+            return (
+                "nonce_mismatch",
+                "this policy proved control of its endpoint, but the server answering there now serves no "
+                "registration nonce (arena_nonce): the session was refused; serve the policy's endpoint_nonce",
+            )
+        return None
+
+
+@dataclass(frozen=True)
 class Admission:
-    """The arena's answer to an admitted connection: its attachment lives ``lease_s`` seconds unless renewed."""
+    """The arena's answer to an admitted connection: its attachment lives ``lease_s`` seconds unless renewed;
+    ``endpoint_proof`` is what the policy's metadata must carry (None: nothing to check)."""
 
     lease_s: float
+    endpoint_proof: EndpointProof | None = None
 
 
 class ArenaLink:
@@ -105,7 +141,7 @@ class ArenaLink:
             lease = body.get("lease_s")
             if not isinstance(lease, (int, float)) or lease <= 0:
                 raise ArenaUnreachable("the arena's admission answer has no lease")
-            return Admission(lease_s=float(lease))
+            return Admission(lease_s=float(lease), endpoint_proof=_endpoint_proof(body))
         error = body.get("error") if isinstance(body.get("error"), dict) else {}
         if status in (403, 404, 409):
             # The arena's codes are about the session and key only; pass a fixed sentence per status.
@@ -236,6 +272,19 @@ class ArenaLink:
         return response.status_code, body if isinstance(body, dict) else {}
 
 
+def _endpoint_proof(body: dict[str, Any]) -> EndpointProof | None:
+    """The admission answer's ``endpoint_proof`` (null: nothing to check); raises :class:`ArenaUnreachable` for
+    one that is not of its form (the relay cannot vouch for the endpoint without it)."""
+    proof = body.get("endpoint_proof")
+    if proof is None:
+        return None
+    required = proof.get("required") if isinstance(proof, dict) else None
+    nonces = proof.get("nonces") if isinstance(proof, dict) else None
+    if not isinstance(required, bool) or not isinstance(nonces, list):
+        raise ArenaUnreachable("the arena's admission answer has a malformed endpoint proof")
+    return EndpointProof(required=required, nonces=frozenset(n for n in nonces if isinstance(n, str) and n))
+
+
 def _identity(claims: TokenClaims) -> dict[str, str]:
     return {"session": claims.session_id, "slot": claims.slot, "lab_key": claims.lab_key}
 
@@ -244,6 +293,7 @@ def _identity(claims: TokenClaims) -> dict[str, str]:
 class _Open:
     connection: ServerConnection
     claims: TokenClaims
+    endpoint_proof: EndpointProof | None = None
 
 
 class RelayGate:
@@ -269,6 +319,7 @@ class RelayGate:
     async def admit(self, connection: ServerConnection, claims: TokenClaims) -> None:
         """Admit ``connection`` for ``claims`` or raise :class:`AdmissionRefused`."""
         connection_id = secrets.token_hex(16)
+        proof = None
         if self.arena is None:
             slot = (claims.session_id, claims.slot)
             if slot in self._slots:
@@ -283,12 +334,20 @@ class RelayGate:
                 logger.warning("refusing a connection: %s", exc)
                 raise AdmissionRefused(503, "the relay cannot confirm the session right now") from exc
             self._lease_s = admission.lease_s
+            proof = admission.endpoint_proof
         if not self._open:
             self._last_status_ok = time.monotonic()
-        self._open[connection_id] = _Open(connection, claims)
+        self._open[connection_id] = _Open(connection, claims, proof)
         self._by_connection[id(connection)] = connection_id
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll())
+
+    def endpoint_proof(self, connection: ServerConnection) -> EndpointProof | None:
+        """What the policy's metadata must carry for the admitted ``connection`` (None: nothing to check, as
+        without an arena)."""
+        connection_id = self._by_connection.get(id(connection))
+        entry = self._open.get(connection_id) if connection_id is not None else None
+        return entry.endpoint_proof if entry is not None else None
 
     def release(self, connection: ServerConnection) -> None:
         """Forget ``connection`` (its handler ended) and tell the arena; idempotent."""

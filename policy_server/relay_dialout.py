@@ -217,7 +217,7 @@ class DialoutRoutes:
                 max_size=wire.REPLY_LIMITS.max_frame_bytes,
                 max_queue=dialout.MAX_CHANNEL_QUEUE,
             )
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except (OSError, TimeoutError, asyncio.TimeoutError, InvalidHandshake) as exc:
             await self._report(claims, "unreachable", f"dial-out forward to another relay failed: {exc}")
             return None
 

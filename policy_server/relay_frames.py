@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -42,7 +42,7 @@ from policy_server.check import (
     requirements_from_metadata,
 )
 from policy_server.client import ROBOARENA_METADATA_KEYS, ROBOARENA_RESET_REPLY, detect_dialect
-from policy_server.server import PROTOCOL_KEY, PROTOCOL_VERSION
+from policy_server.server import NONCE_KEY, PROTOCOL_KEY, PROTOCOL_VERSION
 
 PROPRIO_SHAPES = {
     "observation/joint_position": 7,
@@ -73,12 +73,16 @@ _LAB_CLOSES = {
 
 class PolicyFault(Exception):
     """The policy failed or broke the protocol. ``kind`` is ``policy_error`` (it sent a text frame),
-    ``bad_metadata`` or ``bad_reply``; ``detail`` is the full story, for the owner and the relay's log only."""
+    ``bad_metadata``, ``bad_reply``, or ``endpoint_claimed`` / ``nonce_mismatch`` (the server's
+    ``arena_nonce`` is not its owner's; the lab sees ``bad_metadata``); ``detail`` is the full story, for the
+    owner and the relay's log only."""
 
-    def __init__(self, kind: str, detail: str) -> None:
+    def __init__(self, kind: str, detail: str, *, lab_kind: str | None = None) -> None:
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
+        self.lab_kind = lab_kind or kind
+        """The code the lab sees (the owner's incident says ``kind``)."""
 
 
 class LabFault(Exception):
@@ -156,8 +160,16 @@ def _policy_map(frame: bytes, kind: str, what: str) -> dict[Any, Any]:
     return decoded
 
 
+NonceCheck = Callable[[Any], Optional[Tuple[str, str]]]  # typing's: evaluated at run time on 3.8
+"""``check(served)``: None when the metadata's ``arena_nonce`` (None when absent) is acceptable, else
+(incident kind, detail) for the owner (see ``policy_server.relay_admission.EndpointProof.check``)."""
+
+
 def redact_metadata_frame(
-    frame: str | bytes, *, limits: wire.Limits = wire.DEFAULT_LIMITS
+    frame: str | bytes,
+    *,
+    limits: wire.Limits = wire.DEFAULT_LIMITS,
+    check_nonce: NonceCheck | None = None,
 ) -> tuple[bytes, SessionShape]:
     """The policy's metadata frame as a lab may see it (the run requirements only), and the session's shape.
 
@@ -166,11 +178,17 @@ def redact_metadata_frame(
     ``needs_replica_state`` (each only with a value of its own form, see ``_plain_requirement``) and the
     markers by which clients recognise the server's dialect (an openpi server's frame gets ``arena_relay`` so
     that it is never mistaken for RoboArena's exact config). Raises :class:`PolicyFault` for a text frame, an
-    undecodable frame, or requirements that contradict each other.
+    undecodable frame, or requirements that contradict each other, and, given ``check_nonce``, for an
+    ``arena_nonce`` it refuses (``arena_nonce`` itself is never kept).
     """
     if isinstance(frame, str):
         raise PolicyFault("policy_error", frame)
     metadata = _policy_map(frame, "bad_metadata", "the metadata frame")
+    if check_nonce is not None:
+        refused = check_nonce(metadata.get(NONCE_KEY))
+        if refused is not None:
+            # Nothing of this server's reaches the lab, not even which check failed.
+            raise PolicyFault(*refused, lab_kind="bad_metadata")
     dialect = detect_dialect(metadata)
     kept = {k: v for k, v in metadata.items() if k in REQUIREMENT_KEYS and _plain_requirement(k, v)}
     try:

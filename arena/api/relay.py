@@ -108,8 +108,16 @@ class RelayAdmitView(_RelayView):
     def post(self, request):
         data = SlotClaimIn(data=request.data)
         data.is_valid(raise_exception=True)
-        lease = relay_services.relay_admit(claim=relay_services.SlotClaim(**data.validated_data))
-        return Response({"lease_s": lease})
+        admitted = relay_services.relay_admit(claim=relay_services.SlotClaim(**data.validated_data))
+        proof = admitted.endpoint_proof
+        return Response(
+            {
+                "lease_s": admitted.lease_s,
+                "endpoint_proof": None
+                if proof is None
+                else {"required": proof.required, "nonces": proof.nonces},
+            }
+        )
 
 
 @extend_schema(exclude=True)

@@ -265,18 +265,35 @@ def _endpoint_claimed_elsewhere(policy: Policy) -> bool:
     )
 
 
-def _serves_another_organizations_nonce(policy: Policy, served_nonce: str | None) -> bool:
-    """Whether the endpoint's metadata carries a registration nonce that is not one of ``policy``'s organization's
-    (for any endpoint it registered): the server is another organization's, reached under another name."""
-    if not isinstance(served_nonce, str) or not served_nonce:
-        return False
-    organization = policy.organization
+def organization_nonces(*, organization: Organization) -> set[str]:
+    """The registration nonces of every endpoint ``organization`` registered (dial-out ones have none): a
+    server serving any of them is this organization's."""
     own = set()
     for url in Policy.objects.filter(organization=organization).values_list("endpoint_url", flat=True):
         try:
             own.add(endpoint_nonce(organization=organization, endpoint=netguard.parse_endpoint(url)))
         except netguard.EndpointNotAllowed:
             continue
+    return own
+
+
+def _proof_lost(policy: Policy, served_nonce: str | None) -> bool:
+    """Whether ``policy`` proved control of its endpoint but the server there no longer serves a nonce of its
+    organization's (the relay refuses such a slot too: ``policy_server.relay_admission.EndpointProof``)."""
+    if policy.endpoint_proven_at is None:
+        return False
+    if not isinstance(served_nonce, str) or not served_nonce:
+        return True
+    own = organization_nonces(organization=policy.organization)
+    return not any(hmac.compare_digest(served_nonce.encode(), nonce.encode()) for nonce in own)
+
+
+def _serves_another_organizations_nonce(policy: Policy, served_nonce: str | None) -> bool:
+    """Whether the endpoint's metadata carries a registration nonce that is not one of ``policy``'s organization's
+    (for any endpoint it registered): the server is another organization's, reached under another name."""
+    if not isinstance(served_nonce, str) or not served_nonce:
+        return False
+    own = organization_nonces(organization=policy.organization)
     return not any(hmac.compare_digest(served_nonce.encode(), nonce.encode()) for nonce in own)
 
 
@@ -536,6 +553,11 @@ ENDPOINT_CLAIMED = (
     "endpoint_claimed",
     "another organization proved that it controls this endpoint; prove yours with its registration nonce",
 )
+NONCE_MISMATCH = (
+    "nonce_mismatch",
+    "this policy proved control of its endpoint, but the server there no longer serves its registration "
+    "nonce (arena_nonce): serve the policy's endpoint_nonce",
+)
 
 
 def policy_check_record(
@@ -556,8 +578,10 @@ def policy_check_record(
     An arena check (``trigger="arena"``): N failures in a row make the policy ``failing``, a pass makes it
     active (unless another organization proved control of its endpoint, or ``served_nonce``, the ``arena_nonce``
     the endpoint's metadata carried, is not one of the policy's organization's: then the pass is recorded as
-    ``endpoint_claimed``). An abort re-check (``trigger="abort"``) is only recorded in the policy's check
-    history: it changes neither the status, the failure count nor the public last-check fields.
+    ``endpoint_claimed``; or the policy proved control of its endpoint and the metadata carries no nonce of its
+    organization's: ``nonce_mismatch``, as the relay would refuse its sessions). An abort re-check
+    (``trigger="abort"``) is only recorded in the policy's check history: it changes neither the status, the
+    failure count nor the public last-check fields.
 
     ``fingerprint`` and ``probe_answer`` (a passing check's :func:`policy_server.check.behaviour_fingerprint`
     and ``behaviour_probe``): the version's first become its reference; see :func:`_compare_behaviour`. The owner is notified when the policy goes
@@ -567,10 +591,13 @@ def policy_check_record(
     claimed = ok and (  # resolves names: before the transaction
         _serves_another_organizations_nonce(policy, served_nonce) or _endpoint_claimed_elsewhere(policy)
     )
+    proof_lost = ok and not claimed and _proof_lost(policy, served_nonce)
     with transaction.atomic():
         policy = Policy.objects.select_for_update().get(pk=policy.pk)
         if claimed:
             ok, (error_code, message), latency_ms = False, ENDPOINT_CLAIMED, None
+        elif proof_lost:
+            ok, (error_code, message), latency_ms = False, NONCE_MISMATCH, None
         fingerprint = (fingerprint or "")[:64] if ok else ""
         probe_answer = probe_answer if ok and fingerprint else None
         if trigger == PolicyCheck.Trigger.ARENA and probe_answer is not None:

@@ -27,7 +27,8 @@ from arena.models import (
     PolicyIncident,
     RelayAttachment,
 )
-from policy_server import dialout
+from arena.services.policies import organization_nonces
+from policy_server import dialout, netguard
 
 CONNECTION_RE = re.compile(r"[0-9a-f]{8,64}")
 INCIDENTS_PER_SLOT = 20
@@ -44,8 +45,42 @@ class SlotClaim:
     connection: str
 
 
-def relay_admit(*, claim: SlotClaim) -> float:
-    """Attach ``claim.connection`` to its session slot; returns the attachment's lease in seconds.
+@dataclass(frozen=True)
+class EndpointProof:
+    """What the relay checks in the ``arena_nonce`` of the metadata the slot's policy serves: it must be one of
+    ``nonces`` (its organization's registration nonces) when present, and present when ``required`` (the
+    policy proved control of its endpoint, so its server serves the nonce: any other server answering at that
+    endpoint, such as another organization's reached through a name that points elsewhere since the checks,
+    is refused)."""
+
+    required: bool
+    nonces: list[str]
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """An admitted connection: its attachment's lease in seconds, and the endpoint proof (None: nothing to
+    check, as for a dial-out policy, whose link the owner's key authenticated)."""
+
+    lease_s: float
+    endpoint_proof: EndpointProof | None
+
+
+def relay_endpoint_proof(*, policy: Policy) -> EndpointProof | None:
+    """The endpoint proof the relay checks for ``policy`` (see :class:`EndpointProof`)."""
+    try:
+        netguard.parse_endpoint(policy.endpoint_url)
+    except netguard.EndpointNotAllowed:
+        return None  # a dial-out policy (or a URL the relay will not connect to anyway)
+    return EndpointProof(
+        required=policy.endpoint_proven_at is not None,
+        nonces=sorted(organization_nonces(organization=policy.organization)),
+    )
+
+
+def relay_admit(*, claim: SlotClaim) -> Admitted:
+    """Attach ``claim.connection`` to its session slot; returns the attachment's lease in seconds and the
+    endpoint proof the relay checks in the policy's metadata (:func:`relay_endpoint_proof`).
 
     Raises NotFound (no such session), Conflict ``session_closed`` (voted, aborted or past its lease),
     PermissionDenied ``key_revoked`` (the lab key is revoked or not the session's lab's), Conflict
@@ -78,7 +113,9 @@ def relay_admit(*, claim: SlotClaim) -> float:
             )
     except IntegrityError as exc:
         raise Conflict("slot_in_use", "Another connection serves this slot.") from exc
-    return lease.total_seconds()
+    policy_id = session.policy_a_id if claim.slot == "A" else session.policy_b_id
+    policy = Policy.objects.select_related("organization").get(pk=policy_id)
+    return Admitted(lease_s=lease.total_seconds(), endpoint_proof=relay_endpoint_proof(policy=policy))
 
 
 def relay_status(*, claims: list[SlotClaim]) -> list[str]:

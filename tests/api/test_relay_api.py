@@ -59,6 +59,28 @@ def test_lab_and_owner_keys_do_not_open_the_relay_api(owner, lab1, pool, robot1)
         assert response.status_code in (401, 403)
 
 
+def test_admission_names_the_nonce_the_slots_policy_must_serve(owner, lab1, pool, robot1):
+    """The relay learns at the handshake which ``arena_nonce`` the policy's metadata may carry (its
+    organization's) and whether it must (only once the policy proved control of its endpoint)."""
+    from django.utils import timezone
+
+    from arena.models import Policy
+
+    relay = relay_client()
+    session = open_session(lab1)
+    slug = EvaluationSession.objects.get(pk=session["id"]).policy_a.slug
+    own = {owner.get(f"/api/v1/policies/{p.slug}/").json()["endpoint_nonce"] for p in pool}
+    admitted = relay.post(
+        "/api/v1/relay/admit/", claim(session["id"], lab_key=lab_prefix(lab1)), format="json"
+    )
+    assert admitted.status_code == 200, admitted.json()
+    assert admitted.json()["endpoint_proof"] == {"required": False, "nonces": sorted(own)}
+    Policy.objects.filter(slug=slug).update(endpoint_proven_at=timezone.now())
+    relay.post("/api/v1/relay/release/", {"connections": ["ab" * 16]}, format="json")
+    again = relay.post("/api/v1/relay/admit/", claim(session["id"], lab_key=lab_prefix(lab1)), format="json")
+    assert again.status_code == 200 and again.json()["endpoint_proof"]["required"] is True
+
+
 def test_admission_answers_by_session_state_and_key(owner, lab1, lab2, pool, robot1):
     relay = relay_client()
     session = open_session(lab1)

@@ -386,3 +386,160 @@ def test_a_server_serving_its_owners_nonce_fails_the_checks_of_anyone_elses_alia
         assert alias.status == "pending" and alias.last_check_error.startswith("endpoint_claimed")
         assert policy_check_one(Policy.objects.get(slug="acme-served").pk) is True
     assert outsider.get("/api/v1/policies/acme-served/").json().get("endpoint_nonce") is None
+
+
+class RecordingPolicy(DroidPolicy):
+    """A :class:`DroidPolicy` that counts the observations it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observations = 0
+
+    def infer(self, obs):
+        self.observations += 1
+        return super().infer(obs)
+
+
+RELAY_WAIT_S = 30.0
+
+
+def _owner_hears_of(actor, slug: str, kind: str) -> bool:
+    """Whether ``actor`` (the policy's owner) reads an incident of ``kind`` for ``slug`` within
+    ``RELAY_WAIT_S`` (the relay reports in the background)."""
+    import time
+
+    path = f"/api/v1/policies/{slug}/incidents/"
+    deadline = time.monotonic() + RELAY_WAIT_S
+    while kind not in [incident["kind"] for incident in actor.get(path).json()]:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_the_relay_refuses_a_proven_endpoint_served_by_a_server_without_its_nonce(arena_relay, settings):
+    """Outsider proves control of a server its policy shares with Acme; at session time another server answers
+    there (the endpoint's name now points at Acme's machine, which serves Acme's nonce, or at one serving none).
+    The relay compares the metadata's ``arena_nonce`` with what the arena expects for the slot's policy: the lab
+    gets the generic error and nothing of that server (no metadata, and its observation never reaches it), the
+    outsider's incident names the reason. With the outsider's own server back, the slot is relayed as usual,
+    without the nonce."""
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from arena.models import EvaluationSession
+    from policy_server import wire
+    from policy_server.check import dummy_observation, requirements_from_metadata
+    from tests.api.actors import activate, make_actor, register_robot, request_session
+
+    settings.ARENA_MAX_OPEN_SESSIONS_PER_LAB = 10
+    acme = make_actor("owner", owner="olivia", organization="Acme Robotics")
+    outsider = make_actor("outsider", owner="oscar", organization="Outsider Inc")
+    lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
+    register_robot(lab)
+    obs = dummy_observation(requirements_from_metadata(DROID_CONFIG))
+    with serve_in_thread(DroidPolicy()) as other, serve_in_thread(DroidPolicy()) as shared:
+        register_policy(acme, "acme-other", endpoint_url=other.url)
+        activate("acme-other")
+        register_policy(acme, "acme-original", endpoint_url=shared.url)
+        claim = _register(outsider, "copycat", shared.url)
+        assert claim.status_code == 409
+        nonce = claim.json()["error"]["message"].split('arena_nonce = "', 1)[1].split('"', 1)[0]
+        port = shared.port
+    with serve_in_thread(DroidPolicy(), port=port, arena_nonce=nonce) as proving:
+        assert _register(outsider, "copycat", proving.url).status_code == 201
+        assert policy_check_one(Policy.objects.get(slug="copycat").pk) is True
+    assert Policy.objects.get(slug="copycat").endpoint_proven_at is not None
+    acme_nonce = acme.get("/api/v1/policies/acme-original/").json()["endpoint_nonce"]
+
+    def copycat_slot() -> tuple[str, str]:
+        response = request_session(lab)
+        assert response.status_code == 201, response.json()
+        session = response.json()
+        row = EvaluationSession.objects.get(pk=session["id"])
+        slot = "A" if row.policy_a.slug == "copycat" else "B"
+        assert row.policy_in(slot).slug == "copycat"
+        return session["id"], session["slots"][slot]["relay_url"]
+
+    for served, reason in ((acme_nonce, "endpoint_claimed"), (None, "nonce_mismatch")):
+        impostor = RecordingPolicy()
+        with serve_in_thread(impostor, port=port, arena_nonce=served):
+            session_id, url = copycat_slot()
+            with connect(url, open_timeout=RELAY_WAIT_S, close_timeout=2) as ws:
+                first = ws.recv(timeout=RELAY_WAIT_S)
+                assert first == "policy error (code bad_metadata)", first
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.send(wire.packb(obs))
+                    ws.recv(timeout=RELAY_WAIT_S)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+        assert impostor.observations == 0
+        assert _owner_hears_of(outsider, "copycat", reason)
+        assert lab.get("/api/v1/policies/copycat/incidents/").status_code == 403
+        text = lab.get(f"/api/v1/sessions/{session_id}/").content.decode()
+        assert reason not in text and (served or nonce) not in text
+        lab.post(f"/api/v1/sessions/{session_id}/abort/", {"reason": "policy error", "fault": "robot"})
+
+    honest = RecordingPolicy()
+    with serve_in_thread(honest, port=port, arena_nonce=nonce):
+        _, url = copycat_slot()
+        with connect(url, open_timeout=RELAY_WAIT_S, close_timeout=2) as ws:
+            metadata = wire.unpackb(ws.recv(timeout=RELAY_WAIT_S))
+            assert "arena_nonce" not in metadata
+            ws.send(wire.packb(obs))
+            reply = wire.unpackb(ws.recv(timeout=RELAY_WAIT_S))
+            assert reply["actions"].shape == (10, 8)
+    assert honest.observations == 1
+    # The arena's own checks agree with the relay: a proven endpoint answered without its nonce fails them.
+    with serve_in_thread(DroidPolicy(), port=port):
+        assert policy_check_one(Policy.objects.get(slug="copycat").pk) is False
+    assert Policy.objects.get(slug="copycat").last_check_error.startswith("nonce_mismatch")
+    with serve_in_thread(DroidPolicy(), port=port, arena_nonce=nonce):
+        assert policy_check_one(Policy.objects.get(slug="copycat").pk) is True
+
+
+def test_the_relay_refuses_a_name_that_points_at_another_owners_server_only_during_sessions(
+    arena_relay, settings, monkeypatch
+):
+    """DNS timing: the outsider's name resolves to its own server (127.0.0.2) while the arena checks it and to
+    Acme's (127.0.0.1, same port, serving Acme's nonce from the start) while sessions run. The outsider's policy
+    never needed proof (no other registration matched), so its checks pass; the relay sees Acme's nonce in the
+    metadata and refuses the slot: Acme's server receives no observation, the lab sees the generic error, the
+    outsider's incident says ``endpoint_claimed``."""
+    from websockets.sync.client import connect
+
+    from arena.models import EvaluationSession
+    from tests.api.actors import make_actor, register_robot, request_session
+
+    real_getaddrinfo = socket.getaddrinfo
+    answer = ["127.0.0.2"]
+
+    def resolver(host, port, *args, **kwargs):
+        if host != "timed.outsider.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer[0], int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    acme = make_actor("owner", owner="olivia", organization="Acme Robotics")
+    outsider = make_actor("outsider", owner="oscar", organization="Outsider Inc")
+    lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
+    register_robot(lab)
+    victim = RecordingPolicy()
+    with serve_in_thread(victim) as acme_server:
+        register_policy(acme, "acme-served", endpoint_url=f"ws://localhost:{acme_server.port}")
+        victim.extra = {"arena_nonce": acme.get("/api/v1/policies/acme-served/").json()["endpoint_nonce"]}
+        assert policy_check_one(Policy.objects.get(slug="acme-served").pk) is True
+        with serve_in_thread(DroidPolicy(), host="127.0.0.2", port=acme_server.port):
+            register_policy(outsider, "timed", endpoint_url=f"ws://timed.outsider.test:{acme_server.port}")
+            assert policy_check_one(Policy.objects.get(slug="timed").pk) is True
+        assert Policy.objects.get(slug="timed").endpoint_proven_at is None
+        answer[0] = "127.0.0.1"  # sessions run: the name now points at Acme's server
+        victim.observations = 0  # (its own check sent some)
+        response = request_session(lab)
+        assert response.status_code == 201, response.json()
+        row = EvaluationSession.objects.get(pk=response.json()["id"])
+        slot = "A" if row.policy_a.slug == "timed" else "B"
+        assert row.policy_in(slot).slug == "timed"
+        with connect(response.json()["slots"][slot]["relay_url"], open_timeout=RELAY_WAIT_S) as ws:
+            assert ws.recv(timeout=RELAY_WAIT_S) == "policy error (code bad_metadata)"
+        assert victim.observations == 0
+    assert _owner_hears_of(outsider, "timed", "endpoint_claimed")
