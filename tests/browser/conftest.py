@@ -16,7 +16,7 @@ import pytest
 from tests.api.actors import make_actor
 from tests.conftest import need_service
 from tests.web.conftest import PASSWORD, person
-from tests.web.league import League, build_league
+from tests.web.league import League, build_league, built_once
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -87,17 +87,22 @@ def screenshot(tab, name: str) -> Path:
 
 @pytest.fixture
 def live_league(live_server, transactional_db, settings) -> League:
-    """The league of tests/web/league.py, stored where the live server reads it. Health checks on registration
-    are off (the policies' endpoints do not exist); each preference triggers the real refit after commit."""
+    """The league of tests/web/league.py, stored where the live server reads it (played once per process, then
+    reloaded: see ``built_once``). Health checks on registration are off (the policies' endpoints do not
+    exist); the ranking is refitted at the league's own points."""
     settings.ARENA_CHECK_ON_REGISTER = False
     settings.ARENA_PROVISIONAL_MIN_COMPARISONS = 5
-    olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
-    bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
-    labs = [
-        make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
-        make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
-    ]
-    return build_league(olivia=olivia, bruno=bruno, labs=labs)
+
+    def build() -> League:
+        olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
+        bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
+        labs = [
+            make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
+            make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
+        ]
+        return build_league(olivia=olivia, bruno=bruno, labs=labs)
+
+    return built_once("live_league", build)
 
 
 def sign_in(tab, username: str) -> None:

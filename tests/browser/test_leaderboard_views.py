@@ -18,10 +18,11 @@ from arena.models import EvaluationSession, Policy, Preference, RankingSnapshot
 from arena.pairing import REPLICA_PREFIX
 from arena.storage import get_storage
 from arena.tasks import ranking_refit
-from tests.api.actors import make_actor, report_both, request_session
+from tests.api.actors import make_actor, refits_deferred, report_both, request_session
 from tests.browser.conftest import sign_in
 from tests.videos.videohelpers import declare, mp4, upload
 from tests.web.conftest import person
+from tests.web.league import built_once
 from tests.web.slice_league import SliceLeague, build_slice_league
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
@@ -30,10 +31,8 @@ OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
 @pytest.fixture
-def slice_league(live_server, transactional_db, settings, tmp_path, monkeypatch) -> SliceLeague:
-    # The league's verdicts are refitted once, at the end (ranking_refit below): the refit each stored verdict
-    # asks for would build one snapshot per verdict, minutes of refits for boards no test reads.
-    monkeypatch.setattr("arena.tasks.ranking_refit_soon", lambda: None)
+def slice_league(live_server, transactional_db, settings, tmp_path) -> SliceLeague:
+    """The slice league (tests/web/slice_league.py), played once per process, then reloaded (``built_once``)."""
     settings.ARENA_CHECK_ON_REGISTER = False
     settings.ARENA_PROVISIONAL_MIN_COMPARISONS = 5
     for name in ("S3_ENDPOINT_URL", "S3_BUCKET", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"):
@@ -41,16 +40,23 @@ def slice_league(live_server, transactional_db, settings, tmp_path, monkeypatch)
     settings.VIDEO_DIR = tmp_path / "videos"
     settings.ARENA_PUBLIC_URL = live_server.url  # local video and poster URLs point at the live server
     get_storage().ensure_bucket()
-    olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
-    bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
-    labs = [
-        make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
-        make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
-    ]
-    league = build_slice_league(olivia=olivia, bruno=bruno, labs=labs)
-    Policy.objects.filter(slug="octo-droid").update(open_weights=True)
-    ranking_refit()
-    return league
+
+    def build() -> SliceLeague:
+        olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
+        bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
+        labs = [
+            make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
+            make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
+        ]
+        # The league's verdicts are refitted once, at the end: the refit each stored verdict asks for would
+        # build one snapshot per verdict, minutes of refits for boards no test reads.
+        with refits_deferred():
+            league = build_slice_league(olivia=olivia, bruno=bruno, labs=labs)
+        Policy.objects.filter(slug="octo-droid").update(open_weights=True)
+        ranking_refit()
+        return league
+
+    return built_once("slice_league", build)
 
 
 @pytest.fixture

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from django.core.management import call_command
 
 from arena.models import EvaluationSession
 from arena.tasks import ranking_refit
@@ -24,6 +30,10 @@ from tests.api.actors import (
     report_both,
     request_session,
 )
+
+T = TypeVar("T")
+_BUILT: dict[str, tuple[Path, object]] = {}
+"""Key of a league built in this process -> (the dump of its rows, what its build returned)."""
 
 TRUE_STRENGTH = {  # Elo-like points
     "atlas-vla": 1250,
@@ -107,3 +117,22 @@ def build_league(
                 ranking_refit()
     ranking_refit()
     return League(slugs=slugs, sessions=sessions)
+
+
+def built_once(key: str, build: Callable[[], T]) -> T:
+    """``build()`` the first time ``key`` is asked for in this process; later, the rows it wrote reloaded from a
+    dump of them (``dumpdata``/``loaddata``: the same ids, keys, verdicts and snapshots; loaddata resets the
+    sequences), and the same returned value.
+
+    For transactional tests (a live server reads committed rows, and each test's end empties the database), whose
+    leagues would otherwise be played again, verdict by verdict, for every test. Only the users and the arena's
+    own rows are kept: a build must not depend on anything else stored."""
+    if key in _BUILT:
+        dump, value = _BUILT[key]
+        call_command("loaddata", str(dump), verbosity=0)
+        return value  # type: ignore[return-value]
+    value = build()
+    dump = Path(tempfile.mkdtemp(prefix="arena-league-")) / f"{key}.json"
+    call_command("dumpdata", "auth.user", "arena", natural_foreign=True, output=str(dump), verbosity=0)
+    _BUILT[key] = (dump, value)
+    return value
