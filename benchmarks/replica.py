@@ -57,8 +57,10 @@ def measure_baselines(
     tasks: Sequence[str] = TASK_KINDS,
     seeds: Sequence[int] = (0, 1),
     max_steps: int = 400,
+    stop_on_success_steps: int | None = None,
 ) -> dict[str, BaselineScore]:
-    """Run every baseline on every (task, seed) start scene of the replica; one fresh policy per baseline."""
+    """Run every baseline on every (task, seed) start scene of the replica; one fresh policy per baseline.
+    ``stop_on_success_steps``: end an episode once success has held that long (as the demo's sessions do)."""
     robots = {task: Replica(task, seed=0) for task in tasks}
     scores = {}
     for name in names:
@@ -74,6 +76,7 @@ def measure_baselines(
                     prompt=robot.task.instruction,
                     requirements=policy.metadata,
                     max_steps=max_steps,
+                    stop_on_success_steps=stop_on_success_steps,
                 )
                 progress.append(result.progress or 0.0)
                 success.append(bool(result.success))
