@@ -48,7 +48,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument(
-            "--sessions", type=int, default=45, help="evaluation sessions in all (default 45)"
+            "--sessions", type=int, default=60, help="evaluation sessions in all (default 60)"
         )
         parser.add_argument(
             "--max-steps", type=int, default=400, help="steps per episode at 15 Hz (default 400)"
