@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.actors import make_actor
 from tests.conftest import need_service
 from tests.web.conftest import PASSWORD, person
-from tests.web.league import League, build_league, built_once
+from tests.web.league import League, build_league, built_once, league_actors
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -94,12 +93,7 @@ def live_league(live_server, transactional_db, settings) -> League:
     settings.ARENA_PROVISIONAL_MIN_COMPARISONS = 5
 
     def build() -> League:
-        olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
-        bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
-        labs = [
-            make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
-            make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
-        ]
+        olivia, bruno, labs = league_actors()
         return build_league(olivia=olivia, bruno=bruno, labs=labs)
 
     return built_once("live_league", build)

@@ -18,11 +18,11 @@ from arena.models import EvaluationSession, Policy, Preference, RankingSnapshot
 from arena.pairing import REPLICA_PREFIX
 from arena.storage import get_storage
 from arena.tasks import ranking_refit
-from tests.api.actors import make_actor, refits_deferred, report_both, request_session
+from tests.api.actors import refits_deferred, report_both, request_session
 from tests.browser.conftest import sign_in
 from tests.videos.videohelpers import declare, mp4, upload
 from tests.web.conftest import person
-from tests.web.league import built_once
+from tests.web.league import built_once, league_actors
 from tests.web.slice_league import SliceLeague, build_slice_league
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
@@ -42,12 +42,7 @@ def slice_league(live_server, transactional_db, settings, tmp_path) -> SliceLeag
     get_storage().ensure_bucket()
 
     def build() -> SliceLeague:
-        olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
-        bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
-        labs = [
-            make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
-            make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
-        ]
+        olivia, bruno, labs = league_actors()
         # The league's verdicts are refitted once, at the end: the refit each stored verdict asks for would
         # build one snapshot per verdict, minutes of refits for boards no test reads.
         with refits_deferred():

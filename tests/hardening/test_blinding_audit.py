@@ -133,6 +133,25 @@ def blind_pool(db) -> list[Policy]:
     return policies
 
 
+def _served_pool_session(endpoints: dict[str, tuple[str, str]]) -> tuple[Actor, dict]:
+    """Quintessa's active policies, ``slug -> (name, endpoint URL)``, and a Berkeley lab session over them;
+    returns the lab and the session's body."""
+    make_actor("quintessa", owner=OWNER, organization=ORGANIZATION)
+    organization = Organization.objects.get(name=ORGANIZATION)
+    for slug, (name, url) in endpoints.items():
+        policy = Policy.objects.create(
+            slug=slug,
+            name=name,
+            organization=organization,
+            owner=organization.members.get(),
+            endpoint_url=url,
+        )
+        policy_check_record(policy=policy, ok=True, requirements=DROID_REQS)
+    lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
+    register_robot(lab)
+    return lab, lab.post("/api/v1/sessions/", {"robot": "franka-1", "task": "open the drawer"}).json()
+
+
 def _session_in(lab: Actor, state: str) -> tuple[dict, list]:
     """A session of ``lab`` brought to ``state``; returns its first body and the responses on the way."""
     created = lab.post("/api/v1/sessions/", {"robot": "franka-1", "task": "stack the cups"})
@@ -275,20 +294,9 @@ def test_metadata_through_the_relay_carries_requirements_only(arena_relay):
     self_naming = SelfNamingPolicy({**requirements, **IDENTIFYING_METADATA, **SMUGGLED})
     plain = SelfNamingPolicy(dict(requirements))
     with serve_in_thread(self_naming) as named, serve_in_thread(plain) as other:
-        make_actor("quintessa", owner=OWNER, organization=ORGANIZATION)
-        organization = Organization.objects.get(name=ORGANIZATION)
-        for slug, handle in (("zephyr-vla-7b", named), ("plain-policy", other)):
-            policy = Policy.objects.create(
-                slug=slug,
-                name=slug,
-                organization=organization,
-                owner=organization.members.get(),
-                endpoint_url=handle.url,
-            )
-            policy_check_record(policy=policy, ok=True, requirements=DROID_REQS)
-        lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
-        register_robot(lab)
-        session = lab.post("/api/v1/sessions/", {"robot": "franka-1", "task": "open the drawer"}).json()
+        lab, session = _served_pool_session(
+            {"zephyr-vla-7b": ("zephyr-vla-7b", named.url), "plain-policy": ("plain-policy", other.url)}
+        )
         seen = {}
         for slot in ("A", "B"):
             with PolicyClient(session["slots"][slot]["relay_url"], connect_timeout=10) as client:
@@ -338,27 +346,12 @@ def test_no_relay_frame_identifies_a_policy(settings, db):
     self_naming = SelfNamingPolicy({**requirements, **IDENTIFYING_METADATA, **SMUGGLED})
     with serve_relay_in_thread(settings.ARENA_RELAY_SECRET) as relay, serve_in_thread(self_naming) as named:
         settings.ARENA_RELAY_URL = relay.url.rstrip("/")
-        make_actor("quintessa", owner=OWNER, organization=ORGANIZATION)
-        organization = Organization.objects.get(name=ORGANIZATION)
-        policy = Policy.objects.create(
-            slug="zephyr-vla-7b",
-            name="Zephyr VLA 7B",
-            organization=organization,
-            owner=organization.members.get(),
-            endpoint_url=named.url,
+        lab, session = _served_pool_session(
+            {
+                "zephyr-vla-7b": ("Zephyr VLA 7B", named.url),
+                "orion-diffusion": ("Orion Diffusion Policy", named.url),
+            }
         )
-        policy_check_record(policy=policy, ok=True, requirements=DROID_REQS)
-        twin = Policy.objects.create(
-            slug="orion-diffusion",
-            name="Orion Diffusion Policy",
-            organization=organization,
-            owner=organization.members.get(),
-            endpoint_url=named.url,
-        )
-        policy_check_record(policy=twin, ok=True, requirements=DROID_REQS)
-        lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
-        register_robot(lab)
-        session = lab.post("/api/v1/sessions/", {"robot": "franka-1", "task": "open the drawer"}).json()
         secrets = identifying_secrets() + [
             Secret(w) for w in ("crashed", "Traceback", "127.0.0.1", named.url)
         ]
@@ -453,20 +446,12 @@ def test_no_relay_frame_identifies_a_policy_that_breaks_the_protocol(arena_relay
     requirements = {k: v for k, v in DROID_REQS.items() if k in REQUIREMENT_KEYS}
     obs = {**dummy_observation(requirements_from_metadata({})), "prompt": "open the drawer"}
     with _self_naming_server(requirements) as named:
-        make_actor("quintessa", owner=OWNER, organization=ORGANIZATION)
-        organization = Organization.objects.get(name=ORGANIZATION)
-        for slug, name in (("zephyr-vla-7b", "Zephyr VLA 7B"), ("orion-diffusion", "Orion Diffusion Policy")):
-            policy = Policy.objects.create(
-                slug=slug,
-                name=name,
-                organization=organization,
-                owner=organization.members.get(),
-                endpoint_url=named.url,
-            )
-            policy_check_record(policy=policy, ok=True, requirements=DROID_REQS)
-        lab = make_actor("lab", lab="Berkeley Lab", organization="Berkeley")
-        register_robot(lab)
-        session = lab.post("/api/v1/sessions/", {"robot": "franka-1", "task": "open the drawer"}).json()
+        lab, session = _served_pool_session(
+            {
+                "zephyr-vla-7b": ("Zephyr VLA 7B", named.url),
+                "orion-diffusion": ("Orion Diffusion Policy", named.url),
+            }
+        )
         url = session["slots"]["A"]["relay_url"]
         too_big = {**obs, "observation/exterior_image_1_left": np.zeros((1024, 1024, 3), np.uint8)}
         connections = {

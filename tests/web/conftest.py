@@ -14,7 +14,7 @@ from django.test import override_settings
 from arena.models import Lab
 from tests.api.actors import Actor, make_actor
 from tests.api.conftest import anonymous, lab1, lab2, outsider, owner  # noqa: F401  (fixtures)
-from tests.web.league import League, build_league
+from tests.web.league import League, build_league, league_actors
 
 PASSWORD = "correct horse battery staple"
 
@@ -35,12 +35,7 @@ def _league_rows(django_db_setup, django_db_blocker) -> Iterator[League]:
         override_settings(ARENA_PROVISIONAL_MIN_COMPARISONS=5),
         transaction.atomic(),
     ):
-        olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
-        bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
-        labs = [
-            make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
-            make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
-        ]
+        olivia, bruno, labs = league_actors()
         yield build_league(olivia=olivia, bruno=bruno, labs=labs)
         transaction.set_rollback(True)
 

@@ -24,6 +24,7 @@ from arena.tasks import ranking_refit
 from tests.api.actors import (
     Actor,
     activate,
+    make_actor,
     refits_deferred,
     register_policy,
     register_robot,
@@ -56,6 +57,17 @@ TASKS = {
 class League:
     slugs: list[str]
     sessions: int
+
+
+def league_actors() -> tuple[Actor, Actor, list[Actor]]:
+    """Who plays a league: Olivia (Acme Robotics) and Bruno (Beta Robotics), and the Berkeley and Stanford labs."""
+    olivia = make_actor("owner", owner="olivia", organization="Acme Robotics")
+    bruno = make_actor("bruno", owner="bruno", organization="Beta Robotics")
+    labs = [
+        make_actor("lab1", lab="Berkeley Lab", organization="Berkeley"),
+        make_actor("lab2", lab="Stanford Lab", organization="Stanford"),
+    ]
+    return olivia, bruno, labs
 
 
 def register_all(olivia: Actor, bruno: Actor, slugs: list[str]) -> None:
