@@ -360,7 +360,9 @@ def test_another_spelling_of_a_registered_server_needs_proof_too(owner, outsider
         assert policy_check_one(Policy.objects.get(slug="alias-3").pk) is True
 
 
-def test_a_server_serving_its_owners_nonce_fails_the_checks_of_anyone_elses_alias(owner, outsider, monkeypatch):
+def test_a_server_serving_its_owners_nonce_fails_the_checks_of_anyone_elses_alias(
+    owner, outsider, monkeypatch
+):
     """The owner serves the nonce its policy view shows. A name of the outsider's that pointed elsewhere at
     registration and at the owner's machine since reaches the owner's server: its checks fail (endpoint_claimed)
     and it never becomes active, while the owner's own checks pass."""
