@@ -5,8 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
-# The suite runs in this many pytest-xdist workers (tests that share one outside resource stay on one worker:
-# see the xdist_group marks); TEST_WORKERS=0 runs it in this process.
+# The suite runs in this many pytest-xdist workers, a test module at a time on one worker (its tests share what
+# the module builds once, and the two serve checks their database); TEST_WORKERS=0 runs it in this process.
 TEST_WORKERS ?= 2
 
 .PHONY: install test demo serve migrate lint bench wheel clean chromium
@@ -26,7 +26,7 @@ migrate: install
 	$(PY) manage.py migrate --noinput
 
 test: install chromium
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The browser tests drive Debian's Chromium through Playwright (never `playwright install`: no browser downloads).
 chromium:

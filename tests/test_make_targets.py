@@ -46,7 +46,6 @@ def test_short_demo_prints_the_leaderboard(tmp_path):
     assert "Release v1 of snapshot" in out and ": 4 sessions" in out and "/sessions/" in out
 
 
-@pytest.mark.xdist_group("serve")  # both brokers' runs share the database arena_serve_check
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_serve_starts_every_part_and_stops_cleanly(tmp_path, broker):
     need_service("PostgreSQL", service_reachable("postgres://127.0.0.1:5432"), "PostgreSQL on 127.0.0.1:5432")

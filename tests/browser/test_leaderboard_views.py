@@ -25,9 +25,6 @@ from tests.web.conftest import person
 from tests.web.league import built_once, league_actors
 from tests.web.slice_league import SliceLeague, build_slice_league
 
-# One pytest-xdist worker runs this module: its tests share one played league, and each worker would build its own.
-pytestmark = pytest.mark.xdist_group("slice-league")
-
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 WIDTHS = {1280: {"width": 1280, "height": 900}, 390: {"width": 390, "height": 844}}
 OUTCOME = {"A": 1.0, "B": 0.0, "tie": 0.5}

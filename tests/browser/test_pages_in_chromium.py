@@ -6,15 +6,10 @@ from __future__ import annotations
 import csv
 import io
 
-import pytest
-
 from arena.models import ApiKey, Policy, RankingSnapshot
 from tests.api.actors import make_actor
 from tests.browser.conftest import screenshot, sign_in
 from tests.web.conftest import person
-
-# One pytest-xdist worker runs this module: its tests share one played league, and each worker would build its own.
-pytestmark = pytest.mark.xdist_group("live-league")
 
 
 def api_board(tab) -> dict:

@@ -24,7 +24,6 @@ print("workbench-v1 ok", frame.shape)
 
 
 @pytest.mark.packaging
-@pytest.mark.xdist_group("wheel")  # python -m build writes its egg-info into the checkout
 @pytest.mark.timeout(1800)
 def test_the_sim_extra_runs_a_replica_session_against_a_live_arena(network, tmp_path):
     wheel = build_wheel(tmp_path / "dist")

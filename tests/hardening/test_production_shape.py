@@ -21,9 +21,6 @@ import requests
 from arena.ports import free_port
 from arena.serve import GUNICORN_LOG_FLAGS
 
-# One pytest-xdist worker runs this module: its tests share one deployment, and each worker would build its own.
-pytestmark = pytest.mark.xdist_group("production-shape")
-
 ROOT = Path(__file__).resolve().parents[2]
 HTTPS = {"X-Forwarded-Proto": "https"}
 

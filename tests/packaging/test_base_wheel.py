@@ -131,7 +131,6 @@ def serve_and_check(scripts: Path, cwd: Path) -> dict:
 
 
 @pytest.mark.packaging
-@pytest.mark.xdist_group("wheel")  # python -m build writes its egg-info into the checkout
 @pytest.mark.timeout(1800)
 def test_the_base_wheel_installs_the_client_and_the_policy_server_only(tmp_path):
     wheel = build_wheel(tmp_path / "dist")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -29,8 +30,13 @@ def ok(result: subprocess.CompletedProcess) -> str:
 
 
 def build_wheel(outdir: Path) -> Path:
-    """``python -m build`` (the sdist, then the wheel from it); returns the wheel."""
-    ok(run([sys.executable, "-m", "build", "--outdir", outdir, ROOT], timeout=600))
+    """``python -m build`` (the sdist, then the wheel from it); returns the wheel. One build at a time per
+    checkout (the suite's parallel workers may both build): ``build`` writes its egg-info into the checkout."""
+    lock = ROOT / "build" / ".arena-test-build.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        ok(run([sys.executable, "-m", "build", "--outdir", outdir, ROOT], timeout=600))
     wheels = sorted(outdir.glob("robot_policy_arena-*.whl"))
     assert len(wheels) == 1, sorted(p.name for p in outdir.iterdir())
     return wheels[0]

@@ -14,9 +14,6 @@ from arena.models import Lab, Preference, RankingSnapshot
 from arena.services.ranking import ranking_snapshot_create
 from arena.web.leaderboard import TABLE_COLUMNS
 
-# One pytest-xdist worker runs this module: its league class builds the league once, and each worker would build its own.
-pytestmark = pytest.mark.xdist_group("web-league-downloads")
-
 
 def latest() -> RankingSnapshot:
     return RankingSnapshot.objects.order_by("-version").first()

@@ -9,9 +9,6 @@ from django.test import Client
 
 from arena.models import RankingSnapshot
 
-# One pytest-xdist worker runs this module: its league class builds the league once, and each worker would build its own.
-pytestmark = pytest.mark.xdist_group("web-league-leaderboard")
-
 
 def page(path: str = "/leaderboard/") -> str:
     response = Client().get(path)

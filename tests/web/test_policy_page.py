@@ -14,9 +14,6 @@ from tests.api.actors import activate, open_session, register_policy, register_r
 from tests.videos.videohelpers import BODY, declare, upload
 from tests.web.conftest import PASSWORD, person
 
-# One pytest-xdist worker runs this module: its league class builds the league once, and each worker would build its own.
-pytestmark = pytest.mark.xdist_group("web-league-policy")
-
 
 def html_of(path: str, client: Client | None = None) -> str:
     response = (client or Client()).get(path)
