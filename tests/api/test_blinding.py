@@ -27,11 +27,20 @@ def identifying_strings(policies) -> set[str]:
     return {s for s in out if s}
 
 
+def _appears(secret: str, text: str) -> bool:
+    """Whether ``secret`` is in ``text``; a number (an id, a port) only as a number of its own, not as digits
+    inside a token, a UUID or a timestamp, where random characters spell it by chance once ids grow."""
+    if not secret.isdigit():
+        return secret in text
+    return re.search(rf"(?<![0-9A-Za-z_.-]){secret}(?![0-9A-Za-z_.-])", text) is not None
+
+
 def leaks(response, secrets: set[str]) -> list[str]:
     text = response.content.decode()
     headers = " ".join(f"{k}: {v}" for k, v in response.headers.items())
-    found = [s for s in secrets if s in text or s in headers]
-    # Relay tokens are opaque: decoding them reveals nothing either.
+    found = [s for s in secrets if _appears(s, text) or _appears(s, headers)]
+    # Relay tokens are opaque: decoding them reveals nothing either (their bytes are random: only names and
+    # addresses are looked for there, not bare numbers).
     for url in re.findall(r"ws://[^\"]+", text):
         token = url.rsplit("/", 1)[-1]
         padded = token + "=" * (-len(token) % 4)
@@ -39,7 +48,7 @@ def leaks(response, secrets: set[str]) -> list[str]:
             raw = base64.urlsafe_b64decode(padded).decode("latin-1")
         except ValueError:
             continue
-        found += [s for s in secrets if s in raw]
+        found += [s for s in secrets if not s.isdigit() and s in raw]
     return found
 
 

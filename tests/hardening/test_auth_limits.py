@@ -12,7 +12,7 @@ ATTACKER, NEIGHBOUR = "203.0.113.66", "198.51.100.20"
 
 
 def test_invalid_keys_are_limited_per_address(settings, lab1):
-    settings.ARENA_THROTTLE_FAILED_AUTH = "5/min"
+    settings.ARENA_THROTTLE_FAILED_AUTH = "5/day"
     guesser = APIClient(REMOTE_ADDR=ATTACKER)
     codes = [
         guesser.get("/api/v1/me/", HTTP_AUTHORIZATION=f"Api-Key pa_0123456789ab_guess{n}").status_code
@@ -36,7 +36,7 @@ def test_invalid_keys_are_limited_per_address(settings, lab1):
 
 
 def test_malformed_headers_count_as_failures(settings):
-    settings.ARENA_THROTTLE_FAILED_AUTH = "2/min"
+    settings.ARENA_THROTTLE_FAILED_AUTH = "2/day"
     guesser = APIClient(REMOTE_ADDR=ATTACKER)
     codes = [guesser.get("/api/v1/me/", HTTP_AUTHORIZATION="Bearer x").status_code for _ in range(3)]
     assert codes == [401, 401, 429]
@@ -47,7 +47,7 @@ def _sign_in(client, username: str, password: str, path: str = "/accounts/login/
 
 
 def test_failed_sign_ins_are_limited_per_address(settings, client, db):
-    settings.ARENA_THROTTLE_LOGIN = "3/min"
+    settings.ARENA_THROTTLE_LOGIN = "3/day"
     person("olivia")
     attacker = client.__class__(REMOTE_ADDR=ATTACKER)
     assert [_sign_in(attacker, "olivia", f"guess{n}").status_code for n in range(3)] == [200, 200, 200]
@@ -61,7 +61,7 @@ def test_failed_sign_ins_are_limited_per_address(settings, client, db):
 
 
 def test_failed_admin_sign_ins_share_the_limit(settings, client, db):
-    settings.ARENA_THROTTLE_LOGIN = "2/min"
+    settings.ARENA_THROTTLE_LOGIN = "2/day"
     person("root", staff=True)
     attacker = client.__class__(REMOTE_ADDR=ATTACKER)
     assert _sign_in(attacker, "root", "guess", "/admin/login/").status_code == 200
