@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -366,40 +367,30 @@ def run(*, repeats: int, bombs: list[str]) -> list[Row]:
                         bomb, "server", attack, honest, repeats=repeats, frame_bytes=_declared_bytes(frame)
                     )
                 )
+
+        def from_policy(mode: str, attack: Callable, bomb: str, frame: Any) -> Callable:
+            return functools.partial(
+                attack, functools.partial(relayed, relay_url, f"{urls['hostile']}/{mode}/{bomb}")
+            )
+
+        relay_attacks = (  # target -> the attack on the relay for (bomb, frame)
+            ("relay", lambda bomb, frame: functools.partial(attack_lab, to_target, frame)),
+            ("relay<-policy", functools.partial(from_policy, "bomb", attack_from_policy)),
+            ("relay<-reply", functools.partial(from_policy, "reply", attack_reply)),
+        )
         with HonestSession(relayed(relay_url, urls["honest"])) as honest:
-            for bomb, frame in frames.items():
-                attack = functools.partial(attack_lab, to_target, frame)
-                rows.append(
-                    _measure(
-                        bomb, "relay", attack, honest, repeats=repeats, frame_bytes=_declared_bytes(frame)
+            for target, make_attack in relay_attacks:
+                for bomb, frame in frames.items():
+                    rows.append(
+                        _measure(
+                            bomb,
+                            target,
+                            make_attack(bomb, frame),
+                            honest,
+                            repeats=repeats,
+                            frame_bytes=_declared_bytes(frame),
+                        )
                     )
-                )
-            for bomb, frame in frames.items():
-                hostile = functools.partial(relayed, relay_url, f"{urls['hostile']}/bomb/{bomb}")
-                attack = functools.partial(attack_from_policy, hostile)
-                rows.append(
-                    _measure(
-                        bomb,
-                        "relay<-policy",
-                        attack,
-                        honest,
-                        repeats=repeats,
-                        frame_bytes=_declared_bytes(frame),
-                    )
-                )
-            for bomb, frame in frames.items():
-                hostile = functools.partial(relayed, relay_url, f"{urls['hostile']}/reply/{bomb}")
-                attack = functools.partial(attack_reply, hostile)
-                rows.append(
-                    _measure(
-                        bomb,
-                        "relay<-reply",
-                        attack,
-                        honest,
-                        repeats=repeats,
-                        frame_bytes=_declared_bytes(frame),
-                    )
-                )
         for target, mode in (("checker", "bomb"), ("checker<-reply", "reply")):
             for bomb, frame in frames.items():
                 attack = functools.partial(attack_checker, f"{urls['hostile']}/{mode}/{bomb}")

@@ -14,12 +14,7 @@ from policy_server.baselines import make_baseline
 
 
 def _segment_centroid(robot: Replica, camera: str, geom: int) -> np.ndarray:
-    renderer = robot._renderer
-    renderer.update_scene(robot.data, camera=camera)
-    renderer.enable_segmentation_rendering()
-    segments = renderer.render()
-    renderer.disable_segmentation_rendering()
-    ys, xs = np.nonzero(segments[..., 0] == geom)
+    ys, xs = np.nonzero(_segment(robot, camera, geom))
     return np.array([xs.mean() + 0.5, ys.mean() + 0.5])
 
 
